@@ -1,0 +1,1 @@
+"""vitnas: hardware-aware NAS for efficient vision transformers."""

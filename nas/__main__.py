@@ -1,0 +1,6 @@
+"""``python -m nas`` runs the command line."""
+import sys
+
+from nas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,618 @@
+"""Architectures: one choice per search-space dimension.
+
+An :class:`Arch` is a frozen dataclass. Dimensions that a choice makes irrelevant
+(the window of a pooling mixer, the reduction method when no token is dropped) are
+*inactive* and always hold their default, so two archs that build the same network
+compare equal. Every operation that creates archs (sampling, mutation, crossover,
+decoding, membership) goes through one dependency-ordered walk over the
+dimensions, :func:`walk_arch`, so they all agree on what is valid.
+
+Example:
+    >>> rng = np.random.default_rng(0)  # doctest: +SKIP
+    >>> arch = sample_arch(space, rng); space_contains(space, arch)  # doctest: +SKIP
+    (True, '')
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from nas.errors import ArchError
+from nas.space import (
+    ATTENTION_MIXERS, GLOBAL_DIMS, GRID_FREE_MIXERS, STAGE_DIMS, SearchSpace, StageSpace,
+    stage_dim,
+)
+
+__all__ = [
+    "StageArch", "Arch", "walk_arch", "sample_arch", "space_contains", "canonicalize",
+    "mutate_arch", "crossover_arch", "extreme_arch", "extreme_pick", "encode_arch", "decode_arch",
+    "encoding_names", "count_archs", "load_arch", "active_dims",
+]
+
+
+@dataclass(frozen=True)
+class StageArch:
+    """One stage of an architecture (see ``nas.space.STAGE_DIMS`` for meanings)."""
+
+    depth: int = 1
+    embed_dim: int = 64
+    stride: int = 1
+    downsample: str = "conv"
+    mixer: str = "mhsa"
+    heads: int = 1
+    qk_ratio: float = 1.0
+    pattern: str = "dense"
+    window: int = 7
+    shift: bool = False
+    density: float = 1.0
+    local_fraction: float = 1.0
+    sr_ratio: int = 1
+    kernel: int = 3
+    mlp_ratio: float = 4.0
+    low_rank: float = 1.0
+    sparsity: str = "dense"
+    ffn_conv: bool = False
+    sandwich: int = 0
+    token_interaction: bool = False
+    keep_ratio: float = 1.0
+    reduce_method: str = "prune"
+    reduce_at: int = 0
+    norm: str = "layernorm"
+    act: str = "gelu"
+    layer_scale: bool = False
+    pos_embed: str = "none"
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.heads
+
+    @property
+    def qk_dim(self) -> int:
+        """QK channels per head (EfficientViT-style small QK, full V)."""
+        return max(1, round(self.head_dim * self.qk_ratio))
+
+    @property
+    def local_heads(self) -> int:
+        """Heads that use the sparse pattern; the others attend globally."""
+        return min(self.heads, max(1, round(self.heads * self.local_fraction)))
+
+    @property
+    def hidden_dim(self) -> int:
+        return max(1, round(self.embed_dim * self.mlp_ratio))
+
+    @property
+    def rank(self) -> int:
+        """Rank of the FFN's factorised linear layers (full rank when low_rank == 1)."""
+        return max(1, round(min(self.embed_dim, self.hidden_dim) * self.low_rank))
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A full architecture: global choices plus one :class:`StageArch` per stage."""
+
+    resolution: int
+    stem: str
+    stem_stride: int
+    stages: tuple[StageArch, ...]
+
+    def to_dict(self, *, full: bool = False) -> dict[str, Any]:
+        """Plain dict; only active dimensions unless ``full``."""
+        out: dict[str, Any] = {d.name: getattr(self, d.name) for d in GLOBAL_DIMS}
+        prev = None
+        stages = []
+        for s in self.stages:
+            keep = None if full else active_dims(s, prev)
+            stages.append({k: v for k, v in asdict(s).items() if full or k in keep})
+            prev = s.embed_dim
+        out["stages"] = stages
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, source: str = "arch") -> Arch:
+        """Parse a dict, rejecting unknown keys and badly typed values."""
+        if not isinstance(raw, dict):
+            raise ArchError(f"{source}: expected a mapping with resolution, stem, stem_stride, stages")
+        allowed = [d.name for d in GLOBAL_DIMS] + ["stages"]
+        for key in raw:
+            if key not in allowed:
+                raise ArchError(f"{source}: {key}: unknown key; allowed: {', '.join(allowed)}")
+        glob = {}
+        for d in GLOBAL_DIMS:
+            try:
+                glob[d.name] = d.validate(raw.get(d.name, d.default))
+            except ValueError as e:
+                raise ArchError(f"{source}: {d.name}: {e}") from None
+        stages_raw = raw.get("stages")
+        if not isinstance(stages_raw, list) or not stages_raw:
+            raise ArchError(f"{source}: stages: expected a non-empty list")
+        stages = []
+        names = [f.name for f in fields(StageArch)]
+        for i, st in enumerate(stages_raw):
+            if not isinstance(st, dict):
+                raise ArchError(f"{source}: stages[{i}]: expected a mapping")
+            vals = {}
+            for key, value in st.items():
+                if key not in names:
+                    raise ArchError(f"{source}: stages[{i}].{key}: unknown key; allowed: "
+                                    f"{', '.join(names)}")
+                try:
+                    vals[key] = stage_dim(key).validate(value)
+                except ValueError as e:
+                    raise ArchError(f"{source}: stages[{i}].{key}: {e}") from None
+            stages.append(StageArch(**vals))
+        return cls(stages=tuple(stages), **glob)
+
+
+def load_arch(text_or_path: str | Path) -> Arch:
+    """Load an arch from a YAML/JSON file path, or parse inline YAML/JSON text."""
+    p = Path(text_or_path) if len(str(text_or_path)) < 4096 else None
+    if p is not None and p.suffix in (".yaml", ".yml", ".json") and not p.is_file():
+        raise ArchError(f"arch file not found: {p}")
+    if p is not None and p.is_file():
+        text, source = p.read_text(encoding="utf-8"), str(p)
+    else:
+        text, source = str(text_or_path), "inline arch"
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ArchError(f"{source}: malformed YAML/JSON: {str(e).splitlines()[0]}") from None
+    if isinstance(raw, dict) and "arch" in raw and "stages" not in raw:
+        raw = raw["arch"]  # files written by search/export wrap the arch
+    return Arch.from_dict(raw, source=source)
+
+
+# --------------------------------------------------------------------------- the walk
+
+Pick = Callable[[str, str, tuple], Any]  # (where, name, valid choices) -> value
+
+
+def _loc(where: str, name: str) -> str:
+    return name if where == name else f"{where}.{name}"
+
+
+def effective_mixers(ss: StageSpace) -> tuple[str, ...]:
+    """Mixers reachable in canonical form: ``attention`` with a dense pattern is ``mhsa``."""
+    out = list(ss.mixer)
+    if "attention" in out:
+        if not _attn_patterns(ss) or not _attn_fractions(ss):
+            out.remove("attention")
+            if "mhsa" not in out:
+                out.insert(0, "mhsa")
+        elif ("dense" in ss.pattern or 0.0 in ss.local_fraction) and "mhsa" not in out:
+            out.insert(0, "mhsa")
+    return tuple(out)
+
+
+def _attn_patterns(ss):
+    return tuple(p for p in ss.pattern if p != "dense")
+
+
+def _attn_fractions(ss):
+    return tuple(f for f in ss.local_fraction if f > 0)
+
+
+def _walk_stage(ss: StageSpace | None, prev_dim: int | None, pick: Pick, where: str) -> StageArch:
+    def p(name: str, valid: tuple | None = None):
+        if valid is None:
+            valid = ss.choices(name) if ss is not None else None
+        return pick(where, name, valid)
+
+    v: dict[str, Any] = {}
+    v["depth"] = p("depth")
+    dim = v["embed_dim"] = p("embed_dim")
+    v["stride"] = p("stride")
+    if v["stride"] > 1 or (prev_dim is not None and prev_dim != dim):
+        v["downsample"] = p("downsample")
+    m = v["mixer"] = p("mixer", effective_mixers(ss) if ss else None)
+    if m in ATTENTION_MIXERS:
+        h = v["heads"] = p("heads", tuple(h for h in ss.heads if dim % h == 0) if ss else None)
+        hd = dim // h if dim % h == 0 else dim
+        v["qk_ratio"] = p("qk_ratio", tuple(q for q in ss.qk_ratio if round(hd * q) >= 1)
+                          if ss else None)
+    if m == "attention":
+        pat = v["pattern"] = p("pattern", _attn_patterns(ss) if ss else None)
+        v["window"] = p("window")
+        if pat == "local":
+            v["shift"] = p("shift")
+        if pat == "block":
+            v["density"] = p("density")
+        v["local_fraction"] = p("local_fraction", _attn_fractions(ss) if ss else None)
+    elif m == "cga":
+        v["window"] = p("window")
+    if m == "sra":
+        v["sr_ratio"] = p("sr_ratio")
+    if m in ("pool", "dwconv", "cga"):
+        v["kernel"] = p("kernel")
+    for name in ("mlp_ratio", "low_rank", "sparsity", "ffn_conv", "sandwich", "token_interaction"):
+        v[name] = p(name)
+    grid_free = (m in GRID_FREE_MIXERS or (m == "attention" and v["pattern"] == "block")) \
+        and not v["ffn_conv"] and not v["token_interaction"]
+    if ss is not None:
+        reduce_ats = tuple(r for r in ss.reduce_at if r < v["depth"])
+        keeps = ss.keep_ratio if grid_free and reduce_ats else \
+            tuple(k for k in ss.keep_ratio if k == 1.0)
+    else:
+        reduce_ats = keeps = None
+    v["keep_ratio"] = p("keep_ratio", keeps)
+    if v["keep_ratio"] < 1.0:
+        if not grid_free:
+            raise ArchError(f"{where}.keep_ratio: token reduction needs a grid-free stage "
+                            f"(mixer mhsa/linear/mlp/identity/block attention, no ffn_conv, "
+                            f"no token_interaction)")
+        v["reduce_method"] = p("reduce_method")
+        v["reduce_at"] = p("reduce_at", reduce_ats)
+        if v["reduce_at"] >= v["depth"]:
+            raise ArchError(f"{where}.reduce_at: {v['reduce_at']} must be below depth {v['depth']}")
+    for name in ("norm", "act", "layer_scale", "pos_embed"):
+        v[name] = p(name)
+    return StageArch(**v)
+
+
+def walk_arch(space: SearchSpace | None, pick: Pick, num_stages: int | None = None) -> Arch:
+    """Build an arch by asking ``pick(where, name, valid)`` for each active dimension.
+
+    ``valid`` is the tuple of choices allowed given the earlier picks (``None`` when
+    ``space`` is None). Inactive dimensions keep their defaults.
+    """
+    glob = {d.name: pick(d.name, d.name, getattr(space, d.name) if space else None)
+            for d in GLOBAL_DIMS}
+    n = len(space.stages) if space is not None else num_stages
+    stages, prev = [], None
+    for i in range(n):
+        s = _walk_stage(space.stages[i] if space else None, prev, pick, f"stages[{i}]")
+        stages.append(s)
+        prev = s.embed_dim
+    return Arch(stages=tuple(stages), **glob)
+
+
+def active_dims(stage: StageArch, prev_dim: int | None) -> set[str]:
+    """Names of the dimensions that matter for ``stage``."""
+    names: set[str] = set()
+
+    def pick(where, name, valid):
+        names.add(name)
+        return getattr(stage, name)
+
+    _walk_stage(None, prev_dim, pick, "stage")
+    return names
+
+
+def _grid_ok(space: SearchSpace | None, arch: Arch) -> str:
+    from nas.model.shapes import stage_grids
+
+    grids = stage_grids(arch)
+    for i, (h, w) in enumerate(grids):
+        if h < 1 or w < 1:
+            return f"stages[{i}]: the token grid vanishes ({h}x{w}); use fewer strides"
+    return ""
+
+
+def sample_arch(space: SearchSpace, rng: np.random.Generator) -> Arch:
+    """Sample an arch: each active dimension uniformly among its valid choices."""
+    for _ in range(100):
+        arch = walk_arch(space, lambda where, name, valid: valid[int(rng.integers(len(valid)))])
+        if not _grid_ok(space, arch):
+            return arch
+    raise ArchError(f"space {space.name}: could not sample an arch whose token grid stays >= 1x1")
+
+
+def space_contains(space: SearchSpace, arch: Arch) -> tuple[bool, str]:
+    """Whether ``arch`` is a point of ``space``; when not, the reason."""
+    if len(arch.stages) != len(space.stages):
+        return False, f"arch has {len(arch.stages)} stages, the space has {len(space.stages)}"
+
+    def pick(where, name, valid):
+        value = _value_at(arch, where, name)
+        if value not in valid:
+            shown = ", ".join(map(str, valid)) if valid else "none (no valid choice)"
+            raise ArchError(f"{_loc(where, name)} = {value!r} is not allowed here; allowed: {shown}")
+        return value
+
+    try:
+        canon = walk_arch(space, pick)
+    except ArchError as e:
+        return False, str(e)
+    if canon != arch:
+        diff = _first_diff(arch, canon)
+        return False, f"{diff}: inactive dimension differs from its default (call canonicalize)"
+    reason = _grid_ok(space, arch)
+    return (not reason), reason
+
+
+def canonicalize(space: SearchSpace, arch: Arch) -> Arch:
+    """Reset inactive dimensions to defaults; raise :class:`ArchError` if outside the space."""
+    def pick(where, name, valid):
+        value = _value_at(arch, where, name)
+        if value not in valid:
+            shown = ", ".join(map(str, valid)) if valid else "none (no valid choice)"
+            raise ArchError(f"{_loc(where, name)} = {value!r} is not in the space {space.name}; "
+                            f"allowed: {shown}")
+        return value
+
+    if len(arch.stages) != len(space.stages):
+        raise ArchError(f"arch has {len(arch.stages)} stages, space {space.name} has "
+                        f"{len(space.stages)}")
+    arch = replace(arch, stages=tuple(
+        replace(s, mixer="mhsa") if s.mixer == "attention"
+        and (s.pattern == "dense" or s.local_fraction == 0) else s for s in arch.stages))
+    canon = walk_arch(space, pick)
+    reason = _grid_ok(space, canon)
+    if reason:
+        raise ArchError(reason)
+    return canon
+
+
+def _value_at(arch: Arch, where: str, name: str) -> Any:
+    if where.startswith("stages["):
+        return getattr(arch.stages[int(where[7:where.index("]")])], name)
+    return getattr(arch, name)
+
+
+def _first_diff(a: Arch, b: Arch) -> str:
+    for i, (sa, sb) in enumerate(zip(a.stages, b.stages)):
+        for f in fields(StageArch):
+            if getattr(sa, f.name) != getattr(sb, f.name):
+                return f"stages[{i}].{f.name}"
+    return "arch"
+
+
+def _propose(space: SearchSpace, proposal: Callable[[str, str], Any], rng: np.random.Generator) -> Arch:
+    """Walk taking ``proposal(where, name)`` when valid, else a uniform valid choice."""
+    def pick(where, name, valid):
+        value = proposal(where, name)
+        if value is not None and value in valid:
+            return value
+        return valid[int(rng.integers(len(valid)))]
+
+    for _ in range(100):
+        arch = walk_arch(space, pick)
+        if not _grid_ok(space, arch):
+            return arch
+        proposal = lambda where, name: None  # noqa: E731 - fall back to plain sampling
+    raise ArchError(f"space {space.name}: no valid arch found")
+
+
+def mutate_arch(space: SearchSpace, arch: Arch, rng: np.random.Generator, *, prob: float = 0.1) -> Arch:
+    """Resample each dimension with probability ``prob``; invalid leftovers are repaired.
+
+    At least one dimension is resampled, so the child differs whenever possible.
+    """
+    if not 0 < prob <= 1:
+        raise ValueError(f"prob must be in (0, 1], got {prob}")
+    forced = {"done": False}
+
+    def proposal(where, name):
+        if rng.random() < prob:
+            forced["done"] = True
+            return None
+        return _value_at(arch, where, name)
+
+    child = _propose(space, proposal, rng)
+    if child == arch:  # guarantee progress: resample one random active dimension
+        names = [(f"stages[{i}]", n) for i, s in enumerate(arch.stages)
+                 for n in sorted(active_dims(s, arch.stages[i - 1].embed_dim if i else None))]
+        names += [(d.name, d.name) for d in GLOBAL_DIMS]
+        for _ in range(64):
+            tw, tn = names[int(rng.integers(len(names)))]
+            child = _propose(space, lambda w, n: None if (w, n) == (tw, tn) else
+                             _value_at(arch, w, n), rng)
+            if child != arch:
+                break
+    return child
+
+
+def crossover_arch(space: SearchSpace, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
+    """Uniform crossover: each dimension from either parent, repaired where invalid."""
+    return _propose(space, lambda where, name: _value_at(a if rng.random() < 0.5 else b, where, name),
+                    rng)
+
+
+_CAT_ORDER = {  # most to least expensive, for extreme_arch
+    "mixer": ("mhsa", "attention", "sra", "cga", "linear", "mlp", "dwconv", "pool", "identity"),
+    "sparsity": ("dense", "2:4"),
+    "pos_embed": ("absolute", "conv", "none"),
+}
+
+
+def extreme_pick(which: str) -> Pick:
+    """The pick rule of :func:`extreme_arch` (largest or smallest valid choice)."""
+    if which not in ("max", "min"):
+        raise ValueError(f"which must be 'max' or 'min', got {which!r}")
+
+    def pick(where, name, valid):
+        if name in _CAT_ORDER:
+            order = _CAT_ORDER[name] if which == "max" else _CAT_ORDER[name][::-1]
+            return min(valid, key=lambda v: order.index(v) if v in order else len(order))
+        if name in ("stride", "stem_stride", "sr_ratio"):
+            return min(valid) if which == "max" else max(valid)
+        if isinstance(valid[0], str):
+            return valid[0]
+        return max(valid) if which == "max" else min(valid)
+
+    return pick
+
+
+def extreme_arch(space: SearchSpace, which: str) -> Arch:
+    """The largest (``"max"``) or smallest (``"min"``) subnet, for the sandwich rule."""
+    arch = walk_arch(space, extreme_pick(which))
+    if _grid_ok(space, arch):
+        raise ArchError(f"space {space.name}: the {which} arch has a vanishing token grid")
+    return arch
+
+
+# --------------------------------------------------------------------------- encoding
+
+def _enc_dims(space: SearchSpace) -> list[tuple[str, str, Any, tuple]]:
+    """(where, name, dim, choices) for every dimension with more than one choice."""
+    out = []
+    for d in GLOBAL_DIMS:
+        ch = getattr(space, d.name)
+        if len(ch) > 1:
+            out.append((d.name, d.name, d, ch))
+    for i, ss in enumerate(space.stages):
+        for d in STAGE_DIMS:
+            ch = ss.choices(d.name)
+            if d.name == "mixer":
+                ch = effective_mixers(ss)
+            if len(ch) > 1:
+                out.append((f"stages[{i}]", d.name, d, ch))
+    return out
+
+
+def encoding_names(space: SearchSpace) -> list[str]:
+    """Names of the encoding's columns (``stages[1].mixer=pool``, ``stages[0].depth``...)."""
+    names = []
+    for where, name, d, ch in _enc_dims(space):
+        key = name if where == name else f"{where}.{name}"
+        if d.kind == "cat":
+            names += [f"{key}={c}" for c in ch]
+        else:
+            names.append(key)
+    return names
+
+
+def encode_arch(space: SearchSpace, arch: Arch) -> np.ndarray:
+    """Fixed-length float32 vector: one-hot categoricals, rank-scaled numbers in (0, 1].
+
+    Inactive dimensions encode as zeros. Dimensions with a single choice are left out.
+    """
+    out: list[float] = []
+    prev = None
+    active = {}
+    for i, s in enumerate(arch.stages):
+        active[f"stages[{i}]"] = active_dims(s, prev)
+        prev = s.embed_dim
+    for where, name, d, ch in _enc_dims(space):
+        value = _value_at(arch, where, name)
+        on = where == name or name in active[where]
+        if d.kind == "cat":
+            out += [1.0 if on and value == c else 0.0 for c in ch]
+        else:
+            out.append((ch.index(value) + 1) / len(ch) if on and value in ch else 0.0)
+    return np.asarray(out, dtype=np.float32)
+
+
+def decode_arch(space: SearchSpace, vec: np.ndarray | list[float], *, strict: bool = True) -> Arch:
+    """Inverse of :func:`encode_arch`. Non-strict decoding snaps to the nearest valid choice."""
+    vec = np.asarray(vec, dtype=np.float64).ravel()
+    dims = _enc_dims(space)
+    expected = sum(len(ch) if d.kind == "cat" else 1 for _, _, d, ch in dims)
+    if vec.shape[0] != expected:
+        raise ArchError(f"encoding has length {vec.shape[0]}, space {space.name} expects {expected}")
+    slots: dict[tuple[str, str], np.ndarray] = {}
+    pos = 0
+    for where, name, d, ch in dims:
+        n = len(ch) if d.kind == "cat" else 1
+        slots[(where, name)] = vec[pos:pos + n]
+        pos += n
+
+    def pick(where, name, valid):
+        key = (where, name)
+        if key not in slots:
+            return valid[0]
+        _, _, d, ch = next(x for x in dims if (x[0], x[1]) == key)
+        seg = slots[key]
+        if d.kind == "cat":
+            order = np.argsort(-seg, kind="stable")
+            cands = [ch[j] for j in order]
+        else:
+            rank = seg[0] * len(ch) - 1
+            cands = sorted(ch, key=lambda c: abs(ch.index(c) - rank))
+        if strict:
+            if cands[0] not in valid:
+                raise ArchError(f"encoding: {_loc(where, name)} decodes to {cands[0]!r}, "
+                                f"not valid here")
+            return cands[0]
+        for c in cands:
+            if c in valid:
+                return c
+        return valid[0]
+
+    return walk_arch(space, pick)
+
+
+# --------------------------------------------------------------------------- size
+
+def count_archs(space: SearchSpace) -> int:
+    """Exact number of canonical archs (grid-size feasibility aside)."""
+    total = 0
+    counts_prev: dict[int | None, int] = {None: 1}
+    for ss in space.stages:
+        counts: dict[int | None, int] = {}
+        for prev, c in counts_prev.items():
+            for dim, n in _count_stage(ss, prev).items():
+                counts[dim] = counts.get(dim, 0) + c * n
+        counts_prev = counts
+    total = sum(counts_prev.values())
+    for d in GLOBAL_DIMS:
+        total *= len(getattr(space, d.name))
+    return total
+
+
+def _count_stage(ss: StageSpace, prev: int | None) -> dict[int, int]:
+    tail = len(ss.norm) * len(ss.act) * len(ss.layer_scale) * len(ss.pos_embed)
+    ffn = len(ss.mlp_ratio) * len(ss.low_rank) * len(ss.sparsity) * len(ss.sandwich)
+    out = {}
+    for dim in ss.embed_dim:
+        n = 0
+        for depth in ss.depth:
+            for stride in ss.stride:
+                ds = len(ss.downsample) if stride > 1 or (prev is not None and prev != dim) else 1
+                for m in effective_mixers(ss):
+                    mix = _count_mixer(ss, m, dim)
+                    reduce_ats = sum(1 for r in ss.reduce_at if r < depth)
+                    for ffn_conv in ss.ffn_conv:
+                        for ti in ss.token_interaction:
+                            for pat, k in _pattern_split(ss, m, mix):
+                                grid_free = (m in GRID_FREE_MIXERS or pat == "block") \
+                                    and not ffn_conv and not ti
+                                keeps = 0
+                                for kr in ss.keep_ratio:
+                                    if kr == 1.0:
+                                        keeps += 1
+                                    elif grid_free and reduce_ats:
+                                        keeps += len(ss.reduce_method) * reduce_ats
+                                n += ds * k * keeps
+        out[dim] = n * ffn * tail
+    return out
+
+
+def _count_mixer(ss: StageSpace, m: str, dim: int) -> int:
+    n = 1
+    if m in ATTENTION_MIXERS:
+        n = sum(sum(1 for q in ss.qk_ratio if round(dim // h * q) >= 1)
+                for h in ss.heads if dim % h == 0)
+    if m == "cga":
+        n *= len(ss.window) * len(ss.kernel)
+    elif m == "sra":
+        n *= len(ss.sr_ratio)
+    elif m in ("pool", "dwconv"):
+        n *= len(ss.kernel)
+    return n
+
+
+def _pattern_split(ss: StageSpace, m: str, mix: int) -> list[tuple[str, int]]:
+    if m != "attention":
+        return [("", mix)]
+    out = []
+    for pat in _attn_patterns(ss):
+        k = mix * len(ss.window) * len(_attn_fractions(ss))
+        if pat == "local":
+            k *= len(ss.shift)
+        if pat == "block":
+            k *= len(ss.density)
+        out.append((pat, k))
+    return out
+

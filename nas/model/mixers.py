@@ -1,0 +1,237 @@
+"""Token mixers: the ``token_mixer`` of a MetaFormer block (Yu et al., CVPR 2022).
+
+Every mixer maps ``(B, N, C)`` tokens to ``(B, N, C)``; ``hw`` is the token grid, or
+``None`` after in-stage token reduction (only grid-free mixers run there). The
+attention variants follow the taxonomy: global MHSA (ViT/DeiT), sparse patterns
+with heterogeneous heads (Swin / MaxViT / BigBird, HiLo), PVT spatial-reduction
+attention, kernelised linear attention (Katharopoulos et al. 2020), EfficientViT
+cascaded group attention (Liu et al., CVPR 2023); and the attention-free ones:
+pooling (PoolFormer), depthwise conv, token MLP (ResMLP) and identity.
+
+``MIXERS`` maps a mixer name to a builder ``(stage_arch, dim, tokens) -> nn.Module``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels import Pattern, linear_attention, sparse_attention
+from nas.model.layers import TokenNorm, to_img, to_tokens
+
+__all__ = ["Attention", "SRAttention", "LinearAttention", "CascadedGroupAttention", "Pooling",
+           "DWConvMixer", "TokenMLP", "IdentityMixer", "MIXERS", "build_mixer"]
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, _ = x.shape
+    return x.view(b, n, heads, -1).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with small QK (EfficientViT) and an optional sparse pattern.
+
+    With ``pattern=None`` every head is global (``mhsa``). Otherwise the first
+    ``local_heads`` heads use the pattern and the rest stay global.
+    """
+
+    variant = "attn"
+
+    def __init__(self, dim: int, *, heads: int, qk_dim: int, pattern: Pattern | None = None,
+                 local_heads: int | None = None):
+        super().__init__()
+        self.heads, self.pattern, self.local_heads = heads, pattern, local_heads
+        self.q = nn.Linear(dim, heads * qk_dim)
+        self.k = nn.Linear(dim, heads * qk_dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        q, k, v = _heads(self.q(x), self.heads), _heads(self.k(x), self.heads), \
+            _heads(self.v(x), self.heads)
+        if self.pattern is None:
+            o = F.scaled_dot_product_attention(q, k, v)
+        else:
+            o = sparse_attention(q, k, v, pattern=self.pattern, hw=hw or (1, x.shape[1]),
+                                 local_heads=self.local_heads)
+        return self.proj(_merge_heads(o))
+
+
+class SRAttention(nn.Module):
+    """PVT spatial-reduction attention: keys and values from a strided-conv-reduced grid."""
+
+    variant = "sra"
+
+    def __init__(self, dim: int, *, heads: int, qk_dim: int, sr_ratio: int, norm: str = "layernorm"):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, heads * qk_dim)
+        self.k = nn.Linear(dim, heads * qk_dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
+            self.sr.variant = f"sr{sr_ratio}"
+            self.sr_norm = TokenNorm(norm, dim)
+        else:
+            self.sr, self.sr_norm = None, None
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        kv = x
+        if self.sr is not None:
+            img = to_img(x, hw)
+            r = self.sr.stride[0]
+            if img.shape[2] < r or img.shape[3] < r:  # grid smaller than the reduction window
+                img = F.pad(img, (0, max(0, r - img.shape[3]), 0, max(0, r - img.shape[2])))
+            kv = self.sr_norm(to_tokens(self.sr(img)))
+        q = _heads(self.q(x), self.heads)
+        k, v = _heads(self.k(kv), self.heads), _heads(self.v(kv), self.heads)
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class LinearAttention(nn.Module):
+    """Kernelised linear attention with the elu+1 feature map: O(N) in tokens."""
+
+    variant = "linear"
+
+    def __init__(self, dim: int, *, heads: int, qk_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, heads * qk_dim)
+        self.k = nn.Linear(dim, heads * qk_dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        q, k, v = _heads(self.q(x), self.heads), _heads(self.k(x), self.heads), \
+            _heads(self.v(x), self.heads)
+        return self.proj(_merge_heads(linear_attention(q, k, v)))
+
+
+class CascadedGroupAttention(nn.Module):
+    """EfficientViT cascaded group attention inside local windows.
+
+    Head ``i`` sees channel split ``i`` plus the output of head ``i-1``; its query
+    passes a depthwise conv; attention runs in ``window x window`` windows; the
+    concatenated heads pass ReLU and a projection.
+    """
+
+    variant = "cga"
+
+    def __init__(self, dim: int, *, heads: int, qk_dim: int, window: int, kernel: int):
+        super().__init__()
+        hd = dim // heads
+        self.heads, self.qk_dim, self.window = heads, qk_dim, window
+        self.q = nn.Parameter(torch.empty(heads, qk_dim, hd))
+        self.k = nn.Parameter(torch.empty(heads, qk_dim, hd))
+        self.v = nn.Parameter(torch.empty(heads, hd, hd))
+        self.q_bias = nn.Parameter(torch.zeros(heads, qk_dim))
+        self.k_bias = nn.Parameter(torch.zeros(heads, qk_dim))
+        self.v_bias = nn.Parameter(torch.zeros(heads, hd))
+        self.dw_kernel = nn.Parameter(torch.empty(heads, qk_dim, kernel, kernel))
+        self.dw_bias = nn.Parameter(torch.zeros(heads, qk_dim))
+        self.proj = nn.Linear(dim, dim)
+        for w in (self.q, self.k, self.v, self.dw_kernel):
+            nn.init.trunc_normal_(w, std=0.02)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        h, dqk = self.heads, self.qk_dim
+        pattern = Pattern("local", window=self.window)
+        splits = x.chunk(h, dim=-1)
+        pad = self.dw_kernel.shape[-1] // 2
+        outs: list[torch.Tensor] = []
+        for i in range(h):
+            feat = splits[i] if i == 0 else splits[i] + outs[-1]
+            q = F.linear(feat, self.q[i], self.q_bias[i])
+            k = F.linear(feat, self.k[i], self.k_bias[i])
+            v = F.linear(feat, self.v[i], self.v_bias[i])
+            q = to_tokens(F.conv2d(to_img(q, hw), self.dw_kernel[i].unsqueeze(1), self.dw_bias[i],
+                                   padding=pad, groups=dqk))
+            o = sparse_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
+                                 pattern=pattern, hw=hw)
+            outs.append(o.squeeze(1))
+        return self.proj(F.relu(torch.cat(outs, dim=-1)))
+
+
+class Pooling(nn.Module):
+    """PoolFormer token mixer: ``avgpool(x) - x`` (no weights)."""
+
+    variant = "pool"
+
+    def __init__(self, kernel: int):
+        super().__init__()
+        self.pool = nn.AvgPool2d(kernel, 1, kernel // 2, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        return to_tokens(self.pool(to_img(x, hw))) - x
+
+
+class DWConvMixer(nn.Module):
+    """Depthwise ``k x k`` convolution as token mixer (ConvNeXt / RepMixer style)."""
+
+    variant = "dwconv"
+
+    def __init__(self, dim: int, *, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel, 1, kernel // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        return to_tokens(self.conv(to_img(x, hw)))
+
+
+class TokenMLP(nn.Module):
+    """Cross-token linear layer (ResMLP): mixes the ``N`` tokens of each channel."""
+
+    variant = "mlp"
+
+    def __init__(self, tokens: int):
+        super().__init__()
+        self.fc = nn.Linear(tokens, tokens)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        return self.fc(x.transpose(1, 2)).transpose(1, 2)
+
+
+class IdentityMixer(nn.Module):
+    """No token mixing (IdentityFormer baseline)."""
+
+    variant = "identity"
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        return x
+
+
+def _pattern(s) -> Pattern:
+    return Pattern(s.pattern, window=s.window, shift=s.shift, density=s.density)
+
+
+MIXERS: dict[str, Callable[..., nn.Module]] = {
+    "mhsa": lambda s, dim, tokens: Attention(dim, heads=s.heads, qk_dim=s.qk_dim),
+    "attention": lambda s, dim, tokens: Attention(
+        dim, heads=s.heads, qk_dim=s.qk_dim, pattern=_pattern(s), local_heads=s.local_heads),
+    "sra": lambda s, dim, tokens: SRAttention(dim, heads=s.heads, qk_dim=s.qk_dim,
+                                              sr_ratio=s.sr_ratio, norm=s.norm),
+    "linear": lambda s, dim, tokens: LinearAttention(dim, heads=s.heads, qk_dim=s.qk_dim),
+    "cga": lambda s, dim, tokens: CascadedGroupAttention(
+        dim, heads=s.heads, qk_dim=s.qk_dim, window=s.window, kernel=s.kernel),
+    "pool": lambda s, dim, tokens: Pooling(s.kernel),
+    "dwconv": lambda s, dim, tokens: DWConvMixer(dim, kernel=s.kernel),
+    "mlp": lambda s, dim, tokens: TokenMLP(tokens),
+    "identity": lambda s, dim, tokens: IdentityMixer(),
+}
+
+
+def build_mixer(stage, tokens: int) -> nn.Module:
+    """Build the mixer of ``stage`` (a :class:`nas.arch.StageArch`) for ``tokens`` tokens."""
+    try:
+        builder = MIXERS[stage.mixer]
+    except KeyError:
+        raise ValueError(f"unknown mixer {stage.mixer!r}; valid: {', '.join(MIXERS)}") from None
+    return builder(stage, stage.embed_dim, tokens)

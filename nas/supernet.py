@@ -1,0 +1,258 @@
+"""The weight-sharing supernet (OFA / AutoFormer / BigNAS weight sharing).
+
+The supernet stores one tensor per *shared weight*, at the largest shape any arch
+of the space needs. A subnet's weights are slices of them: widths, heads, QK and
+FFN ratios, depth and token counts take the leading part ("largest first"), kernel
+sizes take the centre, an absolute positional embedding is interpolated to the
+subnet's grid, and 2:4-sparse layers take the magnitude 2:4 mask of their slice.
+Each mixer family (and each stem kind, downsampling kind, SRA reduction ratio, ...)
+has its own weights, named by the ``variant`` of its module; sparse patterns and
+token reduction add none.
+
+There is no hidden subnet state: ``supernet(x, arch)`` runs the standalone model's
+own forward (:mod:`nas.model`) on sliced views through ``torch.func.functional_call``,
+so gradients reach the shared weights and the result equals ``extract(arch)(x)``.
+
+Example:
+    >>> net = Supernet(space, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
+    >>> logits = net(images, arch); model = net.extract(arch)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from nas.arch import Arch, canonicalize, effective_mixers, extreme_pick, walk_arch
+from nas.errors import ArchError
+from nas.model.layers import AbsPosEmbed, LayerScale, SparseLinear
+from nas.model.vit import VisionTransformer, build_model
+from nas.space import ATTENTION_MIXERS, SearchSpace
+
+__all__ = ["Supernet", "mask_2_4"]
+
+def mask_2_4(w: torch.Tensor) -> torch.Tensor:
+    """Keep the 2 largest-magnitude weights in every group of 4 inputs (zero-pads the tail)."""
+    out_f, in_f = w.shape
+    pad = (-in_f) % 4
+    g = F.pad(w.detach().abs(), (0, pad)).view(out_f, -1, 4)
+    idx = g.topk(2, dim=-1).indices
+    mask = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, idx, True)
+    return w * mask.view(out_f, -1)[:, :in_f]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str       # name in the standalone model's state_dict
+    key: str        # name of the shared tensor in the supernet
+    shape: tuple[int, ...]
+    how: str        # "slice" | "kernel" | "interp" | "sparse" | "scalar"
+    init: str       # "zeros" | "ones" | "trunc" | "conv" | "conv_dw" | "gamma"
+    buffer: bool
+
+
+_NORMS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
+
+
+def _tensor_rule(mod: nn.Module, pname: str) -> tuple[str, str]:
+    """(slicing rule, init rule) of tensor ``pname`` of module ``mod``."""
+    if pname == "num_batches_tracked":
+        return "scalar", "zeros"
+    if pname == "running_var":
+        return "slice", "ones"
+    if pname == "running_mean" or pname.endswith("bias"):
+        return "slice", "zeros"
+    if isinstance(mod, _NORMS):
+        return "slice", "ones"
+    if isinstance(mod, LayerScale):
+        return "slice", "gamma"
+    if isinstance(mod, AbsPosEmbed):
+        return "interp", "trunc"
+    if isinstance(mod, SparseLinear) and pname == "weight":
+        return "sparse", "trunc"
+    if isinstance(mod, nn.Conv2d) and pname == "weight":
+        return "kernel", "conv_dw" if mod.groups > 1 else "conv"
+    if pname == "dw_kernel":
+        return "kernel", "trunc"
+    return "slice", "trunc"
+
+
+def _entries(model: nn.Module, *, covering: bool = False) -> list[_Entry]:
+    """Map every tensor of a standalone model to its shared tensor and slicing rule.
+
+    With ``covering``, every norm also lists BatchNorm buffers, since any norm of the
+    space may be chosen as a BatchNorm by another arch.
+    """
+    out: list[_Entry] = []
+
+    def rec(mod: nn.Module, std: str, sup: str) -> None:
+        items = [(n, t, False) for n, t in mod.named_parameters(recurse=False)]
+        items += [(n, t, True) for n, t in mod.named_buffers(recurse=False) if t is not None]
+        if covering and isinstance(mod, _NORMS) and not isinstance(mod, nn.BatchNorm2d) \
+                and not any(n == "running_mean" for n, _, _ in items):
+            dim = mod.weight.shape[0]
+            items += [("running_mean", torch.empty(dim, device="meta"), True),
+                      ("running_var", torch.empty(dim, device="meta"), True),
+                      ("num_batches_tracked", torch.empty((), device="meta"), True)]
+        for pname, t, is_buf in items:
+            how, init = _tensor_rule(mod, pname)
+            out.append(_Entry(std + pname, sup + pname, tuple(t.shape), how, init, is_buf))
+        for cname, child in mod.named_children():
+            variant = getattr(child, "variant", None)
+            rec(child, f"{std}{cname}.", f"{sup}{cname}{'@' + variant if variant else ''}/")
+
+    rec(model, "", "")
+    return out
+
+
+def _slice(t: torch.Tensor, e: _Entry) -> torch.Tensor:
+    if e.how == "scalar":
+        return t
+    if e.how == "interp":
+        c = e.shape[1]
+        src = t[:, :c]
+        if tuple(src.shape[2:]) != e.shape[2:]:
+            src = F.interpolate(src, size=e.shape[2:], mode="bilinear", align_corners=False)
+        return src
+    if e.how == "kernel":
+        k0, k1 = e.shape[-2:]
+        s0, s1 = (t.shape[-2] - k0) // 2, (t.shape[-1] - k1) // 2
+        lead = tuple(slice(0, n) for n in e.shape[:-2])
+        return t[lead + (slice(s0, s0 + k0), slice(s1, s1 + k1))]
+    view = t[tuple(slice(0, n) for n in e.shape)]
+    return mask_2_4(view) if e.how == "sparse" else view
+
+
+def _init_shared(t: torch.Tensor, init: str, g: torch.Generator | None) -> None:
+    with torch.no_grad():
+        if init == "zeros":
+            t.zero_()
+        elif init == "ones":
+            t.fill_(1.0)
+        elif init == "gamma":
+            t.fill_(1e-2)
+        elif init in ("conv", "conv_dw"):
+            k = t.shape[-1] * t.shape[-2]
+            fan_out = k if init == "conv_dw" else k * t.shape[0]
+            nn.init.normal_(t, std=math.sqrt(2.0 / fan_out), generator=g)
+        else:
+            nn.init.trunc_normal_(t, std=0.02, generator=g)
+
+
+def _covering_archs(space: SearchSpace) -> list[Arch]:
+    """Archs whose union of tensors (at their largest shapes) covers the whole space."""
+    factors: list[list[dict[tuple[str, str], object]]] = [
+        [{("stem", "stem"): st, ("stem_stride", "stem_stride"): ss}
+         for st in space.stem for ss in space.stem_stride]]
+    for i, ss in enumerate(space.stages):
+        w = f"stages[{i}]"
+        mix = []
+        for m in effective_mixers(ss):
+            dims = ss.embed_dim if m in ATTENTION_MIXERS else (max(ss.embed_dim),)
+            heads = ss.heads if m in ATTENTION_MIXERS else (None,)
+            srs = ss.sr_ratio if m == "sra" else (None,)
+            mix += [{(w, "mixer"): m, (w, "embed_dim"): d, (w, "heads"): h, (w, "sr_ratio"): r}
+                    for d in dims for h in heads for r in srs]
+        factors.append(mix)
+        factors.append([{(w, "downsample"): d, (w, "stride"): s}
+                        for d in ss.downsample for s in ss.stride])
+        factors.append([{(w, "pos_embed"): p} for p in ss.pos_embed])
+        factors.append([{(w, "low_rank"): r} for r in ss.low_rank])
+    largest = extreme_pick("max")
+    archs = [walk_arch(space, largest)]
+    for k in range(max(len(f) for f in factors)):
+        over: dict[tuple[str, str], object] = {}
+        for f in factors:
+            over.update(f[k % len(f)])
+
+        def pick(where, name, valid, over=over):
+            v = over.get((where, name))
+            return v if v is not None and v in valid else largest(where, name, valid)
+
+        archs.append(walk_arch(space, pick))
+    return archs
+
+
+class Supernet(nn.Module):
+    """Shared weights for every arch of ``space``; ``forward(x, arch)`` and ``extract(arch)``."""
+
+    def __init__(self, space: SearchSpace, *, generator: torch.Generator | None = None,
+                 cache_size: int = 64):
+        super().__init__()
+        self.space = space
+        self.cache_size = cache_size
+        spec: dict[str, _Entry] = {}
+        for arch in _covering_archs(space):
+            for e in _entries(self._skeleton(arch), covering=True):
+                old = spec.get(e.key)
+                if old is not None:
+                    e = _Entry(e.name, e.key, tuple(max(a, b) for a, b in zip(old.shape, e.shape)),
+                               e.how, e.init, e.buffer)
+                spec[e.key] = e
+        self._names: dict[str, str] = {}  # shared key -> attribute name
+        for i, (key, e) in enumerate(sorted(spec.items())):
+            attr = f"w{i}"
+            self._names[key] = attr
+            if e.buffer:
+                dtype = torch.long if e.how == "scalar" else torch.float32
+                t = torch.zeros(e.shape, dtype=dtype)
+                _init_shared(t, e.init, generator)
+                self.register_buffer(attr, t)
+            else:
+                p = nn.Parameter(torch.empty(e.shape))
+                _init_shared(p, e.init, generator)
+                self.register_parameter(attr, p)
+        self._plans: OrderedDict[Arch, tuple[nn.Module, list[_Entry]]] = OrderedDict()
+
+    def _skeleton(self, arch: Arch) -> VisionTransformer:
+        return build_model(arch, num_classes=self.space.num_classes, in_chans=self.space.in_chans,
+                           device="meta")
+
+    def shared_keys(self) -> dict[str, str]:
+        """Shared-tensor name -> attribute name (for inspection and tests)."""
+        return dict(self._names)
+
+    def _plan(self, arch: Arch) -> tuple[nn.Module, list[_Entry]]:
+        plan = self._plans.get(arch)
+        if plan is not None:
+            self._plans.move_to_end(arch)
+            return plan
+        arch = canonicalize(self.space, arch)
+        skeleton = self._skeleton(arch)
+        entries = _entries(skeleton)
+        for e in entries:
+            attr = self._names.get(e.key)
+            if attr is None:
+                raise ArchError(f"supernet of space {self.space.name} has no weight {e.key}")
+            have = tuple(getattr(self, attr).shape)
+            if e.how not in ("scalar", "interp") and any(a > b for a, b in zip(e.shape, have)):
+                raise ArchError(f"weight {e.key}: subnet needs {e.shape}, supernet has {have}")
+        self._plans[arch] = (skeleton, entries)
+        while len(self._plans) > self.cache_size:
+            self._plans.popitem(last=False)
+        return skeleton, entries
+
+    def subnet_tensors(self, arch: Arch) -> dict[str, torch.Tensor]:
+        """The standalone model's state, as (differentiable) views of the shared weights."""
+        _, entries = self._plan(arch)
+        return {e.name: _slice(getattr(self, self._names[e.key]), e) for e in entries}
+
+    def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        skeleton, _ = self._plan(arch)
+        skeleton.train(self.training)
+        return functional_call(skeleton, self.subnet_tensors(arch), (x,))
+
+    def extract(self, arch: Arch) -> VisionTransformer:
+        """A standalone model of ``arch`` holding copies of the sliced weights."""
+        arch = canonicalize(self.space, arch)
+        model = build_model(arch, num_classes=self.space.num_classes, in_chans=self.space.in_chans,
+                            device="meta")
+        state = {k: v.detach().clone() for k, v in self.subnet_tensors(arch).items()}
+        model.load_state_dict(state, assign=True)
+        return model.train(self.training)
+
