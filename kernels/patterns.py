@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -79,7 +80,8 @@ class Pattern:
 
 def check_hw(hw: tuple[int, int], n: int | None = None) -> tuple[int, int]:
     """Validate a grid ``(H, W)`` (and that ``H * W == n`` when ``n`` is given)."""
-    if len(hw) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in hw):
+    if len(hw) != 2 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1
+                           for s in hw):
         raise ValueError(f"hw must be a pair of ints >= 1 (H, W); got {hw!r}")
     if n is not None and hw[0] * hw[1] != n:
         raise ValueError(f"hw={tuple(hw)} has {hw[0] * hw[1]} tokens but the input has N={n}")

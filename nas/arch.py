@@ -157,13 +157,17 @@ class Arch:
 
 def load_arch(text_or_path: str | Path) -> Arch:
     """Load an arch from a YAML/JSON file path, or parse inline YAML/JSON text."""
-    p = Path(text_or_path) if len(str(text_or_path)) < 4096 else None
-    if p is not None and p.suffix in (".yaml", ".yml", ".json") and not p.is_file():
+    text = str(text_or_path)
+    looks_inline = isinstance(text_or_path, str) and (
+        "\n" in text or text.lstrip().startswith(("{", "[")) or ":" in text and
+        not text.endswith((".yaml", ".yml", ".json")))
+    p = None if looks_inline else Path(text_or_path)
+    if p is not None and not p.is_file():
         raise ArchError(f"arch file not found: {p}")
-    if p is not None and p.is_file():
+    if p is not None:
         text, source = p.read_text(encoding="utf-8"), str(p)
     else:
-        text, source = str(text_or_path), "inline arch"
+        source = "inline arch"
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:

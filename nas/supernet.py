@@ -207,7 +207,7 @@ class Supernet(nn.Module):
                 p = nn.Parameter(torch.empty(e.shape))
                 _init_shared(p, e.init, generator)
                 self.register_parameter(attr, p)
-        self._plans: OrderedDict[Arch, tuple[nn.Module, list[_Entry]]] = OrderedDict()
+        self._plans: OrderedDict[Arch, _Plan] = OrderedDict()
 
     def _skeleton(self, arch: Arch) -> VisionTransformer:
         return build_model(arch, num_classes=self.space.num_classes, in_chans=self.space.in_chans,
@@ -217,14 +217,14 @@ class Supernet(nn.Module):
         """Shared-tensor name -> attribute name (for inspection and tests)."""
         return dict(self._names)
 
-    def _plan(self, arch: Arch) -> tuple[nn.Module, list[_Entry]]:
+    def _plan(self, arch: Arch) -> _Plan:
         plan = self._plans.get(arch)
         if plan is not None:
             self._plans.move_to_end(arch)
             return plan
-        arch = canonicalize(self.space, arch)
-        skeleton = self._skeleton(arch)
-        entries = _entries(skeleton)
+        canon = canonicalize(self.space, arch)
+        model = self._skeleton(canon)
+        entries = _entries(model)
         for e in entries:
             attr = self._names.get(e.key)
             if attr is None:
@@ -232,27 +232,64 @@ class Supernet(nn.Module):
             have = tuple(getattr(self, attr).shape)
             if e.how not in ("scalar", "interp") and any(a > b for a, b in zip(e.shape, have)):
                 raise ArchError(f"weight {e.key}: subnet needs {e.shape}, supernet has {have}")
-        self._plans[arch] = (skeleton, entries)
+        plan = _Plan(model, [(e, getattr(self, self._names[e.key])) for e in entries])
+        self._plans[arch] = plan
         while len(self._plans) > self.cache_size:
             self._plans.popitem(last=False)
-        return skeleton, entries
+        return plan
 
     def subnet_tensors(self, arch: Arch) -> dict[str, torch.Tensor]:
         """The standalone model's state, as (differentiable) views of the shared weights."""
-        _, entries = self._plan(arch)
-        return {e.name: _slice(getattr(self, self._names[e.key]), e) for e in entries}
+        return {e.name: _slice(t, e) for e, t in self._plan(arch).entries}
 
     def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
-        skeleton, _ = self._plan(arch)
-        skeleton.train(self.training)
-        return functional_call(skeleton, self.subnet_tensors(arch), (x,))
+        plan = self._plan(arch)
+        plan.model.train(self.training)
+        if torch.is_grad_enabled():
+            return functional_call(plan.model, self.subnet_tensors(arch), (x,))
+        plan.refresh()  # no autograd: run the model whose weights alias the shared ones
+        return plan.model(x)
 
     def extract(self, arch: Arch) -> VisionTransformer:
         """A standalone model of ``arch`` holding copies of the sliced weights."""
         arch = canonicalize(self.space, arch)
-        model = build_model(arch, num_classes=self.space.num_classes, in_chans=self.space.in_chans,
-                            device="meta")
+        model = self._skeleton(arch)
         state = {k: v.detach().clone() for k, v in self.subnet_tensors(arch).items()}
         model.load_state_dict(state, assign=True)
         return model.train(self.training)
 
+    def _apply(self, fn, recurse=True):
+        self._plans.clear()  # cached aliases point at the old tensors
+        return super()._apply(fn, recurse)
+
+
+class _Plan:
+    """A subnet's standalone model whose tensors alias slices of the shared weights.
+
+    Slices are views, so they follow in-place updates of the shared weights; the few
+    derived tensors (2:4 masks, interpolated positional embeddings) are recomputed
+    when the version counter of their source changes.
+    """
+
+    def __init__(self, model: nn.Module, entries: list[tuple[_Entry, torch.Tensor]]):
+        self.model, self.entries = model, entries
+        self._derived: list[tuple[_Entry, torch.Tensor, int]] = []
+        for e, t in entries:
+            self._assign(e, _slice(t, e).detach())
+            if e.how in ("sparse", "interp"):
+                self._derived.append((e, t, t._version))
+
+    def _assign(self, e: _Entry, value: torch.Tensor) -> None:
+        mod_name, _, leaf = e.name.rpartition(".")
+        mod = self.model.get_submodule(mod_name)
+        if e.buffer:
+            mod._buffers[leaf] = value
+        else:
+            mod._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+
+    def refresh(self) -> None:
+        for i, (e, t, version) in enumerate(self._derived):
+            if t._version != version:
+                with torch.no_grad():
+                    self._assign(e, _slice(t, e).detach())
+                self._derived[i] = (e, t, t._version)

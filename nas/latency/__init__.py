@@ -1,0 +1,21 @@
+"""Latency lookup tables measured on the target device, with a calibrated predictor.
+
+Profile a space once per device (``nas profile``), then predict the latency of any
+of its archs from the table in microseconds (``nas latency``); ``nas measure`` and
+:func:`measure_arch` give the end-to-end ground truth by the same method.
+
+Example:
+    >>> from nas.latency import LatencyTable, profile_space, measure_arch
+    >>> table = profile_space(space, device="cpu", threads=1, out="t.json")  # doctest: +SKIP
+    >>> table = LatencyTable.load("t.json", space=space)  # doctest: +SKIP
+    >>> table.predict(archs), measure_arch(archs[0], space, threads=1)  # doctest: +SKIP
+"""
+from nas.latency.device import DeviceError, DeviceSpec, device_fingerprint
+from nas.latency.measure import Measurer, Timing, measure_arch
+from nas.latency.profile import calibration_archs, profile_space
+from nas.latency.signatures import Signature, arch_signatures, space_signatures
+from nas.latency.table import LatencyTable, merge_tables
+
+__all__ = ["LatencyTable", "merge_tables", "profile_space", "calibration_archs", "measure_arch",
+           "Measurer", "Timing", "DeviceSpec", "DeviceError", "device_fingerprint", "Signature",
+           "arch_signatures", "space_signatures"]

@@ -1,0 +1,84 @@
+"""Calibration: a linear correction from summed component latencies to end-to-end latency.
+
+Sums of standalone components miss what only the whole model pays (the stage and
+model ``forward`` bodies, tensors handed between blocks, colder caches), as noted
+for layer-wise lookup tables by nn-Meter (Zhang et al., MobiSys 2021). A few whole
+subnets measured end to end fit
+
+    latency ~= a * raw_sum + b * n_blocks + c * n_components + d
+
+(any subset of the terms) by least squares on the *relative* error, so small and
+large subnets weigh alike. Leave-one-out error is reported as the fit residual.
+
+Example:
+    >>> coef = fit(X, y, ("raw_ms", "n_blocks", "const"))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["FEATURES", "DEFAULT_FEATURES", "fit", "apply", "fit_report"]
+
+# Columns of the feature matrix a table computes for every arch.
+FEATURES = ("raw_ms", "n_blocks", "n_components", "const")
+DEFAULT_FEATURES = ("raw_ms", "n_blocks", "const")
+
+
+def _cols(features: Sequence[str]) -> list[int]:
+    bad = [f for f in features if f not in FEATURES]
+    if bad or not features:
+        raise ValueError(f"calibration features must be a non-empty subset of "
+                         f"{', '.join(FEATURES)}; got {list(features)}")
+    return [FEATURES.index(f) for f in features]
+
+
+def usable_features(features: Sequence[str], n_samples: int) -> tuple[str, ...]:
+    """``features`` when there are enough samples to fit them, else a plain scale (or none)."""
+    if n_samples >= len(features) + 2:
+        return tuple(features)
+    return ("raw_ms",) if n_samples >= 1 else ()
+
+
+def fit(X: np.ndarray, y: np.ndarray, features: Sequence[str]) -> np.ndarray:
+    """Coefficients for ``features`` minimising the squared relative error.
+
+    Args:
+        X: ``(n, len(FEATURES))`` feature matrix (all columns).
+        y: ``(n,)`` measured latencies (ms), positive.
+        features: the columns to use.
+    """
+    A = X[:, _cols(features)] / y[:, None]
+    coef, *_ = np.linalg.lstsq(A, np.ones(len(y)), rcond=None)
+    return coef
+
+
+def apply(X: np.ndarray, features: Sequence[str], coef: Sequence[float]) -> np.ndarray:
+    """Calibrated latency of every row of ``X`` (raw sum when ``features`` is empty)."""
+    if not features:
+        return X[:, 0].copy()
+    return X[:, _cols(features)] @ np.asarray(coef, dtype=np.float64)
+
+
+def _errors(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    rel = np.abs(pred - y) / y
+    return {"mape": float(rel.mean() * 100), "max_pct": float(rel.max() * 100)}
+
+
+def fit_report(X: np.ndarray, y: np.ndarray, features: Sequence[str]
+               ) -> tuple[tuple[str, ...], list[float], dict[str, float]]:
+    """Fit and describe it: the features used, coefficients, and in-sample / LOO / raw errors."""
+    used = usable_features(features, len(y))
+    if not used:
+        return (), [], {"n": 0}
+    coef = fit(X, y, used)
+    stats = {"n": int(len(y)), **{f"fit_{k}": v for k, v in _errors(apply(X, used, coef), y).items()},
+             **{f"raw_{k}": v for k, v in _errors(X[:, 0], y).items()}}
+    if len(y) > len(used) + 1:
+        loo = np.empty(len(y))
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            loo[i] = apply(X[i:i + 1], used, fit(X[keep], y[keep], used))[0]
+        stats.update({f"loo_{k}": v for k, v in _errors(loo, y).items()})
+    return used, [float(c) for c in coef], stats

@@ -1,0 +1,248 @@
+"""Building a latency table: enumerate signatures, time each on the device, calibrate.
+
+:func:`profile_space` lists every component signature of the space (or only those a
+list of archs needs), skips the ones the output table already holds, times the rest
+on the device (locally, or in a Ray actor pinned to one cluster node when an
+address is given), and rewrites the table atomically after every few entries, so an
+interrupted run resumes where it stopped. It then times ``calibrate`` random whole
+subnets end to end and fits the correction (:mod:`nas.latency.calibrate`).
+
+Example:
+    >>> table = profile_space(space, device="cpu", threads=1, out="tiny32_cpu.json")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nas.arch import Arch, canonicalize, sample_arch
+from nas.errors import ArtifactError, NasError
+from nas.latency import calibrate as cal
+from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
+from nas.latency.measure import Measurer, Timing
+from nas.latency.signatures import Signature, archs_signatures, space_signatures
+from nas.latency.table import LatencyTable
+from nas.space import SearchSpace
+
+__all__ = ["profile_space", "calibration_archs"]
+
+log = logging.getLogger(__name__)
+
+
+def calibration_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """``n`` distinct random archs of ``space`` (fewer if the space is smaller), seeded."""
+    rng = np.random.default_rng(seed)
+    out: dict[Arch, None] = {}
+    for _ in range(50 * n):
+        if len(out) >= n:
+            break
+        out.setdefault(sample_arch(space, rng))
+    return list(out)
+
+
+class _RayMeasurer:
+    """A :class:`Measurer` living in a Ray actor on a node that has the device."""
+
+    def __init__(self, address: str, spec: DeviceSpec, timing: Timing, space: SearchSpace):
+        try:
+            import ray
+            from ray.exceptions import RayError
+        except ImportError:
+            raise NasError("--address needs Ray: pip install 'ray[default]'") from None
+        self._ray, self._error = ray, RayError
+        self._own = not ray.is_initialized()
+        if self._own:
+            kw = {} if address.startswith("ray://") else {"log_to_driver": False}
+            try:
+                ray.init(address=address, **kw)
+            except ConnectionError as e:
+                raise NasError(f"cannot reach the Ray cluster at {address}: "
+                               f"{str(e).splitlines()[0]}") from None
+        threads = spec.threads or 1
+        opts: dict[str, Any] = {"num_cpus": threads}
+        if spec.type == "cuda":
+            if ray.cluster_resources().get("GPU", 0) < 1:
+                self.close()
+                raise DeviceError(f"{spec.device} requested but the Ray cluster at {address} has "
+                                  f"no GPU")
+            opts["num_gpus"] = 1
+            spec = replace(spec, index=0)  # Ray exposes the GPU it assigns as cuda:0
+        if not any(n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= threads
+                   for n in ray.nodes()):
+            self.close()
+            raise DeviceError(f"no node of the Ray cluster at {address} has {threads} CPUs "
+                              f"for --threads {threads}")
+        self._actor = ray.remote(**opts)(Measurer).remote(
+            spec.to_dict(), asdict(timing), num_classes=space.num_classes,
+            in_chans=space.in_chans)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return self._ray.get(getattr(self._actor, method).remote(*args))
+        except self._error as e:
+            cause = e
+            while getattr(cause, "cause", None) is not None and cause is not cause.cause:
+                cause = cause.cause
+                if isinstance(cause, NasError):
+                    raise cause from None
+            raise
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self._call("fingerprint")
+
+    def measure(self, keys: Sequence[str]) -> list[tuple[float, float]]:
+        return self._call("measure", list(keys))
+
+    def measure_archs(self, archs: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
+        return self._call("measure_archs", list(archs))
+
+    def close(self) -> None:
+        if getattr(self, "_actor", None) is not None:
+            self._ray.kill(self._actor)
+            self._actor = None
+        if self._own and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def _open_table(out: Path, space: SearchSpace, fp: dict[str, Any], timing: Timing, scope: str,
+                force: bool) -> LatencyTable:
+    if out.exists():
+        table = LatencyTable.load(out)
+        problems = []
+        if table.space_fingerprint != space.fingerprint:
+            problems.append(f"it is for space {table.space_fingerprint}, not "
+                            f"{space.name} ({space.fingerprint})")
+        diff = fingerprint_diff(table.device, fp)
+        if diff:
+            problems.append(f"it was measured in another setting ({'; '.join(diff)})")
+        if not problems:
+            if scope == "space":
+                table.set_scope(kind="space")
+            return table
+        if not force:
+            raise ArtifactError(f"cannot resume {out}: {' and '.join(problems)}; remove it, "
+                                f"choose another --out, or pass --force to start it afresh")
+        log.warning("overwriting %s: %s", out, "; ".join(problems))
+    return LatencyTable.new(space, fp, timing.to_dict(), scope=scope)
+
+
+def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
+                  batch_size: int = 1, dtype: str = "fp32", threads: int | None = None,
+                  calibrate: int = 30, archs: Sequence[Arch] | None = None, seed: int = 0,
+                  min_run_time: float = 0.2, warmup: int = 10, address: str | None = None,
+                  max_entries: int | None = None, max_signatures: int = 20000,
+                  features: Sequence[str] = cal.DEFAULT_FEATURES, save_every: int = 8,
+                  progress: bool = True, force: bool = False) -> LatencyTable:
+    """Measure every component signature of ``space`` on a device and write a table.
+
+    Args:
+        space: the search space.
+        out: the table file (JSON). If it exists for the same space and setting, the
+            run resumes: measured signatures and calibration samples are kept.
+        device: ``cpu``, ``cuda`` or ``cuda:INDEX``.
+        batch_size: images per forward.
+        dtype: ``fp32``, ``fp16`` or ``bf16`` (weights and inputs cast to it).
+        threads: ``torch.set_num_threads`` while timing (default: the current value).
+        calibrate: random whole subnets timed end to end to fit the correction (0: none).
+        archs: profile only what these archs (and the calibration subnets) need, for
+            spaces too large to enumerate. Each must be in ``space``.
+        seed: seed of the calibration subnets.
+        min_run_time: seconds of timed calls per measurement.
+        warmup: untimed calls before each measurement.
+        address: Ray cluster address (``auto``, ``ray://host:10001``, ``local``...); the
+            measurements then run in an actor on a node with the device.
+        max_entries: stop after measuring this many new signatures (the table is saved
+            incomplete; rerunning resumes).
+        max_signatures: refuse spaces with more signatures than this (use ``archs``).
+        features: calibration terms (see :mod:`nas.latency.calibrate`).
+        save_every: rewrite the table after this many new entries.
+        progress: show tqdm progress bars.
+        force: overwrite an existing ``out`` of another space or setting.
+
+    Returns:
+        The table (also written to ``out``).
+    """
+    spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
+    timing = Timing(min_run_time=min_run_time, warmup=warmup)
+    for name, v, lo in (("calibrate", calibrate, 0), ("max_entries", max_entries, 0),
+                        ("save_every", save_every, 1), ("max_signatures", max_signatures, 1)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    cal._cols(features)
+    out = Path(out)
+    t0 = time.perf_counter()
+    cal_archs = calibration_archs(space, calibrate, seed)
+    kw = {"num_classes": space.num_classes, "in_chans": space.in_chans}
+    if archs is None:
+        sigs = space_signatures(space, limit=max_signatures)
+        sigs += [g for g in archs_signatures(cal_archs, **kw) if g not in set(sigs)]
+        scope = "space"
+    else:
+        sigs = archs_signatures([canonicalize(space, a) for a in archs] + cal_archs, **kw)
+        scope = "archs"
+    log.info("%s: %d component signatures", space.name, len(sigs))
+
+    measurer: Any = (_RayMeasurer(address, spec, timing, space) if address else
+                     Measurer(spec.to_dict(), asdict(timing), **kw))
+    try:
+        table = _open_table(out, space, measurer.fingerprint(), timing, scope, force)
+        todo = [g for g in sigs if g not in table]
+        stop_early = max_entries is not None and len(todo) > max_entries
+        todo = todo[:max_entries] if stop_early else todo
+        seconds = table.scope.get("seconds", 0.0)
+        if todo:
+            table.set_scope(complete=False)
+        _measure_signatures(measurer, table, todo, out, save_every, progress)
+        if stop_early:
+            table.set_scope(complete=False, signatures=len(sigs) if scope == "space" else None,
+                            seconds=seconds + time.perf_counter() - t0)
+            table.save(out)
+            return table
+        table.set_scope(complete=True, signatures=len(sigs) if table.scope["kind"] == "space"
+                        else len(table))
+        _measure_calibration(measurer, table, cal_archs, out, seed, progress)
+        table.calibrate(features)
+        table.set_scope(seconds=seconds + time.perf_counter() - t0)
+        table.save(out)
+        return table
+    finally:
+        if address:
+            measurer.close()
+
+
+def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature], out: Path,
+                        save_every: int, progress: bool) -> None:
+    bar = tqdm(total=len(todo), desc="profile", unit="sig", disable=not progress or not todo,
+               leave=False)
+    try:
+        for i in range(0, len(todo), save_every):
+            chunk = todo[i:i + save_every]
+            for g, (ms, iqr) in zip(chunk, measurer.measure([g.key for g in chunk])):
+                table.add(g, ms, iqr)
+            table.save(out)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+
+
+def _measure_calibration(measurer: Any, table: LatencyTable, archs: list[Arch], out: Path,
+                         seed: int, progress: bool) -> None:
+    done = set(table.calibration_archs())
+    todo = [a for a in archs if a not in done]
+    bar = tqdm(total=len(todo), desc="calibrate", unit="arch", disable=not progress or not todo,
+               leave=False)
+    try:
+        for a in todo:
+            (ms, iqr), = measurer.measure_archs([a.to_dict()])
+            table.add_calibration_sample(a, ms, iqr, seed=seed)
+            table.save(out)
+            bar.update(1)
+    finally:
+        bar.close()

@@ -1,0 +1,427 @@
+"""Latency lookup tables: measured component latencies plus a calibration, as shareable JSON.
+
+A table belongs to one search space (its fingerprint and canonical spec are stored)
+and one measurement setting (device fingerprint: device name, torch/CUDA versions,
+dtype, batch size, threads, ``kernels.KERNELS_VERSION``). It predicts the latency
+of an arch as the calibrated sum of its components (:mod:`nas.latency.signatures`);
+per-stage sums are cached, so thousands of archs a second are cheap.
+
+File layout (JSON, written atomically)::
+
+    {"format": "vitnas.latency-table", "version": 1, "created": ..., "updated": ...,
+     "space": {"name", "fingerprint", "spec"}, "device": {...}, "timing": {...},
+     "scope": {"kind": "space" | "archs", "signatures": N}, "complete": bool,
+     "entries": [{"kind": "block", "ms": 0.12, "iqr": 0.004, "params": {...}}, ...],
+     "calibration": {"features": [...], "coef": [...], "samples": [{"arch", "ms", "iqr"}],
+                     "fit": {"n", "fit_mape", "loo_mape", "raw_mape", ...}, "seed": 0}}
+
+Example:
+    >>> table = LatencyTable.load("tiny32_cpu.json", space=space)  # doctest: +SKIP
+    >>> table.predict([arch_a, arch_b])  # doctest: +SKIP
+    array([0.91, 1.32])
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.arch import Arch, StageArch
+from nas.errors import ArchError, ArtifactError, NasError
+from nas.io import read_json, write_text
+from nas.latency import calibrate as cal
+from nas.latency.device import DeviceSpec, describe_device, device_fingerprint, fingerprint_diff
+from nas.latency.signatures import (
+    KINDS, Signature, arch_signatures, head_signature, stage_signatures, stem_signature,
+)
+from nas.model.shapes import stem_grid
+from nas.space import SearchSpace, parse_space
+
+__all__ = ["FORMAT", "VERSION", "LatencyTable", "merge_tables"]
+
+FORMAT = "vitnas.latency-table"
+VERSION = 1
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _bad(source: str, what: str) -> ArtifactError:
+    return ArtifactError(f"latency table {source} is not a valid table: {what}")
+
+
+def _check_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _validate(data: Any, source: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise _bad(source, f"expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != FORMAT:
+        raise _bad(source, f"format is {data.get('format')!r}, expected {FORMAT!r}")
+    if data.get("version") != VERSION:
+        raise _bad(source, f"version {data.get('version')!r} is not supported (this code reads "
+                           f"version {VERSION})")
+    for key, typ in (("space", dict), ("device", dict), ("timing", dict), ("entries", list),
+                     ("scope", dict), ("complete", bool)):
+        if not isinstance(data.get(key), typ):
+            raise _bad(source, f"missing or malformed {key!r}")
+    sp = data["space"]
+    if not isinstance(sp.get("fingerprint"), str) or not isinstance(sp.get("spec"), dict):
+        raise _bad(source, "space needs a fingerprint and a spec")
+    try:
+        space = parse_space(sp["spec"], source=f"{source} (stored space)")
+    except NasError as e:
+        raise _bad(source, f"stored space: {e}") from None
+    if space.fingerprint != sp["fingerprint"]:
+        raise _bad(source, f"stored space hashes to {space.fingerprint}, not to the recorded "
+                           f"{sp['fingerprint']} (edited or corrupted)")
+    for key in ("type", "name", "dtype", "batch_size", "threads"):
+        if key not in data["device"]:
+            raise _bad(source, f"device lacks {key!r}")
+    records: dict[str, dict[str, Any]] = {}
+    for i, r in enumerate(data["entries"]):
+        if not (isinstance(r, dict) and r.get("kind") in KINDS and isinstance(r.get("params"), dict)
+                and _check_number(r.get("ms")) and r["ms"] >= 0):
+            raise _bad(source, f"entries[{i}] needs a kind ({', '.join(KINDS)}), params and a "
+                               f"non-negative ms")
+        records[Signature.make(r["kind"], **r["params"]).key] = r
+    c = data.get("calibration")
+    if c is not None:
+        if not isinstance(c, dict) or not isinstance(c.get("samples"), list):
+            raise _bad(source, "calibration needs a list of samples")
+        feats, coef = c.get("features"), c.get("coef")
+        if feats is not None:
+            if not (isinstance(feats, list) and set(feats) <= set(cal.FEATURES)
+                    and isinstance(coef, list) and len(coef) == len(feats)
+                    and all(_check_number(x) for x in coef)):
+                raise _bad(source, f"calibration features/coef malformed (features must come "
+                                   f"from {', '.join(cal.FEATURES)}, one coefficient each)")
+    data["_space"] = space
+    data["_records"] = records
+    return data
+
+
+class LatencyTable:
+    """A latency lookup table; build with :func:`nas.latency.profile_space`, open with :meth:`load`."""
+
+    def __init__(self, data: dict[str, Any], *, source: str = "<memory>"):
+        self._data = _validate(data, source)
+        self.source = source
+        self._records: dict[str, dict[str, Any]] = self._data.pop("_records")
+        self._ms = {k: float(r["ms"]) for k, r in self._records.items()}
+        self._clear_caches()
+
+    # ------------------------------------------------------------------ creation and I/O
+
+    @classmethod
+    def new(cls, space: SearchSpace, device: dict[str, Any], timing: dict[str, Any], *,
+            scope: str = "space", signatures: int = 0) -> LatencyTable:
+        """An empty table for ``space`` measured under ``device`` (a device fingerprint)."""
+        now = _now()
+        return cls({"format": FORMAT, "version": VERSION, "created": now, "updated": now,
+                    "space": {"name": space.name, "fingerprint": space.fingerprint,
+                              "spec": space.to_dict()},
+                    "device": dict(device), "timing": dict(timing),
+                    "scope": {"kind": scope, "signatures": signatures}, "complete": False,
+                    "entries": [], "calibration": None})
+
+    @classmethod
+    def load(cls, path: str | Path, *, space: SearchSpace | None = None, force: bool = False,
+             device: DeviceSpec | dict[str, Any] | None = None) -> LatencyTable:
+        """Read a table; refuse it for another ``space`` or ``device`` unless ``force``.
+
+        Args:
+            path: the JSON file.
+            space: the space the caller works in; its fingerprint must match.
+            force: accept a mismatching space or device anyway.
+            device: the setting the caller predicts for (a :class:`DeviceSpec`, resolved on
+                this machine, or a device fingerprint dict); every recorded field must match.
+
+        Raises:
+            ArtifactError: missing, corrupted, truncated, or for another space/device.
+        """
+        table = cls(read_json(path, what="latency table"), source=str(path))
+        if space is not None:
+            table.check_space(space, force=force)
+        if device is not None:
+            table.check_device(device, force=force)
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self._data.items() if not k.startswith("_")}
+        out["entries"] = list(self._records.values())
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write the table atomically (temp file + rename), one entry per line."""
+        self._data["updated"] = _now()
+        write_text(path, _pretty(self.to_dict()) + "\n")
+
+    # ------------------------------------------------------------------ metadata and checks
+
+    @property
+    def space(self) -> SearchSpace:
+        """The search space the table was built for (rebuilt from the stored spec)."""
+        return self._data["_space"]
+
+    @property
+    def space_fingerprint(self) -> str:
+        return self._data["space"]["fingerprint"]
+
+    @property
+    def device(self) -> dict[str, Any]:
+        return dict(self._data["device"])
+
+    @property
+    def timing(self) -> dict[str, Any]:
+        return dict(self._data["timing"])
+
+    @property
+    def complete(self) -> bool:
+        return self._data["complete"]
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        return dict(self._data["scope"])
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return self._data["calibration"]
+
+    def __len__(self) -> int:
+        return len(self._ms)
+
+    def __contains__(self, key: str | Signature) -> bool:
+        return (key.key if isinstance(key, Signature) else key) in self._ms
+
+    def check_space(self, space: SearchSpace, *, force: bool = False) -> None:
+        if space.fingerprint != self.space_fingerprint and not force:
+            raise ArtifactError(
+                f"latency table {self.source} was built for search space "
+                f"{self._data['space']['name']} ({self.space_fingerprint}), not for "
+                f"{space.name} ({space.fingerprint}); profile this space, or pass --force")
+
+    def check_device(self, device: DeviceSpec | dict[str, Any], *, force: bool = False) -> None:
+        fp = device_fingerprint(device) if isinstance(device, DeviceSpec) else device
+        diff = fingerprint_diff(self._data["device"], fp)
+        if diff and not force:
+            raise ArtifactError(
+                f"latency table {self.source} was measured on another device/setting "
+                f"({'; '.join(diff)}; table vs requested); profile this device, or pass --force")
+
+    def describe(self) -> str:
+        return (f"{self._data['space']['name']} ({self.space_fingerprint}), {len(self)} entries, "
+                f"{describe_device(self._data['device'])}")
+
+    # ------------------------------------------------------------------ building
+
+    def add(self, sig: Signature | str, ms: float, iqr: float = 0.0) -> None:
+        sig = sig if isinstance(sig, Signature) else Signature.from_key(sig)
+        self._records[sig.key] = {"kind": sig.kind, "ms": round(float(ms), 6),
+                                  "iqr": round(float(iqr), 6), "params": sig.params_dict()}
+        self._ms[sig.key] = float(ms)
+        self._clear_caches()
+
+    def set_scope(self, *, complete: bool | None = None, kind: str | None = None,
+                  signatures: int | None = None, seconds: float | None = None) -> None:
+        """Record what the table covers: whether it is complete, ``space``/``archs`` scope,
+        how many signatures the scope has, and the profiling wall time so far (s)."""
+        if complete is not None:
+            self._data["complete"] = bool(complete)
+        if kind is not None:
+            if kind not in ("space", "archs"):
+                raise ValueError(f"scope kind must be 'space' or 'archs', got {kind!r}")
+            self._data["scope"]["kind"] = kind
+        if signatures is not None:
+            self._data["scope"]["signatures"] = int(signatures)
+        if seconds is not None:
+            self._data["scope"]["seconds"] = round(float(seconds), 2)
+
+    def add_calibration_sample(self, arch: Arch, ms: float, iqr: float = 0.0, *,
+                               seed: int | None = None) -> None:
+        c = self._data["calibration"] or {"features": None, "coef": None, "samples": [],
+                                          "fit": None, "seed": seed}
+        c["samples"].append({"arch": arch.to_dict(), "ms": round(float(ms), 6),
+                             "iqr": round(float(iqr), 6)})
+        self._data["calibration"] = c
+
+    def calibration_archs(self) -> list[Arch]:
+        c = self._data["calibration"]
+        return [Arch.from_dict(s["arch"], source=f"{self.source} calibration")
+                for s in (c["samples"] if c else [])]
+
+    def calibrate(self, features: Sequence[str] = cal.DEFAULT_FEATURES) -> dict[str, Any]:
+        """Fit the correction from the stored samples and current entries; returns the fit stats."""
+        c = self._data["calibration"]
+        samples = c["samples"] if c else []
+        archs = self.calibration_archs()
+        if not samples:
+            return {"n": 0}
+        X = self._feature_matrix(archs)
+        y = np.array([s["ms"] for s in samples], dtype=np.float64)
+        used, coef, stats = cal.fit_report(X, y, features)
+        c.update({"features": list(used) or None, "coef": coef or None, "fit": stats})
+        self._clear_caches()
+        return stats
+
+    # ------------------------------------------------------------------ prediction
+
+    def _clear_caches(self) -> None:
+        self._stage_cache: dict[tuple, tuple[float, int, int, tuple[int, int]]] = {}
+        self._end_cache: dict[tuple, float] = {}
+        c = self._data.get("calibration")
+        if c and c.get("features"):
+            self._features, self._coef = tuple(c["features"]), np.asarray(c["coef"], np.float64)
+        else:
+            self._features, self._coef = (), np.zeros(0)
+
+    def lookup(self, sig: Signature) -> float:
+        """Measured latency (ms) of one component; :class:`ArtifactError` when absent."""
+        try:
+            return self._ms[sig.key]
+        except KeyError:
+            hint = ("the profile was interrupted; rerun `nas profile` to finish it"
+                    if not self.complete else
+                    "profile the archs you predict for (nas profile --archs FILE)"
+                    if self._data["scope"]["kind"] == "archs" else
+                    "the arch is probably outside the table's space")
+            raise ArtifactError(f"latency table {self.source} has no entry for {sig.key}; "
+                                f"{hint}") from None
+
+    def _stage(self, s: StageArch, cin: int, grid: tuple[int, int]
+               ) -> tuple[float, int, int, tuple[int, int]]:
+        key = (s, cin, grid)
+        hit = self._stage_cache.get(key)
+        if hit is None:
+            sigs, out_grid = stage_signatures(s, cin, grid)
+            hit = (sum(self.lookup(g) for g in sigs), s.depth, len(sigs), out_grid)
+            self._stage_cache[key] = hit
+        return hit
+
+    def _row(self, arch: Arch) -> tuple[float, int, int]:
+        """(raw_ms, n_blocks, n_components) of one arch, from cached pieces."""
+        s0 = arch.stages[0]
+        skey = ("stem", arch.resolution, arch.stem, arch.stem_stride, s0.embed_dim, s0.norm, s0.act)
+        ms = self._end_cache.get(skey)
+        if ms is None:
+            ms = self._end_cache[skey] = self.lookup(stem_signature(
+                kind=arch.stem, stride=arch.stem_stride, resolution=arch.resolution,
+                dim=s0.embed_dim, norm=s0.norm, act=s0.act, in_chans=self.space.in_chans))
+        total, blocks, comps = ms, 0, 2
+        side = stem_grid(arch.stem, arch.stem_stride, arch.resolution)
+        grid, cin = (side, side), s0.embed_dim
+        for s in arch.stages:
+            t, b, c, grid = self._stage(s, cin, grid)
+            total, blocks, comps, cin = total + t, blocks + b, comps + c, s.embed_dim
+        last = arch.stages[-1]
+        hkey = ("head", last.embed_dim, last.norm, grid)
+        ms = self._end_cache.get(hkey)
+        if ms is None:
+            ms = self._end_cache[hkey] = self.lookup(head_signature(
+                dim=last.embed_dim, norm=last.norm, tokens=grid[0] * grid[1],
+                num_classes=self.space.num_classes))
+        return total + ms, blocks, comps
+
+    def _feature_matrix(self, archs: Sequence[Arch]) -> np.ndarray:
+        n_stages = len(self.space.stages)
+        rows = []
+        for a in archs:
+            if len(a.stages) != n_stages:
+                raise ArchError(f"arch has {len(a.stages)} stages; the table's space "
+                                f"{self._data['space']['name']} has {n_stages}")
+            raw, blocks, comps = self._row(a)
+            rows.append((raw, blocks, comps, 1.0))
+        return np.array(rows, dtype=np.float64).reshape(len(rows), len(cal.FEATURES))
+
+    def raw_sum(self, arch: Arch) -> float:
+        """Uncalibrated sum of the arch's component latencies (ms)."""
+        return float(self._feature_matrix([arch])[0, 0])
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Calibrated latency (ms) of every arch, as a float64 array."""
+        X = self._feature_matrix(archs)
+        return cal.apply(X, self._features, self._coef)
+
+    def predict_one(self, arch: Arch) -> float:
+        return float(self.predict([arch])[0])
+
+    def breakdown(self, arch: Arch) -> list[tuple[Signature, float]]:
+        """Every component of ``arch`` in execution order with its measured latency (ms)."""
+        sp = self.space
+        return [(g, self.lookup(g)) for g in arch_signatures(arch, num_classes=sp.num_classes,
+                                                              in_chans=sp.in_chans)]
+
+    def missing(self, archs: Sequence[Arch]) -> list[Signature]:
+        """Signatures the archs need that the table lacks (distinct, first-seen order)."""
+        sp = self.space
+        out: dict[Signature, None] = {}
+        for a in archs:
+            for g in arch_signatures(a, num_classes=sp.num_classes, in_chans=sp.in_chans):
+                if g.key not in self._ms:
+                    out.setdefault(g)
+        return list(out)
+
+
+def merge_tables(a: LatencyTable, b: LatencyTable, *, force: bool = False) -> LatencyTable:
+    """Union of two tables of the same space and setting; ``a`` wins where both have an entry.
+
+    Calibration samples are pooled and the correction refitted on the merged entries
+    (samples whose components are missing are left out of the fit).
+    """
+    if a.space_fingerprint != b.space_fingerprint and not force:
+        raise ArtifactError(f"cannot merge: {a.source} is for space {a.space_fingerprint}, "
+                            f"{b.source} for {b.space_fingerprint}; pass --force to merge anyway")
+    diff = fingerprint_diff(a.device, b.device)
+    if diff and not force:
+        raise ArtifactError(f"cannot merge: {a.source} and {b.source} were measured in different "
+                            f"settings ({'; '.join(diff)}); pass --force to merge anyway")
+    data = copy.deepcopy(a.to_dict())
+    keys = {Signature.make(r["kind"], **r["params"]).key for r in data["entries"]}
+    data["entries"] += [r for r in b.to_dict()["entries"]
+                        if Signature.make(r["kind"], **r["params"]).key not in keys]
+    data["complete"] = a.complete or b.complete
+    data["scope"] = {"kind": "space" if "space" in (a.scope["kind"], b.scope["kind"]) else "archs",
+                     "signatures": max(a.scope["signatures"], b.scope["signatures"])}
+    out = LatencyTable(data, source=f"merge({a.source}, {b.source})")
+    seen = {_sample_key(s) for s in (a.calibration or {}).get("samples", [])}
+    pooled = list((a.calibration or {}).get("samples", []))
+    pooled += [s for s in (b.calibration or {}).get("samples", []) if _sample_key(s) not in seen]
+    if pooled:
+        feats = (a.calibration or b.calibration or {}).get("features") or cal.DEFAULT_FEATURES
+        usable = [s for s in pooled if not out.missing([Arch.from_dict(s["arch"])])]
+        out._data["calibration"] = {"features": None, "coef": None, "samples": usable,
+                                    "fit": None,
+                                    "seed": (a.calibration or b.calibration or {}).get("seed")}
+        out.calibrate(feats)
+    return out
+
+
+def _sample_key(sample: dict[str, Any]) -> str:
+    return json.dumps(sample["arch"], sort_keys=True)
+
+
+def _pretty(obj: Any, indent: int = 0, width: int = 100, flat_items: bool = False) -> str:
+    """Indented JSON: values that fit in ``width`` stay on one line, and so does every item
+    of the lists named in ``_FLAT_ITEMS`` (table entries, calibration samples)."""
+    text = json.dumps(obj, separators=(", ", ": "))
+    if not isinstance(obj, (dict, list)) or not obj or indent + len(text) <= width:
+        return text
+    pad = " " * (indent + 2)
+    if isinstance(obj, dict):
+        body = [f"{pad}{json.dumps(k)}: {_pretty(v, indent + 2, width, k in _FLAT_ITEMS)}"
+                for k, v in obj.items()]
+        return "{\n" + ",\n".join(body) + "\n" + " " * indent + "}"
+    body = [pad + (json.dumps(v, separators=(", ", ": ")) if flat_items
+                   else _pretty(v, indent + 2, width)) for v in obj]
+    return "[\n" + ",\n".join(body) + "\n" + " " * indent + "]"
+
+
+_FLAT_ITEMS = ("entries", "samples")

@@ -1,0 +1,29 @@
+"""Supernet training (sandwich rule + in-place distillation), checkpoints and subnet evaluation.
+
+Public API:
+
+* :class:`TrainConfig` and :func:`train` -- train a supernet into a run directory,
+  in this process or on Ray Train workers (``workers=N``).
+* :func:`load_run` -> :class:`Run` (``space``, ``supernet`` in eval mode, ``config``,
+  ``run_dir``) for later stages.
+* :func:`evaluate`, :func:`evaluate_model`, :func:`calibrate_bn`,
+  :func:`load_val_data` -- inherited-weight accuracy of subnets.
+
+Example:
+    >>> run_dir = train(TrainConfig(space="tiny32", data="digits", out="runs/t"))  # doctest: +SKIP
+    >>> run = load_run(run_dir); x, y = load_val_data(run.config)  # doctest: +SKIP
+    >>> evaluate(run.supernet, extreme_arch(run.space, "min"), x, y)  # doctest: +SKIP
+"""
+from nas.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from nas.training.config import ConfigError, TrainConfig
+from nas.training.evaluation import (
+    calibrate_bn, evaluate, evaluate_model, load_calib_data, load_val_data,
+)
+from nas.training.launch import train
+from nas.training.rundir import Run, load_run, read_metrics
+
+__all__ = [
+    "ConfigError", "TrainConfig", "train", "Run", "load_run", "read_metrics", "evaluate",
+    "evaluate_model", "calibrate_bn", "load_val_data", "load_calib_data", "TrainState",
+    "save_checkpoint", "load_checkpoint",
+]

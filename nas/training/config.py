@@ -1,0 +1,184 @@
+"""The training configuration: one frozen dataclass, parsed at the edge (CLI flags, JSON).
+
+Every field has a default tuned for the embedded run (``digits`` with
+``search_spaces/tiny32.yaml`` on a laptop CPU). Unknown keys and badly typed values are
+errors naming the field and what is allowed. The *resolved* config (device chosen,
+dataset spec checked) is saved in ``RUN_DIR/config.json`` together with the search
+space's canonical form and fingerprint, so a run can be rebuilt exactly.
+
+Example:
+    >>> cfg = TrainConfig.from_dict({"space": "tiny32", "data": "digits", "out": "runs/a"})
+    >>> cfg.epochs, cfg.replace(seed=3).seed
+    (40, 3)
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from nas.data import parse_data_spec
+from nas.errors import ArtifactError, NasError
+
+__all__ = ["ConfigError", "TrainConfig", "DISTILL", "DEVICES", "EXECUTION_FIELDS", "RUN_META_KEYS",
+           "check_resume_compatible"]
+
+DISTILL = ("kl", "soft_ce")
+DEVICES = ("cpu", "cuda")
+# Fields that say *where* a run executes, not *what* it computes; they may change on --resume.
+EXECUTION_FIELDS = ("out", "workers", "address", "device", "threads")
+# Keys that config.json holds beside the TrainConfig fields.
+RUN_META_KEYS = ("search_space", "fingerprint", "image_size", "num_classes", "versions")
+
+
+class ConfigError(NasError):
+    """A training setting is unknown, badly typed or out of range."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Supernet training settings (sandwich rule + in-place distillation, BigNAS-style).
+
+    Args:
+        space: search space YAML path or shipped name.
+        data: dataset spec, ``digits``, ``imagefolder:PATH`` or ``cifar10:PATH``.
+        out: run directory.
+        epochs: training epochs (cosine schedule length).
+        seed: seeds weights, shuffling, augmentation and arch sampling.
+        batch_size: global batch size (split across workers).
+        lr: peak learning rate (AdamW via ``timm.optim.create_optimizer_v2``).
+        weight_decay: AdamW weight decay (not applied to biases and norms).
+        warmup_epochs: linear warmup before the cosine decay.
+        warmup_lr: learning rate at the start of warmup.
+        min_lr: final learning rate of the cosine decay.
+        label_smoothing: for the largest subnet's cross-entropy on labels.
+        num_random: random subnets per step, besides the largest and smallest.
+        distill: ``kl`` or ``soft_ce`` against the largest subnet's soft labels.
+        max_shift: largest random translation of ``nas.data.augment_batch`` (pixels).
+        clip_grad: gradient-norm clipping after the sandwich (0 disables it).
+        eval_batch_size: batch size of the per-epoch validation.
+        calib_size: training images used to recalibrate BatchNorm before validation.
+        workers: Ray Train data-parallel workers; ``None`` trains in this process.
+        address: Ray cluster address (``None``: ``RAY_ADDRESS`` or a local instance).
+        device: ``cpu`` or ``cuda`` (``None`` picks cuda when available).
+        threads: torch threads per process (0: the CPUs divided among the workers).
+        limit_train: use only the first N training images (0: all); for tests.
+        limit_val: use only the first N validation images (0: all); for tests.
+    """
+
+    space: str
+    data: str
+    out: str
+    epochs: int = 40
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 3
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-5
+    label_smoothing: float = 0.1
+    num_random: int = 2
+    distill: str = "kl"
+    max_shift: int = 3
+    clip_grad: float = 5.0
+    eval_batch_size: int = 256
+    calib_size: int = 512
+    workers: int | None = None
+    address: str | None = None
+    device: str | None = None
+    threads: int = 0
+    limit_train: int = 0
+    limit_val: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = _FIELD_TYPES[f.name]
+            optional = f.default is None
+            if value is None and optional:
+                continue
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+            elif isinstance(value, bool) or not isinstance(value, kind):
+                raise ConfigError(f"train config: {f.name} must be {kind.__name__}"
+                                 f"{' or null' if optional else ''}, got {value!r}")
+        _check_range(self)
+        parse_data_spec(self.data)
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, source: str = "train config") -> TrainConfig:
+        """Build from a mapping, rejecting unknown keys (``RUN_META_KEYS`` are skipped)."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping of settings, got {type(raw).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in raw if k not in names and k not in RUN_META_KEYS]
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; "
+                             f"allowed: {', '.join(names)}")
+        missing = [n for n in ("space", "data", "out") if raw.get(n) is None]
+        if missing:
+            raise ConfigError(f"{source}: missing {', '.join(missing)} (give --{missing[0]})")
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def resolved(self) -> TrainConfig:
+        """This config with the device chosen."""
+        if self.device is not None:
+            return self
+        return self.replace(device="cuda" if torch.cuda.is_available() else "cpu")
+
+    def identity_diff(self, other: TrainConfig) -> list[str]:
+        """Fields (outside ``EXECUTION_FIELDS``) whose values differ, as ``name: a != b``."""
+        return [f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+                for f in fields(self) if f.name not in EXECUTION_FIELDS
+                and getattr(self, f.name) != getattr(other, f.name)]
+
+
+_STR_FIELDS = ("space", "data", "out", "distill", "address", "device")
+_FLOAT_FIELDS = ("lr", "weight_decay", "warmup_lr", "min_lr", "label_smoothing", "clip_grad")
+_FIELD_TYPES: dict[str, type] = {
+    f.name: str if f.name in _STR_FIELDS else float if f.name in _FLOAT_FIELDS else int
+    for f in fields(TrainConfig)}
+
+
+def _check_range(c: TrainConfig) -> None:
+    def need(ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"train config: {name} must be {rule}, got {getattr(c, name)!r}")
+
+    need(c.epochs >= 1, "epochs", ">= 1")
+    need(c.batch_size >= 1, "batch_size", ">= 1")
+    need(c.lr > 0, "lr", "> 0")
+    need(c.weight_decay >= 0, "weight_decay", ">= 0")
+    need(c.warmup_epochs >= 0, "warmup_epochs", ">= 0")
+    need(c.warmup_lr > 0 and c.min_lr >= 0, "warmup_lr", "> 0 (and min_lr >= 0)")
+    need(0 <= c.label_smoothing < 1, "label_smoothing", "in [0, 1)")
+    need(c.num_random >= 0, "num_random", ">= 0")
+    need(c.distill in DISTILL, "distill", "one of " + ", ".join(DISTILL))
+    need(c.max_shift >= 0, "max_shift", ">= 0")
+    need(c.clip_grad >= 0, "clip_grad", ">= 0 (0 disables clipping)")
+    need(c.eval_batch_size >= 1, "eval_batch_size", ">= 1")
+    need(c.calib_size >= 1, "calib_size", ">= 1")
+    need(c.workers is None or c.workers >= 1, "workers", ">= 1")
+    need(c.device is None or c.device in DEVICES, "device", "one of " + ", ".join(DEVICES))
+    need(c.threads >= 0, "threads", ">= 0 (0: automatic)")
+    need(c.limit_train >= 0 and c.limit_val >= 0, "limit_train", ">= 0 (and limit_val >= 0)")
+    if c.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train config: device cuda requested but CUDA is not available; "
+                         "use --device cpu")
+
+
+def check_resume_compatible(saved: TrainConfig, given: TrainConfig, run_dir: str) -> None:
+    """Raise :class:`ArtifactError` if ``given`` would compute something else than ``saved``."""
+    diff = saved.identity_diff(given)
+    if diff:
+        raise ArtifactError(f"cannot resume {run_dir}: settings differ from its config.json "
+                            f"(saved != given): {'; '.join(diff)}")

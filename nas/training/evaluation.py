@@ -1,0 +1,167 @@
+"""Evaluating subnets with inherited weights, and BatchNorm recalibration.
+
+A subnet is evaluated on its standalone copy (``supernet.extract(arch)``) in eval
+mode: faster than the sliced forward, and it leaves the supernet untouched. BatchNorm
+statistics stored in the supernet are shared slices mixed by every subnet trained,
+so subnets that use BatchNorm are recalibrated first on a few training images
+(cumulative averages over the calibration batches, as in OFA/BigNAS).
+
+Example:
+    >>> run = load_run("runs/tiny")  # doctest: +SKIP
+    >>> x, y = load_val_data(run.config)  # doctest: +SKIP
+    >>> evaluate(run.supernet, arch, x, y)  # doctest: +SKIP
+    {'acc': 0.97, 'loss': 0.12}
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import Subset
+
+from nas.arch import Arch
+from nas.data import SPLITS, load_dataset, to_tensors
+from nas.errors import DataError
+from nas.space import load_space
+from nas.supernet import Supernet
+from nas.training.batches import fit_resolution
+from nas.training.config import TrainConfig
+
+__all__ = ["evaluate", "evaluate_model", "calibrate_bn", "load_val_data", "load_calib_data",
+           "has_batchnorm"]
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def calibrate_bn(supernet: Supernet, arch: Arch, x_calib: Tensor, *,
+                 batch_size: int = 256) -> nn.Module:
+    """Extract ``arch`` and recompute its BatchNorm statistics on ``x_calib``.
+
+    The supernet is not modified. Returns the standalone model in eval mode (its
+    statistics untouched when it has no BatchNorm).
+
+    Args:
+        supernet: the trained supernet.
+        arch: an arch of the supernet's space.
+        x_calib: ``(N, C, H, W)`` un-augmented training images.
+        batch_size: calibration batch size.
+    """
+    model = supernet.extract(arch)
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    if not norms:
+        return model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the calibration batches
+    model.train()
+    device = _device(model)
+    for batch in x_calib.split(batch_size):
+        model(fit_resolution(batch.to(device), arch))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 256,
+                   resolution: int | None = None) -> dict[str, float]:
+    """Top-1 accuracy in [0, 1] and mean cross-entropy of ``model`` (in eval mode) on ``(x, y)``."""
+    if len(x) == 0 or len(x) != len(y):
+        raise DataError(f"evaluation needs as many images as labels (> 0), got {len(x)} and {len(y)}")
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    loss, correct = 0.0, 0
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        xb, yb = xb.to(device), yb.to(device)
+        if resolution is not None and xb.shape[-1] != resolution:
+            xb = F.interpolate(xb, size=(resolution, resolution), mode="bilinear",
+                               align_corners=False, antialias=True)
+        logits = model(xb).float()
+        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += int((logits.argmax(-1) == yb).sum())
+    model.train(was_training)
+    return {"acc": correct / len(y), "loss": loss / len(y)}
+
+
+def evaluate(supernet: Supernet, arch: Arch, x_val: Tensor, y_val: Tensor, *,
+             batch_size: int = 256, calibrate: tuple[Tensor, ...] | None = None,
+             ) -> dict[str, float]:
+    """Accuracy and loss of ``arch`` with weights inherited from ``supernet``.
+
+    Args:
+        supernet: the trained supernet.
+        arch: an arch of its space.
+        x_val: validation images at the space's largest resolution.
+        y_val: validation labels.
+        batch_size: evaluation batch size.
+        calibrate: ``(x_calib,)`` training images to recalibrate BatchNorm with
+            (only used when ``arch`` has BatchNorm layers).
+
+    Returns:
+        ``{"acc": float in [0, 1], "loss": float}``.
+
+    Example:
+        >>> evaluate(run.supernet, extreme_arch(run.space, "max"), x, y)  # doctest: +SKIP
+    """
+    if calibrate is not None:
+        model = calibrate_bn(supernet, arch, calibrate[0], batch_size=batch_size)
+    else:
+        model = supernet.extract(arch).eval()
+    return evaluate_model(model, x_val, y_val, batch_size=batch_size, resolution=arch.resolution)
+
+
+def _settings(config: dict[str, Any] | TrainConfig) -> tuple[str, int, int, int]:
+    """(data spec, image size, limit_train, limit_val) of a run config."""
+    if isinstance(config, TrainConfig):
+        size = max(load_space(config.space).resolution)
+        return config.data, size, config.limit_train, config.limit_val
+    if not isinstance(config, dict) or "data" not in config:
+        raise DataError("expected a run config (Run.config or TrainConfig) with a 'data' entry")
+    if "image_size" in config:
+        size = int(config["image_size"])
+    else:
+        size = max(load_space(config["space"]).resolution)
+    return config["data"], size, int(config.get("limit_train", 0)), int(config.get("limit_val", 0))
+
+
+def load_val_data(config: dict[str, Any] | TrainConfig, split: str = "val") -> tuple[Tensor, Tensor]:
+    """The ``split`` of a run's dataset as ``(x, y)`` tensors, as the run saw it.
+
+    Honours the run's ``limit_train`` / ``limit_val``. Images are at the space's
+    largest resolution; :func:`evaluate` resizes them per arch.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    data, size, limit_train, limit_val = _settings(config)
+    limit = limit_val if split == "val" else limit_train
+    dataset = load_dataset(data, split=split, image_size=size)
+    if hasattr(dataset, "tensors"):  # in-memory datasets convert in one vectorised step
+        x, y = to_tensors(dataset)
+        return (x[:limit], y[:limit]) if limit else (x, y)
+    if limit:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    return to_tensors(dataset)
+
+
+def load_calib_data(config: dict[str, Any] | TrainConfig, size: int, *, seed: int = 0) -> Tensor:
+    """``size`` training images (a fixed random subset, un-augmented) for BN recalibration."""
+    data, image_size, limit_train, _ = _settings(config)
+    dataset = load_dataset(data, split="train", image_size=image_size)
+    n = min(len(dataset), limit_train or len(dataset))
+    idx = np.sort(np.random.default_rng(seed).permutation(n)[:size])
+    if hasattr(dataset, "tensors"):
+        return to_tensors(dataset)[0][torch.from_numpy(idx)]
+    return to_tensors(Subset(dataset, idx.tolist()))[0]

@@ -1,0 +1,253 @@
+"""The supernet training loop: sandwich rule with in-place distillation (BigNAS, Yu et al. 2020).
+
+Each step trains the largest subnet on the labels (label-smoothed cross-entropy), then
+the smallest and ``num_random`` random subnets on the largest subnet's detached soft
+labels (in-place distillation, Yu & Huang 2019). Gradients of the whole sandwich are
+accumulated, all-reduced across workers when there are several, and applied in one
+AdamW step with a cosine schedule (timm). All workers draw the same subnets from a
+shared seeded ``numpy.random.Generator``.
+
+:func:`train_loop` is the single loop body for every launch mode: in this process
+(rank 0 of 1) or inside a Ray Train worker (rank r of N, ``torch.distributed``
+already initialised). Rank 0 writes the run directory.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from tqdm import tqdm
+
+from nas.arch import Arch, extreme_arch, sample_arch
+from nas.space import SearchSpace, parse_space
+from nas.supernet import Supernet
+from nas.training.batches import TrainBatches, fit_resolution
+from nas.training.checkpoint import (
+    TrainState, load_checkpoint, numpy_rng_state, restore_numpy_rng, restore_torch_rng,
+    save_checkpoint, torch_rng_state,
+)
+from nas.training.config import TrainConfig
+from nas.training.evaluation import evaluate, load_calib_data, load_val_data
+from nas.training.rundir import RunWriter, checkpoint_path, run_config_dict
+
+__all__ = ["LoopContext", "train_loop", "sandwich_step", "distill_loss"]
+
+
+@dataclass(frozen=True)
+class LoopContext:
+    """Where the loop runs: this worker's rank, the world size, the device, a metrics sink."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    report: Callable[[dict[str, Any]], None] | None = None
+    resume: bool = False
+    stop_after: int | None = None  # epochs to run in this call (simulates an interruption)
+    verbose: bool = True
+
+
+def distill_loss(student: torch.Tensor, teacher_probs: torch.Tensor, kind: str) -> torch.Tensor:
+    """KL(teacher || student) or soft cross-entropy; both have the same gradient."""
+    logp = F.log_softmax(student, dim=-1)
+    if kind == "kl":
+        return F.kl_div(logp, teacher_probs, reduction="batchmean")
+    return -(teacher_probs * logp).sum(-1).mean()
+
+
+def sandwich_step(net: Supernet, archs: list[Arch], x: torch.Tensor, y: torch.Tensor, *,
+                  cfg: TrainConfig, autocast: Callable[[], Any]) -> list[torch.Tensor]:
+    """Forward/backward every subnet of the sandwich (largest first); returns detached losses."""
+    with autocast():
+        logits = net(fit_resolution(x, archs[0]), archs[0]).float()
+    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    loss.backward()
+    losses = [loss.detach()]
+    soft = logits.detach().softmax(-1)
+    for arch in archs[1:]:
+        with autocast():
+            out = net(fit_resolution(x, arch), arch).float()
+        loss = distill_loss(out, soft, cfg.distill)
+        loss.backward()
+        losses.append(loss.detach())
+    return losses
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average gradients over workers in one flat all-reduce.
+
+    Every worker trains the same subnets, so the same parameters hold gradients.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _average_buffers(net: Supernet, world: int) -> None:
+    for b in net.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b)
+            b /= world
+
+
+class _Trainer:
+    """The state of one training process; :func:`train_loop` drives it."""
+
+    def __init__(self, cfg: TrainConfig, space: SearchSpace, ctx: LoopContext):
+        self.cfg, self.space, self.ctx = cfg, space, ctx
+        self.run_dir = Path(cfg.out)
+        self.main = ctx.rank == 0
+        self.batches = TrainBatches(cfg, image_size=max(space.resolution), rank=ctx.rank,
+                                    world=ctx.world)
+        self.net = Supernet(space, generator=torch.Generator().manual_seed(cfg.seed)).to(ctx.device)
+        self.params = [p for p in self.net.parameters()]
+        self.optimizer = create_optimizer_v2(self.net, opt="adamw", lr=cfg.lr,
+                                             weight_decay=cfg.weight_decay)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+            warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False,
+            updates_per_epoch=self.batches.steps_per_epoch)
+        self.arch_rng = np.random.default_rng(cfg.seed)
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+        self.largest, self.smallest = extreme_arch(space, "max"), extreme_arch(space, "min")
+        self.epoch, self.step, self.wall = 0, 0, 0.0
+        cuda = ctx.device.type == "cuda"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda \
+            else contextlib.nullcontext
+
+    def restore(self) -> None:
+        path = checkpoint_path(self.run_dir)
+        if not (self.ctx.resume and path.is_file()):
+            return
+        state = load_checkpoint(path, fingerprint=self.space.fingerprint, space_name=self.space.name)
+        self.net.load_state_dict(state.model, strict=True)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.arch_rng = restore_numpy_rng(state.numpy_rng)
+        restore_torch_rng(self.shuffle_gen, state.torch_rng)
+        self.epoch, self.step = state.epoch, state.step
+        self.wall = float(state.extra.get("wall_time_s", 0.0))
+        self.scheduler.step_update(num_updates=self.step)
+
+    def archs(self) -> list[Arch]:
+        rand = [sample_arch(self.space, self.arch_rng) for _ in range(self.cfg.num_random)]
+        return [self.largest, self.smallest, *rand]
+
+    def train_epoch(self) -> dict[str, float]:
+        self.net.train()
+        sums = torch.zeros(3, dtype=torch.float64)
+        steps = self.batches.steps_per_epoch
+        bar = tqdm(self.batches.epoch(self.shuffle_gen, epoch=self.epoch), total=steps,
+                   desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
+                   disable=not (self.main and self.ctx.verbose) or None)
+        for x, y in bar:
+            x, y = x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses = sandwich_step(self.net, self.archs(), x, y, cfg=self.cfg,
+                                   autocast=self.autocast)
+            if self.ctx.world > 1:
+                _all_reduce_grads(self.params, self.ctx.world)
+            if self.cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip_grad)
+            self.optimizer.step()
+            self.step += 1
+            self.scheduler.step_update(num_updates=self.step)
+            rand = torch.stack(losses[2:]).mean() if len(losses) > 2 else losses[0] * math.nan
+            sums += torch.stack([losses[0], losses[1], rand]).double().cpu()
+        bar.close()
+        sums /= max(1, steps)
+        if self.ctx.world > 1:
+            dist.all_reduce(sums)
+            sums /= self.ctx.world
+            _average_buffers(self.net, self.ctx.world)
+        return dict(zip(("loss_largest", "loss_smallest", "loss_random"), sums.tolist()))
+
+    def validate(self, x_val, y_val, calib) -> dict[str, float]:
+        kw = {"batch_size": self.cfg.eval_batch_size, "calibrate": calib}
+        big = evaluate(self.net, self.largest, x_val, y_val, **kw)
+        small = evaluate(self.net, self.smallest, x_val, y_val, **kw)
+        return {"val_acc_largest": big["acc"], "val_acc_smallest": small["acc"],
+                "val_loss_largest": big["loss"], "val_loss_smallest": small["loss"]}
+
+    def save(self) -> None:
+        state = TrainState(
+            epoch=self.epoch, step=self.step, fingerprint=self.space.fingerprint,
+            config=run_config_dict(self.cfg, self.space), model=self.net.state_dict(),
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            numpy_rng=numpy_rng_state(self.arch_rng), torch_rng=torch_rng_state(self.shuffle_gen),
+            extra={"wall_time_s": self.wall, "world": self.ctx.world})
+        save_checkpoint(checkpoint_path(self.run_dir), state)
+
+
+def train_loop(cfg: TrainConfig, space_dict: dict[str, Any], ctx: LoopContext) -> dict[str, Any]:
+    """Train (or continue training) the supernet of ``cfg`` up to ``cfg.epochs``.
+
+    Args:
+        cfg: the resolved config (absolute ``out``).
+        space_dict: ``SearchSpace.to_dict()`` of the space (workers need no YAML file).
+        ctx: rank, world size, device and options of this process.
+
+    Returns:
+        The last epoch's metrics row (empty if there was nothing left to train).
+    """
+    space = parse_space(space_dict, source="config.json")
+    trainer = _Trainer(cfg, space, ctx)
+    trainer.restore()
+    if ctx.world > 1:
+        for t in [*trainer.net.parameters(), *trainer.net.buffers()]:
+            dist.broadcast(t.data, src=0)
+    writer = RunWriter(trainer.run_dir, start_epoch=trainer.epoch, verbose=ctx.verbose) \
+        if trainer.main else None
+    x_val = y_val = calib = None
+    if trainer.main:
+        x_val, y_val = load_val_data(cfg)
+        if "batchnorm" in {n for s in space.stages for n in s.norm}:
+            calib = (load_calib_data(cfg, cfg.calib_size, seed=cfg.seed),)
+        writer.log(f"training {space.name} ({space.fingerprint}) on {cfg.data}: epochs "
+                   f"{trainer.epoch + 1}..{cfg.epochs}, {trainer.batches.steps_per_epoch} steps of "
+                   f"{trainer.batches.global_batch} images, {ctx.world} worker(s) on {ctx.device}, "
+                   f"{torch.get_num_threads()} threads")
+    last: dict[str, Any] = {}
+    end = cfg.epochs if ctx.stop_after is None else min(cfg.epochs, trainer.epoch + ctx.stop_after)
+    try:
+        while trainer.epoch < end:
+            t0 = time.perf_counter()
+            row: dict[str, Any] = trainer.train_epoch()
+            trainer.epoch += 1
+            if trainer.main:
+                row.update(trainer.validate(x_val, y_val, calib))
+                trainer.wall += time.perf_counter() - t0
+                row.update(epoch=trainer.epoch, step=trainer.step,
+                           lr=trainer.optimizer.param_groups[0]["lr"],
+                           epoch_time_s=time.perf_counter() - t0, wall_time_s=trainer.wall)
+                writer.metrics(row)
+                trainer.save()
+                writer.log(f"epoch {trainer.epoch}/{cfg.epochs} step {trainer.step} "
+                           f"lr {row['lr']:.2e} loss {row['loss_largest']:.3f}/"
+                           f"{row['loss_smallest']:.3f}/{row['loss_random']:.3f} val acc "
+                           f"largest {row['val_acc_largest']:.4f} smallest "
+                           f"{row['val_acc_smallest']:.4f} ({row['epoch_time_s']:.1f}s)")
+            if ctx.report is not None:
+                ctx.report({k: v for k, v in row.items() if isinstance(v, (int, float))})
+            last = row
+    finally:
+        if writer is not None:
+            writer.close()
+    return last

@@ -1,0 +1,93 @@
+"""Data-parallel supernet training on Ray Train (``ray.train.torch.TorchTrainer``).
+
+N workers run :func:`nas.training.loop.train_loop`, the same loop as a single
+process, with ``torch.distributed`` set up by Ray (gloo on CPU, NCCL on GPU). Each
+worker takes its shard of every global batch; gradients are averaged in one
+all-reduce per step. Locally, ``ray.init`` is sized to the machine; ``address`` (or
+``RAY_ADDRESS``) attaches to an existing cluster, whose workers must see the run
+directory (shared storage, as Ray Train itself requires on several nodes). Rank 0
+writes the run directory; every worker reports its epoch metrics to Ray.
+
+Example:
+    >>> train(TrainConfig(space="tiny32", data="digits", out="runs/ddp", workers=2))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from nas.errors import NasError
+from nas.training.config import TrainConfig
+
+__all__ = ["TrainingFailed", "train_on_ray"]
+
+
+class TrainingFailed(NasError):
+    """The Ray Train workers failed (the message carries the workers' error)."""
+
+
+def _worker(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from nas.training.loop import LoopContext, train_loop
+
+    cfg = TrainConfig.from_dict(config["cfg"])
+    context = ray.train.get_context()
+    world = context.get_world_size()
+    omp = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    torch.set_num_threads(cfg.threads or omp or max(1, (os.cpu_count() or 1) // world))
+    ctx = LoopContext(rank=context.get_world_rank(), world=world,
+                      device=ray.train.torch.get_device(), report=ray.train.report,
+                      resume=config["resume"], stop_after=config["stop_after"],
+                      verbose=config["verbose"])
+    train_loop(cfg, config["space"], ctx)
+
+
+def train_on_ray(cfg: TrainConfig, space_dict: dict[str, Any], *, resume: bool,
+                 stop_after: int | None, verbose: bool) -> None:
+    """Run the loop on ``cfg.workers`` (default 1) Ray Train workers and wait for them."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    workers = cfg.workers or 1
+    use_gpu = cfg.device == "cuda"
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or None
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=verbose)
+        else:
+            ray.init(num_cpus=max(os.cpu_count() or 1, workers), include_dashboard=False,
+                     log_to_driver=verbose, configure_logging=verbose)
+            started = True
+    cpus = 1 if address else max(1, (os.cpu_count() or 1) // workers)
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"cfg": cfg.to_dict(), "space": space_dict, "resume": resume,
+                           "stop_after": stop_after, "verbose": verbose},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(name="ray", storage_path=cfg.out),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:  # Ray wraps worker failures in its own error types
+        raise TrainingFailed(f"Ray Train workers failed: {_first_line(e)}") from e
+    finally:
+        if started:
+            ray.shutdown()
+    if result.error is not None:
+        raise TrainingFailed(f"Ray Train workers failed: {_first_line(result.error)}")
+
+
+def _first_line(e: BaseException) -> str:
+    cause = e
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"

@@ -1,0 +1,32 @@
+"""Accuracy predictors for architectures of a search space.
+
+Families (one per module, registered by name in :data:`PREDICTORS`): ``mlp`` (deep
+ensemble of small MLPs with a ranking loss), ``gp`` (Gaussian process), ``ridge``
+(linear baseline) and ``ensemble`` (average of other families). Every family
+implements :class:`Predictor`; :class:`ArchPredictor` binds a fitted one to a search
+space and saves it without pickle.
+
+Pipeline: ``nas predictor collect`` evaluates subnets of a trained supernet into a
+table (:mod:`predictors.collect`), ``nas predictor fit`` cross-validates and fits
+(:func:`fit_predictor`), the search loads the result (:func:`load_predictor`).
+
+Example:
+    >>> pred = fit_predictor("subnets.csv", model="auto", space=space)  # doctest: +SKIP
+    >>> pred.save("acc_predictor")  # doctest: +SKIP
+    >>> pred = load_predictor("acc_predictor", space=space)  # doctest: +SKIP
+    >>> acc, std = pred.predict_with_std(archs)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from predictors import ensemble, gp, mlp, ridge  # noqa: F401  (register the families)
+from predictors.arch_predictor import ArchPredictor, load_predictor
+from predictors.base import PREDICTORS, Predictor, PredictorError, make_predictor, register_predictor
+from predictors.fitting import AUTO_FAMILIES, cross_validate, fit_predictor
+from predictors.metrics import ranking_metrics
+from predictors.table import ArchTable, read_table
+
+__all__ = [
+    "Predictor", "PredictorError", "PREDICTORS", "register_predictor", "make_predictor",
+    "ArchPredictor", "load_predictor", "fit_predictor", "cross_validate", "AUTO_FAMILIES",
+    "ArchTable", "read_table", "ranking_metrics",
+]

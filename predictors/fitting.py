@@ -1,0 +1,177 @@
+"""Fitting accuracy predictors on a table: cross-validation, model selection, final fit.
+
+:func:`cross_validate` scores one family by k-fold cross-validation (Kendall tau,
+Spearman, RMSE, top-k precision on each held-out fold, then mean and std over
+folds). :func:`fit_predictor` optionally runs it (``folds``), picks the family with
+the best tau when ``model="auto"``, fits on all rows and returns an
+:class:`predictors.ArchPredictor` that carries the CV metrics.
+
+Example:
+    >>> pred = fit_predictor("runs/subnets.csv", model="auto", space=space, seed=0)  # doctest: +SKIP
+    >>> pred.info["cv"]["selected"], pred.predict(archs[:3])  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.space import SearchSpace
+from predictors.arch_predictor import ArchPredictor
+from predictors.base import PREDICTORS, PredictorError, make_predictor, predictor_names
+from predictors.features import ArchEncoder
+from predictors.metrics import METRICS, kfold_indices, ranking_metrics
+from predictors.table import ArchTable, read_table, table_space
+
+__all__ = ["fit_predictor", "cross_validate", "table_features", "AUTO_FAMILIES"]
+
+AUTO_FAMILIES = ("mlp", "gp", "ridge", "ensemble")
+
+
+def _resolve_space(source: Any, space: SearchSpace | None) -> SearchSpace:
+    if space is not None:
+        return space
+    if isinstance(source, (str, Path)):
+        found = table_space(source)
+        if found is not None:
+            return found
+    raise PredictorError("no search space: pass space= (or --space), or use a table written by "
+                         "'nas predictor collect', which records its space")
+
+
+def table_features(table: ArchTable, encoder: ArchEncoder) -> np.ndarray:
+    """Raw (unstandardised) features of every row, reusing the table's params/MACs."""
+    if encoder.complexity and table.params is not None and table.macs is not None \
+            and (table.params > 0).all() and (table.macs > 0).all():
+        encoder.seed_complexity(table.archs, table.params, table.macs)
+    return encoder.encode(table.archs)
+
+
+def _model_kwargs(family: str, seed: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    kw = dict(kwargs)
+    if family in PREDICTORS and "seed" in inspect.signature(PREDICTORS[family].__init__).parameters:
+        kw.setdefault("seed", seed)
+    return kw
+
+
+def _fit_arrays(X: np.ndarray, y: np.ndarray, family: str, kwargs: dict[str, Any]):
+    x_mean, x_std = X.mean(0), X.std(0)
+    x_std = np.where(x_std > 1e-12, x_std, 1.0)
+    y_mean, y_std = float(y.mean()), float(y.std())
+    y_std = y_std if y_std > 1e-12 else 1.0
+    model = make_predictor(family, **kwargs).fit((X - x_mean) / x_std, (y - y_mean) / y_std)
+    return model, x_mean, x_std, y_mean, y_std
+
+
+def _cv(X: np.ndarray, y: np.ndarray, family: str, kwargs: dict[str, Any], folds: int,
+        seed: int, top_frac: float) -> dict[str, Any]:
+    per_fold = []
+    for train, test in kfold_indices(len(y), folds, np.random.default_rng(seed)):
+        model, xm, xs, ym, ys = _fit_arrays(X[train], y[train], family, kwargs)
+        mean, _ = model.predict((X[test] - xm) / xs)
+        per_fold.append(ranking_metrics(y[test], mean * ys + ym, top_frac=top_frac))
+    summary: dict[str, Any] = {"family": family, "folds": folds, "top_frac": top_frac,
+                               "per_fold": per_fold, "mean": {}, "std": {}}
+    for m in METRICS:
+        vals = np.array([f[m] for f in per_fold], dtype=np.float64)
+        ok = vals[np.isfinite(vals)]
+        summary["mean"][m] = float(ok.mean()) if ok.size else math.nan
+        summary["std"][m] = float(ok.std()) if ok.size else math.nan
+    return summary
+
+
+def _check_folds(folds: int, n: int) -> None:
+    if isinstance(folds, bool) or int(folds) != folds or folds < 2:
+        raise PredictorError(f"folds must be an integer >= 2 (or 0 to skip cross-validation), "
+                             f"got {folds!r}")
+    if folds > n:
+        raise PredictorError(f"folds={folds} is more than the {n} rows of the table")
+
+
+def cross_validate(table: Any, *, space: SearchSpace | None = None, model: str = "mlp",
+                   folds: int = 5, seed: int = 0, complexity: bool = False, top_frac: float = 0.1,
+                   **kwargs: Any) -> dict[str, Any]:
+    """k-fold cross-validation of one family on a table.
+
+    Returns:
+        ``{"family", "folds", "per_fold": [metrics...], "mean": {...}, "std": {...}}``
+        with the metrics of :data:`predictors.metrics.METRICS`.
+    """
+    space = _resolve_space(table, space)
+    if model not in PREDICTORS:
+        raise PredictorError(f"unknown predictor family {model!r}; valid: {', '.join(predictor_names())}")
+    tab = read_table(table, space=space)
+    _check_folds(folds, len(tab))
+    X = table_features(tab, ArchEncoder(space, complexity=complexity))
+    return _cv(X, tab.acc, model, _model_kwargs(model, seed, kwargs), folds, seed, top_frac)
+
+
+def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None = None, seed: int = 0,
+                  folds: int = 5, complexity: bool = False, top_frac: float = 0.1,
+                  log: Callable[[str], None] | None = None, **kwargs: Any) -> ArchPredictor:
+    """Fit an accuracy predictor on a table of evaluated archs.
+
+    Args:
+        table: CSV path, pandas DataFrame, list of row dicts or :class:`ArchTable`.
+        model: a family of :data:`predictors.PREDICTORS`, or ``"auto"`` to cross-validate
+            :data:`AUTO_FAMILIES` and keep the one with the best Kendall tau.
+        space: the search space; read from the table's metadata when omitted.
+        seed: seeds the folds and every family that takes a ``seed``.
+        folds: k of the k-fold cross-validation; 0 skips it (not allowed with ``auto``).
+        complexity: add ``log(params)``/``log(MACs)`` features (slow to predict on new archs).
+        top_frac: the share of best archs scored by top-k precision.
+        log: called with one line per cross-validated family.
+        **kwargs: hyperparameters of the family (not allowed with ``auto``).
+
+    Example:
+        >>> pred = fit_predictor("subnets.csv", model="gp", space=space, folds=5)  # doctest: +SKIP
+        >>> pred.save("acc_predictor")  # doctest: +SKIP
+    """
+    space = _resolve_space(table, space)
+    families = AUTO_FAMILIES if model == "auto" else (model,)
+    if model != "auto" and model not in PREDICTORS:
+        raise PredictorError(f"unknown predictor family {model!r}; valid: auto, "
+                             f"{', '.join(predictor_names())}")
+    if model == "auto" and kwargs:
+        raise PredictorError(f"model='auto' takes no hyperparameters, got {', '.join(sorted(kwargs))}")
+    if model == "auto" and not folds:
+        raise PredictorError("model='auto' needs cross-validation: give folds >= 2")
+    tab = read_table(table, space=space)
+    if folds:
+        _check_folds(folds, len(tab))
+    elif len(tab) < 2:
+        raise PredictorError(f"{tab.source}: need at least 2 rows to fit, got {len(tab)}")
+    make_predictor(families[0], **_model_kwargs(families[0], seed, kwargs))  # reject bad kwargs early
+    encoder = ArchEncoder(space, complexity=complexity)
+    X = table_features(tab, encoder)
+    y = tab.acc
+    results: dict[str, Any] = {}
+    if folds:
+        for fam in families:
+            results[fam] = _cv(X, y, fam, _model_kwargs(fam, seed, kwargs), folds, seed, top_frac)
+            if log is not None:
+                m = results[fam]["mean"]
+                log(f"{fam}: kendall_tau {m['kendall_tau']:.3f}")
+    if model == "auto":
+        def score(fam: str) -> float:
+            t = results[fam]["mean"]["kendall_tau"]
+            return t if math.isfinite(t) else -math.inf
+
+        chosen = max(families, key=score)
+    else:
+        chosen = model
+    fitted, xm, xs, ym, ys = _fit_arrays(X, y, chosen, _model_kwargs(chosen, seed, kwargs))
+    info = {
+        "seed": seed,
+        "data": {"source": tab.source, "rows": len(tab), "acc_min": float(y.min()),
+                 "acc_max": float(y.max()), "acc_mean": float(y.mean())},
+        "cv": {"selected": chosen, "requested": model, "families": results} if folds else None,
+    }
+    pred = ArchPredictor(space=space, model=fitted, x_mean=xm, x_std=xs, y_mean=ym, y_std=ys,
+                         complexity=complexity, info=info)
+    pred.encoder = encoder  # keep the warm cache
+    return pred

@@ -1,0 +1,34 @@
+"""Shared fixtures: shipped spaces and an arch builder with overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas.arch import extreme_pick, walk_arch
+from nas.space import load_space
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ("tiny32", "full32", "imagenet224")
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def spaces():
+    return {name: load_space(name) for name in SHIPPED}
+
+
+def arch_with(space, overrides: dict, which: str = "min"):
+    """The smallest (or largest) arch, with ``{(where, name): value}`` forced where valid."""
+    base = extreme_pick(which)
+
+    def pick(where, name, valid):
+        v = overrides.get((where, name), overrides.get(name))
+        return v if v in valid else base(where, name, valid)
+
+    return walk_arch(space, pick)

@@ -1,0 +1,316 @@
+"""Latency tables: signatures, profiling round trip, resume, prediction, refusals, CLI."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from nas.arch import sample_arch
+from nas.cli import main
+from nas.errors import ArtifactError, NasError
+from nas.latency import (
+    DeviceError, DeviceSpec, LatencyTable, Measurer, arch_signatures, measure_arch, merge_tables,
+    profile_space, space_signatures,
+)
+from nas.latency.components import build_component
+from nas.latency.measure import Timing
+from nas.space import parse_space
+
+FAST = {"min_run_time": 0.002, "warmup": 1, "threads": 1, "progress": False}
+
+TINY = {
+    "name": "lat-tiny",
+    "num_classes": 4,
+    "resolution": [16],
+    "stem_stride": [4],
+    "stages": [
+        {"depth": [1, 2], "embed_dim": [16], "mixer": ["mhsa", "pool"], "heads": [2],
+         "mlp_ratio": [2], "pos_embed": ["none", "absolute"]},
+        {"depth": [1, 2], "embed_dim": [16, 24], "stride": [2], "mixer": ["mhsa", "mlp"],
+         "heads": [2], "mlp_ratio": [2], "keep_ratio": [1.0, 0.5], "reduce_at": [0],
+         "reduce_method": ["prune", "merge"]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return parse_space(TINY)
+
+
+@pytest.fixture(scope="module")
+def table_path(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("lat") / "tiny.json"
+    profile_space(tiny, out=path, calibrate=6, **FAST)
+    return path
+
+
+def _archs(space, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [sample_arch(space, rng) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- signatures
+
+
+@pytest.mark.parametrize("name", ["lat-tiny", "tiny32", "full32"])
+def test_enumeration_covers_every_sampled_arch(name, tiny, spaces):
+    space = tiny if name == "lat-tiny" else spaces[name]
+    sigs = set(space_signatures(space))
+    for a in _archs(space, 300):
+        missing = [g.key for g in arch_signatures(a, num_classes=space.num_classes,
+                                                  in_chans=space.in_chans) if g not in sigs]
+        assert not missing, missing[:3]
+
+
+def test_tiny32_signature_count_is_manageable(spaces):
+    assert 500 < len(space_signatures(spaces["tiny32"])) < 2000
+
+
+def test_huge_space_asks_for_an_arch_list(spaces):
+    with pytest.raises(NasError, match="--archs"):
+        space_signatures(spaces["imagenet224"], limit=500)
+
+
+def test_every_component_builds_and_runs(tiny):
+    for sig in space_signatures(tiny):
+        module, inputs = build_component(sig, batch_size=2)
+        with torch.no_grad():
+            out = module(*inputs)
+        out = out[0] if isinstance(out, tuple) else out
+        assert out.shape[0] == 2 and torch.isfinite(out).all(), sig.key
+
+
+def test_signature_keys_round_trip(tiny):
+    from nas.latency import Signature
+
+    for sig in space_signatures(tiny):
+        assert Signature.from_key(sig.key) == sig
+
+
+# ----------------------------------------------------------------------------- profile
+
+
+def test_profile_round_trip(tiny, table_path):
+    table = LatencyTable.load(table_path, space=tiny)
+    assert table.complete and len(table) == len(space_signatures(tiny))
+    assert table.device["threads"] == 1 and table.device["type"] == "cpu"
+    assert table.device["kernels_version"]
+    cal = table.calibration
+    assert len(cal["samples"]) == 6 and cal["coef"] and cal["fit"]["n"] == 6
+    raw = json.loads(table_path.read_text())
+    assert raw["space"]["fingerprint"] == tiny.fingerprint and raw["created"]
+
+
+def test_resume_measures_only_the_rest(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "t.json"
+    first = profile_space(tiny, out=out, calibrate=0, max_entries=5, **FAST)
+    assert len(first) == 5 and not first.complete
+    assert not LatencyTable.load(out).complete
+    seen = []
+    original = Measurer.measure
+
+    def counting(self, keys):
+        seen.extend(keys)
+        return original(self, keys)
+
+    monkeypatch.setattr(Measurer, "measure", counting)
+    second = profile_space(tiny, out=out, calibrate=0, **FAST)
+    total = len(space_signatures(tiny))
+    assert len(seen) == total - 5 and second.complete and len(second) == total
+    assert not set(seen) & {g.key for g in space_signatures(tiny)[:5]}
+
+
+def test_predict_many_is_fast_and_positive(tiny, table_path):
+    table = LatencyTable.load(table_path, space=tiny)
+    archs = _archs(tiny, 3000, seed=1)
+    t0 = time.perf_counter()
+    pred = table.predict(archs)
+    assert time.perf_counter() - t0 < 3.0  # thousands per second even on a busy CPU
+    assert pred.shape == (3000,) and (pred > 0).all()
+    assert table.predict_one(archs[0]) == pytest.approx(pred[0])
+    assert table.raw_sum(archs[0]) == pytest.approx(sum(ms for _, ms in table.breakdown(archs[0])))
+
+
+def test_other_space_refused_unless_forced(table_path):
+    other = parse_space({**TINY, "num_classes": 5})
+    with pytest.raises(ArtifactError, match="built for search space"):
+        LatencyTable.load(table_path, space=other)
+    assert len(LatencyTable.load(table_path, space=other, force=True)) > 0
+
+
+def test_other_device_setting_refused_unless_forced(table_path):
+    with pytest.raises(ArtifactError, match="threads"):
+        LatencyTable.load(table_path, device=DeviceSpec.parse("cpu", threads=2))
+    LatencyTable.load(table_path, device=DeviceSpec.parse("cpu", threads=2), force=True)
+    LatencyTable.load(table_path, device=DeviceSpec.parse("cpu", threads=1))
+
+
+def test_resume_into_table_of_other_space_refused(tiny, table_path, tmp_path):
+    out = tmp_path / "t.json"
+    out.write_bytes(table_path.read_bytes())
+    with pytest.raises(ArtifactError, match="cannot resume"):
+        profile_space(parse_space({**TINY, "num_classes": 5}), out=out, calibrate=0, **FAST)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "no_entries", "bad_entry", "edited"])
+def test_corrupted_table_is_an_artifact_error(table_path, tmp_path, damage):
+    text = table_path.read_text()
+    data = json.loads(text)
+    if damage == "truncate":
+        text = text[: len(text) // 2]
+    elif damage == "garbage":
+        text = "\x00\x01 not json"
+    elif damage == "no_entries":
+        del data["entries"]
+        text = json.dumps(data)
+    elif damage == "bad_entry":
+        data["entries"][0]["ms"] = "fast"
+        text = json.dumps(data)
+    else:
+        data["space"]["spec"]["num_classes"] = 99
+        text = json.dumps(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    with pytest.raises(ArtifactError, match="bad.json"):
+        LatencyTable.load(bad)
+
+
+def test_missing_entry_names_the_signature(tiny, table_path, tmp_path):
+    data = json.loads(table_path.read_text())
+    data["entries"] = [e for e in data["entries"] if e["kind"] != "head"]
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="no entry for head"):
+        LatencyTable.load(path).predict(_archs(tiny, 1))
+
+
+def test_merge_two_halves(tiny, table_path, tmp_path):
+    data = json.loads(table_path.read_text())
+    half = len(data["entries"]) // 2
+    a, b = dict(data, entries=data["entries"][:half]), dict(data, entries=data["entries"][half:])
+    merged = merge_tables(LatencyTable(a), LatencyTable(b))
+    full = LatencyTable.load(table_path)
+    assert len(merged) == len(full)
+    archs = _archs(tiny, 20)
+    np.testing.assert_allclose(merged.predict(archs), full.predict(archs), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cpu:0", "gpu", ""])
+def test_unknown_device_is_an_error(device):
+    with pytest.raises(DeviceError, match="unknown device"):
+        DeviceSpec.parse(device)
+
+
+def test_bad_dtype_and_batch_are_errors():
+    with pytest.raises(DeviceError, match="dtype"):
+        DeviceSpec.parse("cpu", dtype="fp8")
+    with pytest.raises(DeviceError, match="batch size"):
+        DeviceSpec.parse("cpu", batch_size=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_an_error(tiny, tmp_path):
+    with pytest.raises(DeviceError, match="no usable GPU"):
+        profile_space(tiny, out=tmp_path / "t.json", device="cuda", calibrate=0, **FAST)
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_measure_arch_positive(tiny):
+    a = _archs(tiny, 1)[0]
+    assert measure_arch(a, tiny, threads=1, min_run_time=0.002, warmup=1) > 0
+
+
+def test_bf16_component_timing(tiny):
+    m = Measurer(DeviceSpec.parse("cpu", dtype="bf16", threads=1).to_dict(),
+                 {"min_run_time": 0.002, "warmup": 1}, num_classes=4, in_chans=3)
+    sig = space_signatures(tiny)[1]
+    assert m.measure([sig.key])[0][0] > 0
+
+
+def test_timing_validates():
+    with pytest.raises(ValueError, match="min_run_time"):
+        Timing(min_run_time=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_profile_and_measure(tiny, tmp_path):
+    table = profile_space(tiny, out=tmp_path / "g.json", device="cuda", dtype="fp16",
+                          calibrate=4, min_run_time=0.01, warmup=2, progress=False)
+    assert table.complete and table.device["type"] == "cuda"
+    a = _archs(tiny, 1)[0]
+    assert table.predict_one(a) > 0
+    assert measure_arch(a, tiny, device="cuda", dtype="fp16", min_run_time=0.01) > 0
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nas: error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_profile_unknown_device(tiny, tmp_path, capsys):
+    space = tmp_path / "s.json"
+    space.write_text(json.dumps(TINY))
+    code = main(["profile", "--space", str(space), "--device", "tpu:0",
+                 "--out", str(tmp_path / "t.json")])
+    assert code == 2 and "unknown device" in _one_line_error(capsys)
+
+
+def test_cli_profile_latency_measure(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text(json.dumps(TINY))
+    out = tmp_path / "t.json"
+    assert main(["profile", "--space", str(space), "--threads", "1", "--min-run-time", "0.002",
+                 "--warmup", "1", "--calibrate", "4", "--out", str(out), "--quiet",
+                 "--max-entries", "3"]) == 0
+    assert "incomplete" in capsys.readouterr().out
+    assert main(["profile", "--space", str(space), "--threads", "1", "--min-run-time", "0.002",
+                 "--warmup", "1", "--calibrate", "4", "--out", str(out), "--quiet"]) == 0
+    assert "calibrated on 4 subnets" in capsys.readouterr().out
+    arch = tmp_path / "a.json"
+    arch.write_text(_archs(parse_space(TINY), 1)[0].to_json())
+    assert main(["latency", "--table", str(out), "--arch", str(arch), "--breakdown",
+                 "--space", str(space)]) == 0
+    text = capsys.readouterr().out
+    assert "predicted" in text and "stem" in text and "head" in text
+    assert main(["measure", "--arch", str(arch), "--space", str(space), "--threads", "1",
+                 "--min-run-time", "0.002", "--table", str(out)]) == 0
+    assert "measured" in capsys.readouterr().out
+    merged = tmp_path / "m.json"
+    assert main(["latency", "merge", str(out), str(out), "--out", str(merged)]) == 0
+    assert LatencyTable.load(merged).complete
+
+
+def test_cli_latency_errors_are_one_line(table_path, tmp_path, capsys):
+    arch = tmp_path / "a.json"
+    arch.write_text(_archs(parse_space(TINY), 1)[0].to_json())
+    bad = tmp_path / "bad.json"
+    bad.write_text(table_path.read_text()[:100])
+    assert main(["latency", "--table", str(bad), "--arch", str(arch)]) == 2
+    assert "corrupted or truncated" in _one_line_error(capsys)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**TINY, "num_classes": 5}))
+    assert main(["latency", "--table", str(table_path), "--arch", str(arch),
+                 "--space", str(other)]) == 2
+    assert "built for search space" in _one_line_error(capsys)
+    assert main(["latency", "--table", str(table_path), "--arch", str(arch), "--space",
+                 str(other), "--force"]) == 0
+    capsys.readouterr()
+    assert main(["latency", "--table", str(tmp_path / "none.json"), "--arch", str(arch)]) == 2
+    assert "not found" in _one_line_error(capsys)
+    assert main(["latency", "--table", str(table_path), "--arch", str(arch),
+                 "--device", "cpu", "--threads", "2"]) == 2
+    assert "threads" in _one_line_error(capsys)
+    assert main(["measure", "--arch", str(arch), "--space", str(other), "--dtype", "fp64"]) == 2
+    assert "dtype" in _one_line_error(capsys)
