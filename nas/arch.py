@@ -25,7 +25,11 @@ import yaml
 
 from nas.errors import ArchError
 from nas.space import (
-    ATTENTION_MIXERS, GLOBAL_DIMS, GRID_FREE_MIXERS, STAGE_DIMS, SearchSpace, StageSpace,
+    ATTENTION_MIXERS,
+    GLOBAL_DIMS,
+    GRID_FREE_MIXERS,
+    SearchSpace,
+    StageSpace,
     stage_dim,
 )
 
@@ -410,8 +414,8 @@ def mutate_arch(space: SearchSpace, arch: Arch, rng: np.random.Generator, *, pro
         names += [(d.name, d.name) for d in GLOBAL_DIMS]
         for _ in range(64):
             tw, tn = names[int(rng.integers(len(names)))]
-            child = _propose(space, lambda w, n: None if (w, n) == (tw, tn) else
-                             _value_at(arch, w, n), rng)
+            child = _propose(space, lambda w, n, tw=tw, tn=tn: None if (w, n) == (tw, tn)
+                             else _value_at(arch, w, n), rng)
             if child != arch:
                 break
     return child
@@ -456,167 +460,5 @@ def extreme_arch(space: SearchSpace, which: str) -> Arch:
     return arch
 
 
-# --------------------------------------------------------------------------- encoding
-
-def _enc_dims(space: SearchSpace) -> list[tuple[str, str, Any, tuple]]:
-    """(where, name, dim, choices) for every dimension with more than one choice."""
-    out = []
-    for d in GLOBAL_DIMS:
-        ch = getattr(space, d.name)
-        if len(ch) > 1:
-            out.append((d.name, d.name, d, ch))
-    for i, ss in enumerate(space.stages):
-        for d in STAGE_DIMS:
-            ch = ss.choices(d.name)
-            if d.name == "mixer":
-                ch = effective_mixers(ss)
-            if len(ch) > 1:
-                out.append((f"stages[{i}]", d.name, d, ch))
-    return out
-
-
-def encoding_names(space: SearchSpace) -> list[str]:
-    """Names of the encoding's columns (``stages[1].mixer=pool``, ``stages[0].depth``...)."""
-    names = []
-    for where, name, d, ch in _enc_dims(space):
-        key = name if where == name else f"{where}.{name}"
-        if d.kind == "cat":
-            names += [f"{key}={c}" for c in ch]
-        else:
-            names.append(key)
-    return names
-
-
-def encode_arch(space: SearchSpace, arch: Arch) -> np.ndarray:
-    """Fixed-length float32 vector: one-hot categoricals, rank-scaled numbers in (0, 1].
-
-    Inactive dimensions encode as zeros. Dimensions with a single choice are left out.
-    """
-    out: list[float] = []
-    prev = None
-    active = {}
-    for i, s in enumerate(arch.stages):
-        active[f"stages[{i}]"] = active_dims(s, prev)
-        prev = s.embed_dim
-    for where, name, d, ch in _enc_dims(space):
-        value = _value_at(arch, where, name)
-        on = where == name or name in active[where]
-        if d.kind == "cat":
-            out += [1.0 if on and value == c else 0.0 for c in ch]
-        else:
-            out.append((ch.index(value) + 1) / len(ch) if on and value in ch else 0.0)
-    return np.asarray(out, dtype=np.float32)
-
-
-def decode_arch(space: SearchSpace, vec: np.ndarray | list[float], *, strict: bool = True) -> Arch:
-    """Inverse of :func:`encode_arch`. Non-strict decoding snaps to the nearest valid choice."""
-    vec = np.asarray(vec, dtype=np.float64).ravel()
-    dims = _enc_dims(space)
-    expected = sum(len(ch) if d.kind == "cat" else 1 for _, _, d, ch in dims)
-    if vec.shape[0] != expected:
-        raise ArchError(f"encoding has length {vec.shape[0]}, space {space.name} expects {expected}")
-    slots: dict[tuple[str, str], np.ndarray] = {}
-    pos = 0
-    for where, name, d, ch in dims:
-        n = len(ch) if d.kind == "cat" else 1
-        slots[(where, name)] = vec[pos:pos + n]
-        pos += n
-
-    def pick(where, name, valid):
-        key = (where, name)
-        if key not in slots:
-            return valid[0]
-        _, _, d, ch = next(x for x in dims if (x[0], x[1]) == key)
-        seg = slots[key]
-        if d.kind == "cat":
-            order = np.argsort(-seg, kind="stable")
-            cands = [ch[j] for j in order]
-        else:
-            rank = seg[0] * len(ch) - 1
-            cands = sorted(ch, key=lambda c: abs(ch.index(c) - rank))
-        if strict:
-            if cands[0] not in valid:
-                raise ArchError(f"encoding: {_loc(where, name)} decodes to {cands[0]!r}, "
-                                f"not valid here")
-            return cands[0]
-        for c in cands:
-            if c in valid:
-                return c
-        return valid[0]
-
-    return walk_arch(space, pick)
-
-
-# --------------------------------------------------------------------------- size
-
-def count_archs(space: SearchSpace) -> int:
-    """Exact number of canonical archs (grid-size feasibility aside)."""
-    total = 0
-    counts_prev: dict[int | None, int] = {None: 1}
-    for ss in space.stages:
-        counts: dict[int | None, int] = {}
-        for prev, c in counts_prev.items():
-            for dim, n in _count_stage(ss, prev).items():
-                counts[dim] = counts.get(dim, 0) + c * n
-        counts_prev = counts
-    total = sum(counts_prev.values())
-    for d in GLOBAL_DIMS:
-        total *= len(getattr(space, d.name))
-    return total
-
-
-def _count_stage(ss: StageSpace, prev: int | None) -> dict[int, int]:
-    tail = len(ss.norm) * len(ss.act) * len(ss.layer_scale) * len(ss.pos_embed)
-    ffn = len(ss.mlp_ratio) * len(ss.low_rank) * len(ss.sparsity) * len(ss.sandwich)
-    out = {}
-    for dim in ss.embed_dim:
-        n = 0
-        for depth in ss.depth:
-            for stride in ss.stride:
-                ds = len(ss.downsample) if stride > 1 or (prev is not None and prev != dim) else 1
-                for m in effective_mixers(ss):
-                    mix = _count_mixer(ss, m, dim)
-                    reduce_ats = sum(1 for r in ss.reduce_at if r < depth)
-                    for ffn_conv in ss.ffn_conv:
-                        for ti in ss.token_interaction:
-                            for pat, k in _pattern_split(ss, m, mix):
-                                grid_free = (m in GRID_FREE_MIXERS or pat == "block") \
-                                    and not ffn_conv and not ti
-                                keeps = 0
-                                for kr in ss.keep_ratio:
-                                    if kr == 1.0:
-                                        keeps += 1
-                                    elif grid_free and reduce_ats:
-                                        keeps += len(ss.reduce_method) * reduce_ats
-                                n += ds * k * keeps
-        out[dim] = n * ffn * tail
-    return out
-
-
-def _count_mixer(ss: StageSpace, m: str, dim: int) -> int:
-    n = 1
-    if m in ATTENTION_MIXERS:
-        n = sum(sum(1 for q in ss.qk_ratio if round(dim // h * q) >= 1)
-                for h in ss.heads if dim % h == 0)
-    if m == "cga":
-        n *= len(ss.window) * len(ss.kernel)
-    elif m == "sra":
-        n *= len(ss.sr_ratio)
-    elif m in ("pool", "dwconv"):
-        n *= len(ss.kernel)
-    return n
-
-
-def _pattern_split(ss: StageSpace, m: str, mix: int) -> list[tuple[str, int]]:
-    if m != "attention":
-        return [("", mix)]
-    out = []
-    for pat in _attn_patterns(ss):
-        k = mix * len(ss.window) * len(_attn_fractions(ss))
-        if pat == "local":
-            k *= len(ss.shift)
-        if pat == "block":
-            k *= len(ss.density)
-        out.append((pat, k))
-    return out
-
+# Encoding and counting live in nas.encoding; re-exported here so ``nas.arch`` stays the API.
+from nas.encoding import count_archs, decode_arch, encode_arch, encoding_names  # noqa: E402

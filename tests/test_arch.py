@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 from nas.arch import (
-    Arch, canonicalize, crossover_arch, decode_arch, encode_arch, encoding_names, load_arch,
-    mutate_arch, sample_arch, space_contains, walk_arch,
+    Arch,
+    canonicalize,
+    crossover_arch,
+    decode_arch,
+    encode_arch,
+    encoding_names,
+    load_arch,
+    mutate_arch,
+    sample_arch,
+    space_contains,
+    walk_arch,
 )
 from nas.cli import main
 from nas.complexity import count_macs, count_params
@@ -121,7 +130,7 @@ def test_count_matches_enumeration():
             prefix = stack.pop()
             pos = [0]
 
-            def pick(where, name, valid, prefix=prefix):
+            def pick(where, name, valid, prefix=prefix, pos=pos):
                 i = pos[0]
                 pos[0] += 1
                 if i < len(prefix):
