@@ -9,6 +9,7 @@ import yaml
 
 from nas.arch import effective_mixers, extreme_arch, sample_arch
 from nas.complexity import count_macs, count_params
+from nas.errors import NasError
 from nas.space import GLOBAL_DIMS, STAGE_DIMS, load_space
 
 
@@ -63,15 +64,14 @@ def _show(args) -> int:
             ch = effective_mixers(st) if d.name == "mixer" else st.choices(d.name)
             if len(ch) > 1 or d.name in ("depth", "embed_dim", "mixer", "stride"):
                 print(f"  {d.name:18s} {list(ch)}")
-    fixed = sorted({d.name for st in space.stages for d in STAGE_DIMS
-                    if len(st.choices(d.name)) == 1} - {"depth", "embed_dim", "mixer", "stride"})
-    print(f"fixed in every stage or some: {', '.join(fixed)}")
+    fixed = sorted(d.name for d in STAGE_DIMS
+                   if all(len(st.choices(d.name)) == 1 for st in space.stages))
+    print(f"fixed in every stage: {', '.join(fixed) or 'none'}")
     return 0
 
 
 def _sample(args) -> int:
     if args.n < 1:
-        from nas.errors import NasError
         raise NasError(f"-n must be >= 1, got {args.n}")
     space = load_space(args.file)
     rng = np.random.default_rng(args.seed)
