@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny smoke run; writes no file unless --out")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: with more OpenMP threads than free cores, every "
+                        "parallel region waits for a descheduled thread and timings swing 100x)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3, quick: 1)")
     p.add_argument("--min-run-time", type=float, default=None,
                    help="seconds per blocked_autorange (0.4, quick: 0.05)")
@@ -129,6 +131,7 @@ def run_bench(args: argparse.Namespace) -> str:
     mrt = args.min_run_time or (0.05 if args.quick else 0.4)
     use_flex = not (args.quick or args.no_flex) and flex_available()
     gen = torch.Generator().manual_seed(0)
+    load_start = os.getloadavg()[0]
     rows, notes, failures = [], [], []
     local_speedup_3136 = None
     for h, w, batch in (QUICK_SIZES if args.quick else SIZES):
@@ -159,6 +162,8 @@ def run_bench(args: argparse.Namespace) -> str:
         f"python {platform.python_version()}; torch {torch.__version__}; threads {args.threads}"
         + (f"; {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
         f"- kernels version: {KERNELS_VERSION}",
+        f"- 1-min load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} "
+        "(other processes share the machine when it exceeds 0)",
         f"- command: `python bench/bench_kernels.py {' '.join(sys.argv[1:])}`",
         f"- shapes: q, k, v = (B, {HEADS} heads, N, {HEAD_DIM}); B per row below",
         f"- latency: median of torch.utils.benchmark blocked_autorange (min_run_time {mrt} s), "

@@ -17,4 +17,4 @@ __all__ = ["KERNELS_VERSION", "Pattern", "PATTERNS", "pattern_mask", "sparse_att
            "linear_attention", "prune_tokens", "unprune_tokens", "merge_tokens", "unmerge_tokens",
            "token_scores"]
 
-KERNELS_VERSION = "1.0"
+KERNELS_VERSION = "1.1"
