@@ -7,16 +7,27 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
 
 from nas.arch import sample_arch
 from nas.cli import main
 from nas.errors import ArtifactError, NasError
 from nas.latency import (
-    DeviceError, DeviceSpec, LatencyTable, Measurer, arch_signatures, measure_arch, merge_tables,
-    profile_space, space_signatures,
+    DeviceError,
+    DeviceSpec,
+    LatencyTable,
+    Measurer,
+    arch_signatures,
+    measure_arch,
+    merge_tables,
+    profile_space,
+    space_signatures,
 )
 from nas.latency.components import build_component
+from nas.latency.device import num_threads
 from nas.latency.measure import Timing
+from nas.model import build_model
 from nas.space import parse_space
 
 FAST = {"min_run_time": 0.002, "warmup": 1, "threads": 1, "progress": False}
@@ -34,6 +45,33 @@ TINY = {
          "reduce_method": ["prune", "merge"]},
     ],
 }
+
+# Every component kind and most block options, still small enough to enumerate.
+RICH = {
+    "name": "lat-rich", "num_classes": 3, "resolution": [32], "stem": ["patch", "overlap", "convs"],
+    "stem_stride": [4, 8],
+    "stages": [
+        {"depth": [1, 2], "embed_dim": [16, 24], "stride": [1, 2], "mixer": ["cga", "attention", "sra"],
+         "heads": [2], "pattern": ["block", "local"], "window": [2], "shift": [False, True], "density": [0.5],
+         "local_fraction": [0.5, 1.0], "sr_ratio": [2], "sandwich": [0, 1],
+         "token_interaction": [False, True], "pos_embed": ["none", "conv", "absolute"],
+         "keep_ratio": [1.0, 0.5], "reduce_at": [0, 1], "norm": ["layernorm", "batchnorm"],
+         "act": ["gelu", "relu"], "mlp_ratio": [2]},
+        {"depth": [1, 2], "embed_dim": [24, 32], "stride": [1, 2], "downsample": ["conv", "merge"],
+         "mixer": ["linear", "dwconv", "identity", "mhsa"], "heads": [2], "ffn_conv": [False, True],
+         "low_rank": [0.5, 1.0], "sparsity": ["dense", "2:4"], "layer_scale": [False, True],
+         "mlp_ratio": [2], "keep_ratio": [1.0, 0.75], "reduce_method": ["prune", "merge"],
+         "reduce_at": [0], "norm": ["groupnorm", "layernorm"]},
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two intra-op threads on a CPU shared with other jobs wait on each other for a whole
+    # scheduler slice per op; these tests only need correct results, fast.
+    with num_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +94,9 @@ def _archs(space, n, seed=0):
 # ----------------------------------------------------------------------------- signatures
 
 
-@pytest.mark.parametrize("name", ["lat-tiny", "tiny32", "full32"])
+@pytest.mark.parametrize("name", ["lat-tiny", "lat-rich", "tiny32"])
 def test_enumeration_covers_every_sampled_arch(name, tiny, spaces):
-    space = tiny if name == "lat-tiny" else spaces[name]
+    space = {"lat-tiny": tiny, "lat-rich": parse_space(RICH)}.get(name) or spaces[name]
     sigs = set(space_signatures(space))
     for a in _archs(space, 300):
         missing = [g.key for g in arch_signatures(a, num_classes=space.num_classes,
@@ -76,12 +114,31 @@ def test_huge_space_asks_for_an_arch_list(spaces):
 
 
 def test_every_component_builds_and_runs(tiny):
-    for sig in space_signatures(tiny):
+    rich = space_signatures(parse_space(RICH))
+    picks = [rich[i] for i in np.random.default_rng(0).choice(len(rich), 60, replace=False)]
+    picks += [g for g in rich if g.kind != "block"][::4]
+    for sig in space_signatures(tiny) + picks:
         module, inputs = build_component(sig, batch_size=2)
         with torch.no_grad():
             out = module(*inputs)
         out = out[0] if isinstance(out, tuple) else out
         assert out.shape[0] == 2 and torch.isfinite(out).all(), sig.key
+
+
+def _macs(module, inputs):
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(*inputs)
+    return counter.get_total_flops()
+
+
+def test_components_add_up_to_the_model():
+    """The decomposition mirrors the model: component MACs sum to the whole model's."""
+    space = parse_space(RICH)
+    for a in _archs(space, 12, seed=3):
+        parts = sum(_macs(*build_component(g, batch_size=1, device="meta"))
+                    for g in arch_signatures(a, num_classes=3, in_chans=3))
+        model = build_model(a, num_classes=3, device="meta").eval()
+        assert parts == _macs(model, (torch.empty(1, 3, 32, 32, device="meta"),)), a.to_json()
 
 
 def test_signature_keys_round_trip(tiny):
@@ -122,6 +179,24 @@ def test_resume_measures_only_the_rest(tiny, tmp_path, monkeypatch):
     total = len(space_signatures(tiny))
     assert len(seen) == total - 5 and second.complete and len(second) == total
     assert not set(seen) & {g.key for g in space_signatures(tiny)[:5]}
+
+
+def test_recalibrate_times_only_the_calibration_subnets(tiny, table_path, tmp_path,
+                                                       monkeypatch):
+    out = tmp_path / "t.json"
+    out.write_bytes(table_path.read_bytes())
+    calls = {"measure": 0, "measure_archs": 0}
+    for name in calls:
+        original = getattr(Measurer, name)
+
+        def counting(self, items, _name=name, _original=original):
+            calls[_name] += len(items)
+            return _original(self, items)
+
+        monkeypatch.setattr(Measurer, name, counting)
+    table = profile_space(tiny, out=out, calibrate=6, recalibrate=True, **FAST)
+    assert calls == {"measure": 0, "measure_archs": 6}
+    assert len(table.calibration["samples"]) == 6 and table.calibration["coef"]
 
 
 def test_predict_many_is_fast_and_positive(tiny, table_path):
@@ -231,12 +306,30 @@ def test_bf16_component_timing(tiny):
     m = Measurer(DeviceSpec.parse("cpu", dtype="bf16", threads=1).to_dict(),
                  {"min_run_time": 0.002, "warmup": 1}, num_classes=4, in_chans=3)
     sig = space_signatures(tiny)[1]
-    assert m.measure([sig.key])[0][0] > 0
+    stats = m.measure([sig.key])[0]
+    assert stats["min"] <= stats["median"] and stats["min"] > 0
 
 
 def test_timing_validates():
     with pytest.raises(ValueError, match="min_run_time"):
         Timing(min_run_time=0)
+    with pytest.raises(NasError, match="clock"):
+        Timing(clock="tsc")
+
+
+def test_clock_resolution():
+    one, two = DeviceSpec.parse("cpu", threads=1), DeviceSpec.parse("cpu", threads=2)
+    assert Timing().resolve(one).clock == "thread"
+    assert Timing().resolve(two).clock == "wall"
+    assert Timing(clock="wall").resolve(one).clock == "wall"
+    with pytest.raises(NasError, match="--threads 1"):
+        Timing(clock="thread").resolve(two)
+    assert Timing().resolve(DeviceSpec.parse("cuda")).clock == "cuda"
+
+
+def test_table_records_how_it_was_timed(table_path):
+    timing = LatencyTable.load(table_path).timing
+    assert timing["clock"] == "thread" and timing["stat"] == "min"
 
 
 @pytest.mark.gpu
@@ -314,3 +407,46 @@ def test_cli_latency_errors_are_one_line(table_path, tmp_path, capsys):
     assert "threads" in _one_line_error(capsys)
     assert main(["measure", "--arch", str(arch), "--space", str(other), "--dtype", "fp64"]) == 2
     assert "dtype" in _one_line_error(capsys)
+
+
+# ----------------------------------------------------------------------------- arch lists
+
+
+def test_profile_restricted_to_archs(tiny, tmp_path):
+    a = _archs(tiny, 1)[0]
+    b = next(x for x in _archs(tiny, 40, seed=5) if x.stages[1] != a.stages[1])
+    table = profile_space(tiny, out=tmp_path / "r.json", archs=[a], calibrate=0, **FAST)
+    assert table.scope["kind"] == "archs" and table.complete
+    assert len(table) == len(set(arch_signatures(a, num_classes=4, in_chans=3)))
+    assert table.predict_one(a) > 0
+    assert table.missing([b])
+    with pytest.raises(ArtifactError, match="--archs"):
+        table.predict([b])
+
+
+def test_read_archs_formats(tiny, tmp_path):
+    from nas.latency.archs import read_archs
+
+    archs = _archs(tiny, 3)
+    lines = tmp_path / "a.jsonl"
+    lines.write_text("\n".join(a.to_json() for a in archs) + "\n")
+    docs = tmp_path / "a.yaml"
+    docs.write_text("---\n".join(a.to_yaml() for a in archs))
+    wrapped = tmp_path / "w.yaml"
+    wrapped.write_text(yaml.safe_dump({"space": "x", "arch": archs[0].to_dict()}))
+    listed = tmp_path / "l.json"
+    listed.write_text(json.dumps([a.to_dict() for a in archs]))
+    for path, n in ((lines, 3), (docs, 3), (wrapped, 1), (listed, 3)):
+        assert read_archs(str(path)) == archs[:n]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: [")
+    with pytest.raises(NasError):
+        read_archs(str(bad))
+    with pytest.raises(NasError, match="not found"):
+        read_archs(str(tmp_path / "none.yaml"))
+
+
+@pytest.mark.slow
+def test_profile_through_a_local_ray_cluster(tiny, tmp_path):
+    table = profile_space(tiny, out=tmp_path / "ray.json", calibrate=3, address="local", **FAST)
+    assert table.complete and len(table) == len(space_signatures(tiny))

@@ -17,7 +17,7 @@ from nas.arch import canonicalize, load_arch
 from nas.errors import NasError
 from nas.latency.archs import read_archs
 from nas.latency.device import DeviceSpec, describe_device
-from nas.latency.measure import measure_arch
+from nas.latency.measure import Timing, measure_arch
 from nas.latency.profile import profile_space
 from nas.latency.table import LatencyTable, merge_tables
 from nas.space import load_space
@@ -33,9 +33,16 @@ def _device_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
 
 
 def _timing_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-run-time", type=float, default=0.2,
-                   help="seconds of timed calls per measurement (default 0.2)")
+    p.add_argument("--min-run-time", type=float, default=0.1,
+                   help="seconds of timed calls per measurement (default 0.1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
+    p.add_argument("--clock", default="auto",
+                   help="auto (default: CPU time of the timing thread on CPU with --threads 1, "
+                        "so time lost to other jobs is not counted; wall time otherwise), wall "
+                        "or thread")
+    p.add_argument("--stat", default="min",
+                   help="statistic over timed ~1 ms blocks: min (default; robust to other "
+                        "jobs on the CPU) or median")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop after K new entries (resume later by rerunning)")
     p.add_argument("--max-signatures", type=int, default=20000,
                    help="refuse spaces with more signatures (default 20000; use --archs)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="time the calibration subnets of an existing --out again and refit")
     p.add_argument("--force", action="store_true",
                    help="overwrite an existing --out of another space or device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -95,9 +104,11 @@ def _profile(args) -> int:
     table = profile_space(
         space, out=args.out, device=args.device, batch_size=args.batch_size, dtype=args.dtype,
         threads=args.threads, calibrate=args.calibrate, archs=archs, seed=args.seed,
-        min_run_time=args.min_run_time, warmup=args.warmup, address=address,
+        min_run_time=args.min_run_time, warmup=args.warmup, stat=args.stat, clock=args.clock,
+        address=address,
         max_entries=args.max_entries, max_signatures=args.max_signatures,
-        progress=not args.quiet and sys.stderr.isatty(), force=args.force)
+        recalibrate=args.recalibrate, progress=not args.quiet and sys.stderr.isatty(),
+        force=args.force)
     sc = table.scope
     print(f"table      {args.out}")
     print(f"space      {space.name} ({space.fingerprint}), scope {sc['kind']}, "
@@ -137,14 +148,13 @@ def _latency(args) -> int:
     space = load_space(args.space) if args.space else None
     table = LatencyTable.load(args.table, space=space, force=args.force, device=_spec(args))
     arch = canonicalize(space or table.space, load_arch(args.arch))
-    ms = table.predict_one(arch)
-    print(f"predicted  {ms:.4f} ms (raw sum {table.raw_sum(arch):.4f} ms)")
+    ms, raw = table.predict_one(arch), table.raw_sum(arch)
+    print(f"predicted  {ms:.4f} ms ({table.stat} latency; raw sum of components {raw:.4f} ms)")
     print(f"table      {table.describe()}")
     if args.breakdown:
-        parts = table.breakdown(arch)
-        total = sum(t for _, t in parts)
-        for sig, t in parts:
-            print(f"  {t:9.4f} ms {100 * t / total:5.1f}%  {sig.label}")
+        for sig, t in table.breakdown(arch):
+            print(f"  {t:9.4f} ms {100 * t / raw:5.1f}%  {sig.label}")
+        print(f"  {ms - raw:+9.4f} ms         calibration (whole-model overhead)")
     return 0
 
 
@@ -154,11 +164,12 @@ def _measure(args) -> int:
     table = LatencyTable.load(args.table, space=space) if args.table else None
     ms = measure_arch(arch, space, device=args.device, batch_size=args.batch_size,
                       dtype=args.dtype, threads=args.threads, min_run_time=args.min_run_time,
-                      warmup=args.warmup)
+                      warmup=args.warmup, stat=args.stat, clock=args.clock)
     spec = DeviceSpec.parse(args.device, dtype=args.dtype, batch_size=args.batch_size,
                             threads=args.threads).resolve()
+    clock = Timing(clock=args.clock).resolve(spec).clock
     print(f"measured   {ms:.4f} ms ({spec.device}, {spec.dtype}, batch {spec.batch_size}, "
-          f"{spec.threads} threads, median of blocked runs)")
+          f"{spec.threads} threads, {args.stat} over timed blocks, {clock} clock)")
     if table is not None:
         pred = table.predict_one(arch)
         print(f"predicted  {pred:.4f} ms ({100 * (pred - ms) / ms:+.1f}%)")

@@ -25,18 +25,24 @@ __all__ = ["TokenReduction", "build_component", "BUILDERS"]
 
 
 class TokenReduction(nn.Module):
-    """In-stage token reduction followed by its restore, exactly as :class:`Stage` runs them."""
+    """In-stage token reduction followed by its restore, run by a real :class:`Stage`.
 
-    _reduce = Stage._reduce
-    _restore = Stage._restore
+    The stage is built for ``tokens`` tokens reduced to ``keep`` from block 0 on (its
+    single block is never run), so its ``_reduce``/``_restore`` are exactly the model's.
+    """
 
-    def __init__(self, method: str, keep: int):
+    def __init__(self, method: str, tokens: int, keep: int, dim: int):
         super().__init__()
-        self.reduce_method, self.keep = method, keep
+        s = StageArch(depth=1, embed_dim=dim, mixer="identity", mlp_ratio=0.25,
+                      keep_ratio=keep / tokens, reduce_method=method, reduce_at=0)
+        self.stage = Stage(s, dim, (1, tokens))
+        if self.stage.keep != keep:
+            raise ValueError(f"reduce signature: {tokens} tokens at ratio {keep / tokens} keep "
+                             f"{self.stage.keep}, not {keep}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y, state = self._reduce(x)
-        return self._restore(y, state, x)
+        y, state = self.stage._reduce(x)
+        return self.stage._restore(y, state, x)
 
 
 def _tokens(b: int, n: int, c: int) -> torch.Tensor:
@@ -76,7 +82,8 @@ def _block(p: dict, b: int) -> tuple[nn.Module, tuple]:
 
 
 def _reduce(p: dict, b: int) -> tuple[nn.Module, tuple]:
-    return TokenReduction(p["method"], p["keep"]), (_tokens(b, p["tokens"], p["dim"]),)
+    return (TokenReduction(p["method"], p["tokens"], p["keep"], p["dim"]),
+            (_tokens(b, p["tokens"], p["dim"]),))
 
 
 def _head(p: dict, b: int) -> tuple[nn.Module, tuple]:
@@ -88,8 +95,13 @@ BUILDERS: dict[str, Callable[[dict, int], tuple[nn.Module, tuple]]] = {
 }
 
 
-def build_component(sig: Signature, *, batch_size: int) -> tuple[nn.Module, tuple[Any, ...]]:
-    """The eval-mode module of ``sig`` (CPU, fp32) and inputs for one forward at ``batch_size``."""
-    module, inputs = BUILDERS[sig.kind](dict(sig.params), batch_size)
-    module.apply(init_weights)
+def build_component(sig: Signature, *, batch_size: int, device: str | torch.device = "cpu"
+                    ) -> tuple[nn.Module, tuple[Any, ...]]:
+    """The eval-mode fp32 module of ``sig`` and inputs for one forward at ``batch_size``.
+
+    ``device="meta"`` allocates nothing (for shape and FLOP checks).
+    """
+    with torch.device(device):
+        module, inputs = BUILDERS[sig.kind](dict(sig.params), batch_size)
+        module.apply(init_weights)
     return module.eval(), inputs

@@ -1,12 +1,20 @@
 """Timing one forward pass on CPU or CUDA: components for the tables, whole models for truth.
 
 Both use one method, so table entries and ground truth agree: eval mode, inference
-mode, ``warmup`` untimed calls, then
+mode, ``warmup`` untimed calls, then blocks of calls until ``min_run_time`` seconds
+are timed; the latency is the min (default) or median over blocks, both recorded.
 
-* CPU: ``torch.utils.benchmark.Timer.blocked_autorange`` with a fixed
-  ``torch.set_num_threads(threads)``; the median over blocks of many calls;
-* CUDA: blocks of calls between CUDA events, synchronised, until ``min_run_time``;
-  the median over blocks.
+* CPU: ``timeit`` blocks of about ``block_time`` (1 ms) each, with a fixed
+  ``torch.set_num_threads(threads)``. With one thread the clock is the CPU time of
+  the timing thread (``time.thread_time``), so time the OS gives to other jobs is
+  not counted; with more threads it is wall time. ``torch.utils.benchmark``'s
+  ``blocked_autorange`` is not used: it sizes blocks so its timer overhead stays
+  below 0.01%, i.e. tens of ms, and on a CPU shared with other jobs each such block
+  absorbs the time slicing (its median drifted 2-3x with the load in our runs).
+  Short blocks on the thread clock measured the same subnet twice within ~3%
+  (MAPE of the min) at a load average of 10 on 2 cores, against ~7% for wall time
+  and ~10% for the median (see ``bench/results/latency_cpu.md``).
+* CUDA: blocks of calls between CUDA events after a synchronize.
 
 :class:`Measurer` bundles a setting and is what runs on the measuring machine,
 locally or as a Ray actor on a cluster node (see :mod:`nas.latency.profile`).
@@ -18,46 +26,81 @@ Example:
 from __future__ import annotations
 
 import statistics
+import time
+import timeit
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
+from torch.overrides import TorchFunctionMode
 
 from nas.arch import Arch
+from nas.errors import NasError
 from nas.latency.components import build_component
 from nas.latency.device import DeviceSpec, device_fingerprint, num_threads
 from nas.latency.signatures import Signature
 from nas.model import build_model
 from nas.space import SearchSpace
 
-__all__ = ["Timing", "Measurer", "time_module", "measure_arch"]
+__all__ = ["STATS", "Timing", "Measurer", "time_module", "measure_arch"]
+
+
+STATS = ("median", "min")
+CLOCKS = ("auto", "wall", "thread", "cuda")
 
 
 @dataclass(frozen=True)
 class Timing:
-    """How long to time each measurement.
+    """How each measurement is taken.
 
     Args:
         min_run_time: seconds of timed calls per measurement (after the warm-up).
         warmup: untimed calls before timing.
+        block_time: target seconds per timed block on CPU; short blocks let the
+            statistic reject blocks hit by time slicing on a shared CPU.
+        stat: statistic over blocks that becomes the latency: ``median`` or ``min``
+            (both are recorded either way).
+        clock: ``wall`` (``time.perf_counter``), ``thread`` (CPU time of the timing
+            thread, ``time.thread_time``: time the thread was preempted by other jobs
+            is not counted; CPU with one thread only, where every op runs on that
+            thread), or ``auto``: ``thread`` on CPU with one thread, else ``wall``.
+            CUDA always times with events (``cuda``, set by :meth:`resolve`).
     """
 
-    min_run_time: float = 0.2
+    min_run_time: float = 0.1
     warmup: int = 10
+    block_time: float = 1e-3
+    stat: str = "min"
+    clock: str = "auto"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.min_run_time, (int, float)) and self.min_run_time > 0):
-            raise ValueError(f"min_run_time must be a positive number of seconds, "
-                             f"got {self.min_run_time!r}")
+        for name in ("min_run_time", "block_time"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise NasError(f"{name} must be a positive number of seconds, got {v!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+            raise NasError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+        if self.stat not in STATS:
+            raise NasError(f"stat must be one of {', '.join(STATS)}, got {self.stat!r}")
+        if self.clock not in CLOCKS:
+            raise NasError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
+
+    def resolve(self, spec: DeviceSpec) -> Timing:
+        """Fix ``clock`` for a resolved ``spec`` (``cuda`` for CUDA events)."""
+        if spec.type == "cuda":
+            return replace(self, clock="cuda")
+        if self.clock == "thread" and spec.threads != 1:
+            raise NasError(f"clock 'thread' times one thread; use --threads 1 (got "
+                           f"{spec.threads}) or --clock wall")
+        if self.clock in ("auto", "cuda"):
+            return replace(self, clock="thread" if spec.threads == 1 else "wall")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "stat": "median",
-                "method": "torch.utils.benchmark blocked_autorange (cpu) / cuda events (cuda)"}
+        return {**asdict(self), "method": "cpu: timeit blocks of ~block_time with fixed torch "
+                "threads on the given clock; cuda: blocks between cuda events after synchronize"}
 
 
 def _move(inputs: tuple, device: torch.device, dtype: torch.dtype) -> tuple:
@@ -65,15 +108,30 @@ def _move(inputs: tuple, device: torch.device, dtype: torch.dtype) -> tuple:
                  and x.is_floating_point() else x for x in inputs)
 
 
-def _time_cpu(fn: Callable[[], Any], threads: int, timing: Timing) -> tuple[float, float]:
+def _stats(times: list[float]) -> dict[str, float]:
+    """Block statistics in ms from per-call block means in ms."""
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median": statistics.median(times), "min": min(times), "iqr": q[2] - q[0],
+            "blocks": len(times)}
+
+
+def _time_cpu(fn: Callable[[], Any], timing: Timing) -> dict[str, float]:
     for _ in range(timing.warmup):
         fn()
-    m = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(
-        min_run_time=timing.min_run_time)
-    return m.median * 1e3, m.iqr * 1e3
+    # garbage collection is off while timeit times
+    timer = timeit.Timer(fn, timer=time.thread_time if timing.clock == "thread"
+                         else time.perf_counter)
+    number = max(1, round(timing.block_time / max(timer.timeit(3) / 3, 1e-7)))
+    times: list[float] = []
+    total = 0.0
+    while total < timing.min_run_time or len(times) < 5:
+        t = timer.timeit(number)
+        times.append(t * 1e3 / number)
+        total += t
+    return _stats(times)
 
 
-def _time_cuda(fn: Callable[[], Any], device: torch.device, timing: Timing) -> tuple[float, float]:
+def _time_cuda(fn: Callable[[], Any], device: torch.device, timing: Timing) -> dict[str, float]:
     for _ in range(max(1, timing.warmup)):
         fn()
     torch.cuda.synchronize(device)
@@ -95,14 +153,30 @@ def _time_cuda(fn: Callable[[], Any], device: torch.device, timing: Timing) -> t
         t = start.elapsed_time(end)
         times.append(t / number)
         total += t
-    q = statistics.quantiles(times, n=4)
-    return statistics.median(times), q[2] - q[0]
+    return _stats(times)
+
+
+class _OpCounter(TorchFunctionMode):
+    """Counts torch function calls (ops issued from Python) during one forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 def time_module(module: nn.Module, inputs: tuple, spec: DeviceSpec, timing: Timing
-                ) -> tuple[float, float]:
-    """Median and IQR (ms) of ``module(*inputs)`` under ``spec`` (resolved on this machine)."""
+                ) -> dict[str, float]:
+    """Block statistics of ``module(*inputs)``: ``median``, ``min``, ``iqr`` (ms), ``blocks``,
+    and ``ops``, the torch calls one forward issues (the calibration's per-op overhead term).
+
+    ``spec`` is resolved on this machine (a missing GPU raises :class:`DeviceError`).
+    """
     spec = spec.resolve()
+    timing = timing.resolve(spec)
     device = torch.device(spec.device)
     module = module.eval().to(device=device, dtype=spec.torch_dtype)
     inputs = _move(inputs, device, spec.torch_dtype)
@@ -111,10 +185,14 @@ def time_module(module: nn.Module, inputs: tuple, spec: DeviceSpec, timing: Timi
         return module(*inputs)
 
     with num_threads(spec.threads), torch.inference_mode():
+        with _OpCounter() as counter:
+            fn()
         if spec.type == "cuda":
             with torch.cuda.device(device):
-                return _time_cuda(fn, device, timing)
-        return _time_cpu(fn, spec.threads, timing)
+                stats = _time_cuda(fn, device, timing)
+        else:
+            stats = _time_cpu(fn, timing)
+    return {**stats, "ops": counter.count}
 
 
 class Measurer:
@@ -132,14 +210,20 @@ class Measurer:
     def __init__(self, device: dict[str, Any], timing: dict[str, Any], *, num_classes: int,
                  in_chans: int):
         self.spec = DeviceSpec.from_dict(device).resolve()
-        self.timing = Timing(min_run_time=timing["min_run_time"], warmup=timing["warmup"])
+        self.timing = Timing(**{k: timing[k] for k in ("min_run_time", "warmup", "block_time",
+                                                      "stat", "clock") if k in timing}
+                             ).resolve(self.spec)
         self.num_classes, self.in_chans = num_classes, in_chans
 
     def fingerprint(self) -> dict[str, Any]:
         return device_fingerprint(self.spec)
 
-    def measure(self, keys: Sequence[str]) -> list[tuple[float, float]]:
-        """(median, IQR) ms of every component signature key."""
+    def timing_record(self) -> dict[str, Any]:
+        """The timing settings as run here (clock resolved), for the table."""
+        return self.timing.to_dict()
+
+    def measure(self, keys: Sequence[str]) -> list[dict[str, float]]:
+        """Timing statistics (see :func:`time_module`) of every component signature key."""
         out = []
         for key in keys:
             module, inputs = build_component(Signature.from_key(key),
@@ -147,8 +231,8 @@ class Measurer:
             out.append(time_module(module, inputs, self.spec, self.timing))
         return out
 
-    def measure_archs(self, archs: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
-        """(median, IQR) ms of the standalone model of every arch (given as dicts)."""
+    def measure_archs(self, archs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+        """Timing statistics of the standalone model of every arch (given as dicts)."""
         out = []
         for raw in archs:
             arch = Arch.from_dict(raw)
@@ -159,9 +243,9 @@ class Measurer:
 
 
 def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_size: int = 1,
-                 dtype: str = "fp32", threads: int | None = None, min_run_time: float = 0.2,
-                 warmup: int = 10) -> float:
-    """Ground truth: median latency (ms) of the standalone model of ``arch``, end to end.
+                 dtype: str = "fp32", threads: int | None = None, min_run_time: float = 0.1,
+                 warmup: int = 10, stat: str = "min", clock: str = "auto") -> float:
+    """Ground truth: latency (ms, ``stat`` over blocks) of the standalone model of ``arch``.
 
     The same method and setting as the profiler, so it compares with table predictions.
 
@@ -169,6 +253,7 @@ def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_s
         >>> measure_arch(arch, space, device="cpu", threads=1)  # doctest: +SKIP
     """
     spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
-    m = Measurer(spec.to_dict(), asdict(Timing(min_run_time=min_run_time, warmup=warmup)),
-                 num_classes=space.num_classes, in_chans=space.in_chans)
-    return m.measure_archs([arch.to_dict()])[0][0]
+    timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, clock=clock)
+    m = Measurer(spec.to_dict(), asdict(timing), num_classes=space.num_classes,
+                 in_chans=space.in_chans)
+    return m.measure_archs([arch.to_dict()])[0][stat]

@@ -59,7 +59,9 @@ class _RayMeasurer:
         self._ray, self._error = ray, RayError
         self._own = not ray.is_initialized()
         if self._own:
-            kw = {} if address.startswith("ray://") else {"log_to_driver": False}
+            kw: dict[str, Any] = {"logging_level": logging.WARNING}
+            if not address.startswith("ray://"):
+                kw["log_to_driver"] = False
             try:
                 ray.init(address=address, **kw)
             except ConnectionError as e:
@@ -87,20 +89,23 @@ class _RayMeasurer:
         try:
             return self._ray.get(getattr(self._actor, method).remote(*args))
         except self._error as e:
-            cause = e
-            while getattr(cause, "cause", None) is not None and cause is not cause.cause:
-                cause = cause.cause
+            cause = getattr(e, "cause", None)
+            for _ in range(4):  # RayTaskError / RayActorError wrap the remote exception
                 if isinstance(cause, NasError):
                     raise cause from None
+                cause = getattr(cause, "cause", None)
             raise
 
     def fingerprint(self) -> dict[str, Any]:
         return self._call("fingerprint")
 
-    def measure(self, keys: Sequence[str]) -> list[tuple[float, float]]:
+    def timing_record(self) -> dict[str, Any]:
+        return self._call("timing_record")
+
+    def measure(self, keys: Sequence[str]) -> list[dict[str, float]]:
         return self._call("measure", list(keys))
 
-    def measure_archs(self, archs: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
+    def measure_archs(self, archs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
         return self._call("measure_archs", list(archs))
 
     def close(self) -> None:
@@ -111,8 +116,8 @@ class _RayMeasurer:
             self._ray.shutdown()
 
 
-def _open_table(out: Path, space: SearchSpace, fp: dict[str, Any], timing: Timing, scope: str,
-                force: bool) -> LatencyTable:
+def _open_table(out: Path, space: SearchSpace, fp: dict[str, Any], timing: dict[str, Any],
+                scope: str, force: bool) -> LatencyTable:
     if out.exists():
         table = LatencyTable.load(out)
         problems = []
@@ -122,6 +127,9 @@ def _open_table(out: Path, space: SearchSpace, fp: dict[str, Any], timing: Timin
         diff = fingerprint_diff(table.device, fp)
         if diff:
             problems.append(f"it was measured in another setting ({'; '.join(diff)})")
+        for key in ("stat", "clock"):
+            if table.timing.get(key) != timing[key]:
+                problems.append(f"its {key} is {table.timing.get(key)!r}, not {timing[key]!r}")
         if not problems:
             if scope == "space":
                 table.set_scope(kind="space")
@@ -130,16 +138,19 @@ def _open_table(out: Path, space: SearchSpace, fp: dict[str, Any], timing: Timin
             raise ArtifactError(f"cannot resume {out}: {' and '.join(problems)}; remove it, "
                                 f"choose another --out, or pass --force to start it afresh")
         log.warning("overwriting %s: %s", out, "; ".join(problems))
-    return LatencyTable.new(space, fp, timing.to_dict(), scope=scope)
+    return LatencyTable.new(space, fp, timing, scope=scope)
 
 
 def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                   batch_size: int = 1, dtype: str = "fp32", threads: int | None = None,
                   calibrate: int = 30, archs: Sequence[Arch] | None = None, seed: int = 0,
-                  min_run_time: float = 0.2, warmup: int = 10, address: str | None = None,
+                  calibrate_on: Sequence[Arch] | None = None,
+                  min_run_time: float = 0.1, warmup: int = 10, stat: str = "min",
+                  block_time: float = 1e-3, clock: str = "auto", address: str | None = None,
                   max_entries: int | None = None, max_signatures: int = 20000,
                   features: Sequence[str] = cal.DEFAULT_FEATURES, save_every: int = 8,
-                  progress: bool = True, force: bool = False) -> LatencyTable:
+                  recalibrate: bool = False, progress: bool = True,
+                  force: bool = False) -> LatencyTable:
     """Measure every component signature of ``space`` on a device and write a table.
 
     Args:
@@ -154,8 +165,16 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         archs: profile only what these archs (and the calibration subnets) need, for
             spaces too large to enumerate. Each must be in ``space``.
         seed: seed of the calibration subnets.
+        calibrate_on: time these archs for the calibration instead of ``calibrate``
+            random ones (e.g. subnets under a MAC budget, when random subnets of a huge
+            space are too slow to time).
         min_run_time: seconds of timed calls per measurement.
         warmup: untimed calls before each measurement.
+        stat: block statistic used as the latency, ``median`` or ``min`` (see
+            :class:`nas.latency.measure.Timing`; both are recorded).
+        block_time: target seconds per timed block on CPU.
+        clock: ``auto`` (CPU time of the timing thread on CPU with one thread, else wall
+            time), ``wall`` or ``thread``; see :class:`nas.latency.measure.Timing`.
         address: Ray cluster address (``auto``, ``ray://host:10001``, ``local``...); the
             measurements then run in an actor on a node with the device.
         max_entries: stop after measuring this many new signatures (the table is saved
@@ -163,6 +182,9 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         max_signatures: refuse spaces with more signatures than this (use ``archs``).
         features: calibration terms (see :mod:`nas.latency.calibrate`).
         save_every: rewrite the table after this many new entries.
+        recalibrate: drop the calibration timings of an existing table and time the
+            calibration subnets again (the machine may have drifted since; components
+            are kept).
         progress: show tqdm progress bars.
         force: overwrite an existing ``out`` of another space or setting.
 
@@ -170,19 +192,22 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         The table (also written to ``out``).
     """
     spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
-    timing = Timing(min_run_time=min_run_time, warmup=warmup)
+    timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, block_time=block_time,
+                    clock=clock)
     for name, v, lo in (("calibrate", calibrate, 0), ("max_entries", max_entries, 0),
                         ("save_every", save_every, 1), ("max_signatures", max_signatures, 1)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+            raise NasError(f"{name} must be an integer >= {lo}, got {v!r}")
     cal._cols(features)
     out = Path(out)
     t0 = time.perf_counter()
-    cal_archs = calibration_archs(space, calibrate, seed)
+    cal_archs = ([canonicalize(space, a) for a in calibrate_on] if calibrate_on is not None
+                 else calibration_archs(space, calibrate, seed))
     kw = {"num_classes": space.num_classes, "in_chans": space.in_chans}
     if archs is None:
         sigs = space_signatures(space, limit=max_signatures)
-        sigs += [g for g in archs_signatures(cal_archs, **kw) if g not in set(sigs)]
+        known = set(sigs)
+        sigs += [g for g in archs_signatures(cal_archs, **kw) if g not in known]
         scope = "space"
     else:
         sigs = archs_signatures([canonicalize(space, a) for a in archs] + cal_archs, **kw)
@@ -192,11 +217,14 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
     measurer: Any = (_RayMeasurer(address, spec, timing, space) if address else
                      Measurer(spec.to_dict(), asdict(timing), **kw))
     try:
-        table = _open_table(out, space, measurer.fingerprint(), timing, scope, force)
+        table = _open_table(out, space, measurer.fingerprint(), measurer.timing_record(), scope,
+                            force)
         todo = [g for g in sigs if g not in table]
         stop_early = max_entries is not None and len(todo) > max_entries
         todo = todo[:max_entries] if stop_early else todo
         seconds = table.scope.get("seconds", 0.0)
+        if recalibrate:
+            table.clear_calibration()
         if todo:
             table.set_scope(complete=False)
         _measure_signatures(measurer, table, todo, out, save_every, progress)
@@ -224,8 +252,8 @@ def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature
     try:
         for i in range(0, len(todo), save_every):
             chunk = todo[i:i + save_every]
-            for g, (ms, iqr) in zip(chunk, measurer.measure([g.key for g in chunk])):
-                table.add(g, ms, iqr)
+            for g, stats in zip(chunk, measurer.measure([g.key for g in chunk]), strict=True):
+                table.add(g, stats)
             table.save(out)
             bar.update(len(chunk))
     finally:
@@ -240,8 +268,8 @@ def _measure_calibration(measurer: Any, table: LatencyTable, archs: list[Arch], 
                leave=False)
     try:
         for a in todo:
-            (ms, iqr), = measurer.measure_archs([a.to_dict()])
-            table.add_calibration_sample(a, ms, iqr, seed=seed)
+            stats, = measurer.measure_archs([a.to_dict()])
+            table.add_calibration_sample(a, stats, seed=seed)
             table.save(out)
             bar.update(1)
     finally:

@@ -180,29 +180,39 @@ def archs_signatures(archs, *, num_classes: int, in_chans: int) -> list[Signatur
 
 # --------------------------------------------------------------------------- enumeration
 
+class _Odometer:
+    """Replays a walk choosing ``prefix[k]`` at decision ``k`` (0 past the prefix)."""
+
+    def __init__(self, prefix: list[int]):
+        self.prefix, self.sizes = prefix, []
+
+    def __call__(self, valid: tuple) -> Any:
+        k = len(self.sizes)
+        self.sizes.append(len(valid))
+        return valid[self.prefix[k] if k < len(self.prefix) else 0]
+
+    def next_prefix(self) -> list[int] | None:
+        """The next choice sequence in depth-first order, or None when all are done."""
+        idx = (self.prefix + [0] * len(self.sizes))[:len(self.sizes)]
+        while idx and idx[-1] + 1 >= self.sizes[len(idx) - 1]:
+            idx.pop()
+        if not idx:
+            return None
+        idx[-1] += 1
+        return idx
+
+
 def _all_paths(run: Callable[[Callable[[tuple], Any]], Any]) -> Iterator[Any]:
     """Every outcome of ``run(choose)`` over all choice sequences (an odometer walk).
 
     ``run`` calls ``choose(valid)`` for each decision; later ``valid`` tuples may
     depend on earlier choices, so the tree is explored depth first by replaying.
     """
-    prefix: list[int] = []
-    while True:
-        sizes: list[int] = []
-
-        def choose(valid: tuple) -> Any:
-            k = len(sizes)
-            sizes.append(len(valid))
-            return valid[prefix[k] if k < len(prefix) else 0]
-
+    prefix: list[int] | None = []
+    while prefix is not None:
+        choose = _Odometer(prefix)
         yield run(choose)
-        idx = (prefix + [0] * len(sizes))[:len(sizes)]
-        while idx and idx[-1] + 1 >= sizes[len(idx) - 1]:
-            idx.pop()
-        if not idx:
-            return
-        idx[-1] += 1
-        prefix = idx
+        prefix = choose.next_prefix()
 
 
 def _stage_block_configs(space: SearchSpace, i: int, limit: int) -> list[StageArch]:

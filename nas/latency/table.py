@@ -11,8 +11,9 @@ File layout (JSON, written atomically)::
     {"format": "vitnas.latency-table", "version": 1, "created": ..., "updated": ...,
      "space": {"name", "fingerprint", "spec"}, "device": {...}, "timing": {...},
      "scope": {"kind": "space" | "archs", "signatures": N}, "complete": bool,
-     "entries": [{"kind": "block", "ms": 0.12, "iqr": 0.004, "params": {...}}, ...],
-     "calibration": {"features": [...], "coef": [...], "samples": [{"arch", "ms", "iqr"}],
+     "entries": [{"kind": "block", "ms": 0.12, "median": 0.12, "min": 0.11, "iqr": 0.004,
+                  "ops": 31, "params": {...}}, ...],
+     "calibration": {"features": [...], "coef": [...], "samples": [{"ms", ..., "arch"}],
                      "fit": {"n", "fit_mape", "loo_mape", "raw_mape", ...}, "seed": 0}}
 
 Example:
@@ -38,7 +39,12 @@ from nas.io import read_json, write_text
 from nas.latency import calibrate as cal
 from nas.latency.device import DeviceSpec, describe_device, device_fingerprint, fingerprint_diff
 from nas.latency.signatures import (
-    KINDS, Signature, arch_signatures, head_signature, stage_signatures, stem_signature,
+    KINDS,
+    Signature,
+    arch_signatures,
+    head_signature,
+    stage_signatures,
+    stem_signature,
 )
 from nas.model.shapes import stem_grid
 from nas.space import SearchSpace, parse_space
@@ -89,9 +95,10 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
     records: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(data["entries"]):
         if not (isinstance(r, dict) and r.get("kind") in KINDS and isinstance(r.get("params"), dict)
-                and _check_number(r.get("ms")) and r["ms"] >= 0):
-            raise _bad(source, f"entries[{i}] needs a kind ({', '.join(KINDS)}), params and a "
-                               f"non-negative ms")
+                and _check_number(r.get("ms")) and r["ms"] >= 0
+                and (isinstance(r.get("ops", 0), int) and r.get("ops", 0) >= 0)):
+            raise _bad(source, f"entries[{i}] needs a kind ({', '.join(KINDS)}), params, a "
+                               f"non-negative ms (and ops, if any, a non-negative integer)")
         records[Signature.make(r["kind"], **r["params"]).key] = r
     c = data.get("calibration")
     if c is not None:
@@ -117,6 +124,7 @@ class LatencyTable:
         self.source = source
         self._records: dict[str, dict[str, Any]] = self._data.pop("_records")
         self._ms = {k: float(r["ms"]) for k, r in self._records.items()}
+        self._ops = {k: int(r.get("ops", 0)) for k, r in self._records.items()}
         self._clear_caches()
 
     # ------------------------------------------------------------------ creation and I/O
@@ -223,11 +231,27 @@ class LatencyTable:
 
     # ------------------------------------------------------------------ building
 
-    def add(self, sig: Signature | str, ms: float, iqr: float = 0.0) -> None:
+    @property
+    def stat(self) -> str:
+        """The block statistic the entries' ``ms`` hold (``median`` or ``min``)."""
+        return self._data["timing"].get("stat", "min")
+
+    def _timed(self, stats: dict[str, float] | float) -> dict[str, float]:
+        if not isinstance(stats, dict):
+            stats = {self.stat: float(stats)}
+        out: dict[str, float] = {"ms": round(float(stats[self.stat]), 6)}
+        out.update({k: round(float(stats[k]), 6) for k in ("median", "min", "iqr") if k in stats})
+        if "ops" in stats:
+            out["ops"] = int(stats["ops"])
+        return out
+
+    def add(self, sig: Signature | str, stats: dict[str, float] | float) -> None:
+        """Record a component's timing (:func:`nas.latency.measure.time_module` stats, or ms)."""
         sig = sig if isinstance(sig, Signature) else Signature.from_key(sig)
-        self._records[sig.key] = {"kind": sig.kind, "ms": round(float(ms), 6),
-                                  "iqr": round(float(iqr), 6), "params": sig.params_dict()}
-        self._ms[sig.key] = float(ms)
+        rec = {"kind": sig.kind, **self._timed(stats), "params": sig.params_dict()}
+        self._records[sig.key] = rec
+        self._ms[sig.key] = rec["ms"]
+        self._ops[sig.key] = rec.get("ops", 0)
         self._clear_caches()
 
     def set_scope(self, *, complete: bool | None = None, kind: str | None = None,
@@ -245,13 +269,33 @@ class LatencyTable:
         if seconds is not None:
             self._data["scope"]["seconds"] = round(float(seconds), 2)
 
-    def add_calibration_sample(self, arch: Arch, ms: float, iqr: float = 0.0, *,
+    def add_calibration_sample(self, arch: Arch, stats: dict[str, float] | float, *,
                                seed: int | None = None) -> None:
+        """Record an end-to-end timing of ``arch`` for the calibration."""
         c = self._data["calibration"] or {"features": None, "coef": None, "samples": [],
                                           "fit": None, "seed": seed}
-        c["samples"].append({"arch": arch.to_dict(), "ms": round(float(ms), 6),
-                             "iqr": round(float(iqr), 6)})
+        c["samples"].append({**self._timed(stats), "arch": arch.to_dict()})
         self._data["calibration"] = c
+
+    def clear_calibration(self) -> None:
+        """Forget the calibration timings and coefficients (predictions become raw sums)."""
+        self._data["calibration"] = None
+        self._clear_caches()
+
+    def restat(self, stat: str) -> LatencyTable:
+        """A copy whose latencies are another recorded block statistic, recalibrated."""
+        data = copy.deepcopy(self.to_dict())
+        records = data["entries"] + ((data["calibration"] or {}).get("samples") or [])
+        if any(stat not in r for r in records):
+            raise ArtifactError(f"latency table {self.source} does not record {stat!r} for "
+                                f"every entry")
+        for r in records:
+            r["ms"] = r[stat]
+        data["timing"]["stat"] = stat
+        out = LatencyTable(data, source=f"{self.source} ({stat})")
+        if out.calibration and out.calibration.get("features"):
+            out.calibrate(out.calibration["features"])
+        return out
 
     def calibration_archs(self) -> list[Arch]:
         c = self._data["calibration"]
@@ -275,8 +319,8 @@ class LatencyTable:
     # ------------------------------------------------------------------ prediction
 
     def _clear_caches(self) -> None:
-        self._stage_cache: dict[tuple, tuple[float, int, int, tuple[int, int]]] = {}
-        self._end_cache: dict[tuple, float] = {}
+        self._stage_cache: dict[tuple, tuple[float, int, int, int, tuple[int, int]]] = {}
+        self._end_cache: dict[tuple, tuple[float, int]] = {}
         c = self._data.get("calibration")
         if c and c.get("features"):
             self._features, self._coef = tuple(c["features"]), np.asarray(c["coef"], np.float64)
@@ -296,39 +340,43 @@ class LatencyTable:
             raise ArtifactError(f"latency table {self.source} has no entry for {sig.key}; "
                                 f"{hint}") from None
 
+    def _cost(self, sig: Signature) -> tuple[float, int]:
+        """(ms, ops) of one component."""
+        return self.lookup(sig), self._ops.get(sig.key, 0)
+
     def _stage(self, s: StageArch, cin: int, grid: tuple[int, int]
-               ) -> tuple[float, int, int, tuple[int, int]]:
+               ) -> tuple[float, int, int, int, tuple[int, int]]:
+        """(ms, ops, blocks, components, output grid) of one stage, cached."""
         key = (s, cin, grid)
         hit = self._stage_cache.get(key)
         if hit is None:
             sigs, out_grid = stage_signatures(s, cin, grid)
-            hit = (sum(self.lookup(g) for g in sigs), s.depth, len(sigs), out_grid)
+            costs = [self._cost(g) for g in sigs]
+            hit = (sum(c[0] for c in costs), sum(c[1] for c in costs), s.depth, len(sigs),
+                   out_grid)
             self._stage_cache[key] = hit
         return hit
 
-    def _row(self, arch: Arch) -> tuple[float, int, int]:
-        """(raw_ms, n_blocks, n_components) of one arch, from cached pieces."""
+    def _row(self, arch: Arch) -> tuple[float, int, int, int, float]:
+        """One row of the feature matrix (see ``calibrate.FEATURES``), from cached pieces."""
         s0 = arch.stages[0]
         skey = ("stem", arch.resolution, arch.stem, arch.stem_stride, s0.embed_dim, s0.norm, s0.act)
-        ms = self._end_cache.get(skey)
-        if ms is None:
-            ms = self._end_cache[skey] = self.lookup(stem_signature(
-                kind=arch.stem, stride=arch.stem_stride, resolution=arch.resolution,
-                dim=s0.embed_dim, norm=s0.norm, act=s0.act, in_chans=self.space.in_chans))
-        total, blocks, comps = ms, 0, 2
+        ms, ops = self._end_cache.get(skey) or self._end_cache.setdefault(skey, self._cost(
+            stem_signature(kind=arch.stem, stride=arch.stem_stride, resolution=arch.resolution,
+                           dim=s0.embed_dim, norm=s0.norm, act=s0.act,
+                           in_chans=self.space.in_chans)))
+        blocks, comps = 0, 2
         side = stem_grid(arch.stem, arch.stem_stride, arch.resolution)
         grid, cin = (side, side), s0.embed_dim
         for s in arch.stages:
-            t, b, c, grid = self._stage(s, cin, grid)
-            total, blocks, comps, cin = total + t, blocks + b, comps + c, s.embed_dim
+            t, o, b, c, grid = self._stage(s, cin, grid)
+            ms, ops, blocks, comps, cin = ms + t, ops + o, blocks + b, comps + c, s.embed_dim
         last = arch.stages[-1]
         hkey = ("head", last.embed_dim, last.norm, grid)
-        ms = self._end_cache.get(hkey)
-        if ms is None:
-            ms = self._end_cache[hkey] = self.lookup(head_signature(
-                dim=last.embed_dim, norm=last.norm, tokens=grid[0] * grid[1],
-                num_classes=self.space.num_classes))
-        return total + ms, blocks, comps
+        t, o = self._end_cache.get(hkey) or self._end_cache.setdefault(hkey, self._cost(
+            head_signature(dim=last.embed_dim, norm=last.norm, tokens=grid[0] * grid[1],
+                           num_classes=self.space.num_classes)))
+        return ms + t, ops + o, blocks, comps, 1.0
 
     def _feature_matrix(self, archs: Sequence[Arch]) -> np.ndarray:
         n_stages = len(self.space.stages)
@@ -337,8 +385,7 @@ class LatencyTable:
             if len(a.stages) != n_stages:
                 raise ArchError(f"arch has {len(a.stages)} stages; the table's space "
                                 f"{self._data['space']['name']} has {n_stages}")
-            raw, blocks, comps = self._row(a)
-            rows.append((raw, blocks, comps, 1.0))
+            rows.append(self._row(a))
         return np.array(rows, dtype=np.float64).reshape(len(rows), len(cal.FEATURES))
 
     def raw_sum(self, arch: Arch) -> float:
