@@ -20,7 +20,14 @@ from __future__ import annotations
 
 from predictors import ensemble, gp, mlp, ridge  # noqa: F401  (register the families)
 from predictors.arch_predictor import ArchPredictor, load_predictor
-from predictors.base import PREDICTORS, Predictor, PredictorError, make_predictor, register_predictor
+from predictors.base import (
+    PREDICTORS,
+    Predictor,
+    PredictorError,
+    make_predictor,
+    register_predictor,
+)
+from predictors.collect import collect_table
 from predictors.fitting import AUTO_FAMILIES, cross_validate, fit_predictor
 from predictors.metrics import ranking_metrics
 from predictors.table import ArchTable, read_table
@@ -28,5 +35,5 @@ from predictors.table import ArchTable, read_table
 __all__ = [
     "Predictor", "PredictorError", "PREDICTORS", "register_predictor", "make_predictor",
     "ArchPredictor", "load_predictor", "fit_predictor", "cross_validate", "AUTO_FAMILIES",
-    "ArchTable", "read_table", "ranking_metrics",
+    "ArchTable", "read_table", "ranking_metrics", "collect_table",
 ]

@@ -23,7 +23,12 @@ import numpy as np
 
 from nas.errors import ArtifactError
 from predictors.base import (
-    PREDICTORS, Predictor, PredictorError, make_predictor, need_key, predictor_names,
+    PREDICTORS,
+    Predictor,
+    PredictorError,
+    make_predictor,
+    need_key,
+    predictor_names,
     register_predictor,
 )
 

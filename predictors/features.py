@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch import Arch, encode_arch, encoding_names
+from nas.arch import Arch, active_dims, encoding_names
 from nas.errors import ArtifactError, NasError
 from nas.space import SearchSpace, parse_space
 
@@ -53,46 +53,110 @@ class _LRU:
 
 
 class ArchEncoder:
-    """Batch encoder of one space's archs, with an LRU cache per arch.
+    """Batch encoder of one space's archs, equal to :func:`nas.arch.encode_arch` but cached.
+
+    An arch's encoding is the concatenation of a segment for the global choices and
+    one segment per stage, and a stage's segment depends only on that stage and the
+    previous stage's width. Segments are cached per stage in LRU dicts, so a batch
+    costs a few dict look-ups per arch; a miss walks only that stage
+    (:func:`nas.arch.active_dims`). The layout is read from
+    :func:`nas.arch.encoding_names`; a test checks equality with ``encode_arch``.
 
     Args:
         space: the search space the archs belong to (they are not validated here).
         complexity: append ``log(params)`` and ``log(MACs)`` columns.
-        cache_size: archs kept in the cache.
+        cache_size: entries kept per cache.
     """
 
     def __init__(self, space: SearchSpace, *, complexity: bool = False, cache_size: int = 200_000):
         self.space = space
         self.complexity = complexity
-        self.names = encoding_names(space) + (list(COMPLEXITY_FEATURES) if complexity else [])
-        self._cache = _LRU(cache_size)
+        enc_names = encoding_names(space)
+        self.names = enc_names + (list(COMPLEXITY_FEATURES) if complexity else [])
+        self._n_enc = len(enc_names)
+        # group -> list of (column in group, dim name, cat value or None, numeric choices)
+        self._layout: dict[int | None, list[tuple[int, str, Any, tuple]]] = {None: []}
+        self._cols: dict[int | None, list[int]] = {None: []}
+        for i in range(len(space.stages)):
+            self._layout[i], self._cols[i] = [], []
+        for col, full in enumerate(enc_names):
+            key, _, cat = full.partition("=")
+            group: int | None = None
+            name = key
+            if key.startswith("stages["):
+                group = int(key[7:key.index("]")])
+                name = key[key.index("].") + 2:]
+                choices = space.stages[group].choices(name)
+            else:
+                choices = getattr(space, name)
+            self._layout[group].append((len(self._cols[group]), name, cat if _ else None,
+                                        tuple(choices)))
+            self._cols[group].append(col)
+        self._stage_cache = [_LRU(cache_size) for _ in space.stages]
+        self._global_cache = _LRU(cache_size)
+        self._complexity_cache = _LRU(cache_size)
 
     @property
     def dim(self) -> int:
         return len(self.names)
 
+    @staticmethod
+    def _segment(obj: Any, layout: list, active: set[str] | None) -> np.ndarray:
+        seg = np.zeros(len(layout), dtype=np.float32)
+        for j, name, cat, choices in layout:
+            if active is not None and name not in active:
+                continue
+            value = getattr(obj, name)
+            if cat is not None:
+                seg[j] = 1.0 if value == cat else 0.0
+            elif value in choices:
+                seg[j] = (choices.index(value) + 1) / len(choices)
+        return seg
+
     def encode(self, archs: Sequence[Arch]) -> np.ndarray:
         """Features of ``archs`` as a float64 array (len(archs), dim)."""
-        out = np.empty((len(archs), self.dim), dtype=np.float64)
+        n = len(archs)
+        out = np.empty((n, self.dim), dtype=np.float64)
+        glob = []
+        stages: list[list[np.ndarray]] = [[] for _ in self.space.stages]
+        n_stages = len(self.space.stages)
         for i, arch in enumerate(archs):
-            row = self._cache.get(arch)
-            if row is None:
-                if not isinstance(arch, Arch):
-                    raise NasError(f"expected an Arch, got {type(arch).__name__} at position {i}")
-                row = encode_arch(self.space, arch).astype(np.float64)
-                if self.complexity:
-                    row = np.concatenate([row, complexity_features(self.space, arch)])
-                self._cache.put(arch, row)
-            out[i] = row
+            if not isinstance(arch, Arch) or len(arch.stages) != n_stages:
+                raise NasError(f"position {i}: expected an Arch with {n_stages} stages, got "
+                               f"{arch if isinstance(arch, Arch) else type(arch).__name__}")
+            gkey = (arch.resolution, arch.stem, arch.stem_stride)
+            seg = self._global_cache.get(gkey)
+            if seg is None:
+                seg = self._segment(arch, self._layout[None], None)
+                self._global_cache.put(gkey, seg)
+            glob.append(seg)
+            prev = None
+            for k, stage in enumerate(arch.stages):
+                cache = self._stage_cache[k]
+                skey = (stage, prev)
+                seg = cache.get(skey)
+                if seg is None:
+                    seg = self._segment(stage, self._layout[k], active_dims(stage, prev))
+                    cache.put(skey, seg)
+                stages[k].append(seg)
+                prev = stage.embed_dim
+        if n:
+            for group, segs in [(None, glob)] + list(enumerate(stages)):
+                if self._cols[group]:
+                    out[:, self._cols[group]] = np.stack(segs)
+        if self.complexity:
+            for i, arch in enumerate(archs):
+                row = self._complexity_cache.get(arch)
+                if row is None:
+                    row = complexity_features(self.space, arch)
+                    self._complexity_cache.put(arch, row)
+                out[i, self._n_enc:] = row
         return out
 
     def seed_complexity(self, archs: Sequence[Arch], params: np.ndarray, macs: np.ndarray) -> None:
-        """Cache features of archs whose params/MACs are already known (from a table)."""
-        if not self.complexity:
-            return
+        """Cache the complexity of archs whose params/MACs are already known (from a table)."""
         for arch, p, m in zip(archs, params, macs):
-            row = encode_arch(self.space, arch).astype(np.float64)
-            self._cache.put(arch, np.concatenate([row, [math.log(max(p, 1)), math.log(max(m, 1))]]))
+            self._complexity_cache.put(arch, np.array([math.log(max(p, 1)), math.log(max(m, 1))]))
 
 
 def complexity_features(space: SearchSpace, arch: Arch) -> np.ndarray:

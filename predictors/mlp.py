@@ -91,6 +91,15 @@ class MLPEnsemble(Predictor):
         import torch  # training only; inference and loading are numpy
 
         X, y = self._check_xy(X, y)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and immune to contention
+        try:
+            self.weights = self._train(torch, X, y)
+        finally:
+            torch.set_num_threads(threads)
+        return self
+
+    def _train(self, torch, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         n, d = X.shape
         m, h = self.members, self.hidden
         g = torch.Generator().manual_seed(self.seed)
@@ -127,9 +136,7 @@ class MLPEnsemble(Predictor):
             loss.backward()
             opt.step()
             sched.step()
-        self.weights = {k: p.detach().numpy().astype(np.float32).copy()
-                        for k, p in zip(_LAYERS, params)}
-        return self
+        return {k: p.detach().numpy().astype(np.float32).copy() for k, p in zip(_LAYERS, params)}
 
     def member_predictions(self, X: np.ndarray) -> np.ndarray:
         """Each member's prediction, shape (members, n)."""

@@ -1,0 +1,247 @@
+"""Collecting predictor training data: evaluate sampled subnets of a trained supernet.
+
+:func:`collect_table` samples ``n`` distinct archs uniformly from the run's space
+(plus the largest and smallest), evaluates each with weights inherited from the
+supernet on the validation split (:func:`nas.training.evaluate`, BatchNorm
+recalibrated when the space has BatchNorm), counts params and MACs, and writes the
+rows to a CSV table (:mod:`predictors.table`), rewritten atomically after every
+chunk. A rerun with the same seed samples the same archs and skips those already in
+the table, so a killed job resumes; a larger ``n`` extends the table.
+
+Parallelism uses Ray, never a home-made scheduler: one actor per worker loads the run
+once and evaluates chunks of archs (``ray.util.ActorPool``), on a local Ray sized by
+``workers`` or on a cluster (``address`` or ``RAY_ADDRESS``; the run dir must then be
+readable from the workers, e.g. on a shared filesystem). ``workers=1`` evaluates in
+this process without starting Ray.
+
+Example:
+    >>> summary = collect_table("runs/tiny", 400, "runs/subnets.csv", seed=0, workers=2)  # doctest: +SKIP
+    >>> summary["rows"]  # doctest: +SKIP
+    402
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.arch import Arch, extreme_arch, sample_arch
+from nas.errors import ArtifactError, NasError
+from nas.space import SearchSpace
+from predictors.table import read_table, read_table_meta, write_table, write_table_meta
+
+__all__ = ["collect_table", "plan_archs", "SubnetEvaluator"]
+
+
+def plan_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """The largest and smallest arch, then ``n`` distinct uniform samples (seeded).
+
+    The plan for ``n`` is a prefix of the plan for any larger ``n``. Stops early
+    (with fewer archs) when the space has no more distinct archs to give.
+    """
+    if isinstance(n, bool) or int(n) != n or n < 0:
+        raise NasError(f"n must be an integer >= 0, got {n!r}")
+    rng = np.random.default_rng(seed)
+    plan = list(dict.fromkeys([extreme_arch(space, "max"), extreme_arch(space, "min")]))
+    seen = set(plan)
+    misses = 0
+    while len(plan) < n + 2 and misses < 1000 + 20 * n:
+        arch = sample_arch(space, rng)
+        if arch in seen:
+            misses += 1
+            continue
+        seen.add(arch)
+        plan.append(arch)
+    return plan
+
+
+class SubnetEvaluator:
+    """Loads a run once, then evaluates chunks of archs (in-process or as a Ray actor).
+
+    Args:
+        run_dir: the training run directory.
+        calib_images: training images for BatchNorm recalibration (used only when the
+            space has BatchNorm).
+        threads: torch threads to use (``None`` leaves the setting alone).
+        run: an already loaded :class:`nas.training.Run` of ``run_dir``.
+    """
+
+    def __init__(self, run_dir: str, *, calib_images: int = 256, threads: int | None = None,
+                 run: Any = None):
+        import torch
+
+        from nas import training
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.run = run if run is not None else training.load_run(run_dir)
+        self.x_val, self.y_val = training.load_val_data(self.run.config, split="val")
+        space = self.run.space
+        self.calibrate = None
+        if calib_images and any("batchnorm" in s.norm for s in space.stages):
+            self.calibrate = (training.load_calib_data(self.run.config, calib_images),)
+
+    def evaluate(self, arch_jsons: list[str]) -> list[dict[str, Any]]:
+        """Rows (``arch`` JSON, acc, loss, params, macs, seconds) of the given archs."""
+        import torch
+
+        from nas import training
+        from nas.complexity import count_macs, count_params
+
+        space = self.run.space
+        kw = {"num_classes": space.num_classes, "in_chans": space.in_chans}
+        rows = []
+        for text in arch_jsons:
+            arch = Arch.from_dict(json.loads(text))
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                res = training.evaluate(self.run.supernet, arch, self.x_val, self.y_val,
+                                        calibrate=self.calibrate)
+            seconds = time.perf_counter() - t0
+            rows.append({"arch": text, "acc": float(res["acc"]), "loss": float(res["loss"]),
+                         "params": int(count_params(arch, **kw)), "macs": int(count_macs(arch, **kw)),
+                         "seconds": seconds})
+        return rows
+
+
+def _check_resume(out: Path, space: SearchSpace, run_dir: Path, epoch: int) -> list[dict[str, Any]]:
+    """Rows already in ``out`` (empty if it does not exist), after checking it fits this run."""
+    if not out.exists():
+        return []
+    meta = read_table_meta(out)
+    if meta is not None:
+        run = meta.get("run") or {}
+        if run.get("run_dir") != str(run_dir) or run.get("epoch") != epoch:
+            raise ArtifactError(
+                f"table {out} was collected from run {run.get('run_dir')} (epoch {run.get('epoch')}), "
+                f"not from {run_dir} (epoch {epoch}); give another --out or remove the table")
+    return read_table(out, space=space).rows()
+
+
+def collect_table(run_dir: str | os.PathLike, n: int, out: str | os.PathLike, *, seed: int = 0,
+                  workers: int | None = None, address: str | None = None,
+                  chunk_size: int | None = None, calib_images: int = 256,
+                  log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Evaluate ``n`` sampled subnets (plus largest/smallest) of a run into a CSV table.
+
+    Args:
+        run_dir: training run directory (``nas train --out``).
+        n: uniformly sampled archs, besides the largest and smallest.
+        out: CSV table to create or resume (``OUT.meta.json`` is written beside it).
+        seed: seeds the arch sampling (keep it to resume or extend a table).
+        workers: parallel evaluators; 1 runs in this process, more start a local Ray
+            with that many CPUs. Default: the machine's CPU count, or the cluster's
+            when ``address``/``RAY_ADDRESS`` is set.
+        address: Ray cluster address to attach to (default ``RAY_ADDRESS``).
+        chunk_size: archs per task; the table is rewritten after each chunk.
+        calib_images: BatchNorm recalibration images (only for spaces with BatchNorm).
+        log: progress lines (``None`` for silence).
+
+    Returns:
+        ``{"rows", "new", "skipped", "planned", "wall_s", "eval_s_per_arch", "workers"}``.
+    """
+    from nas import training
+
+    say = log or (lambda _msg: None)
+    run_dir, out = Path(run_dir).resolve(), Path(out)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
+        raise NasError(f"workers must be an integer >= 1, got {workers!r}")
+    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
+        raise NasError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    run = training.load_run(run_dir)
+    space = run.space
+    rows = _check_resume(out, space, run_dir, run.epoch)
+    done = {r["arch"] for r in rows}
+    plan = plan_archs(space, n, seed)
+    if len(plan) < n + 2:
+        say(f"note: space {space.name} has only {len(plan)} distinct archs to sample")
+    todo = [a for a in plan if a not in done]
+    say(f"collect: {len(plan)} planned, {len(plan) - len(todo)} already in {out}, "
+        f"{len(todo)} to evaluate")
+    use_ray = address is not None or (workers or os.cpu_count() or 1) > 1
+    n_workers = workers or (None if address else os.cpu_count() or 1)
+    info = {"run": {"run_dir": str(run_dir), "epoch": run.epoch, "data": run.config.get("data")},
+            "seed": seed, "n": n, "planned": len(plan)}
+    t0 = time.perf_counter()
+    eval_seconds: list[float] = []
+
+    def commit(new_rows: list[dict[str, Any]]) -> None:
+        for r in new_rows:
+            arch = Arch.from_dict(json.loads(r["arch"]))
+            eval_seconds.append(r["seconds"])
+            rows.append({k: v for k, v in r.items() if k != "seconds"} | {"arch": arch})
+        write_table(out, rows, space=space)
+        write_table_meta(out, space, {**info, "rows": len(rows), "last_session": {
+            "workers": n_workers, "evaluated": len(eval_seconds),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "eval_s_per_arch": round(float(np.mean(eval_seconds)), 4) if eval_seconds else None}})
+        say(f"  {len(rows)}/{len(plan) + len(done - set(plan))} rows "
+            f"({time.perf_counter() - t0:.0f}s)")
+
+    if todo:
+        jsons = [a.to_json() for a in todo]
+        if use_ray:
+            n_workers = _collect_ray(str(run_dir), jsons, commit, workers=workers, address=address,
+                                     chunk_size=chunk_size, calib_images=calib_images)
+        else:
+            evaluator = SubnetEvaluator(str(run_dir), calib_images=calib_images, run=run)
+            size = chunk_size or 8
+            for i in range(0, len(jsons), size):
+                commit(evaluator.evaluate(jsons[i:i + size]))
+    elif not out.exists():
+        write_table(out, rows, space=space)
+        write_table_meta(out, space, {**info, "rows": 0})
+    wall = time.perf_counter() - t0
+    return {"rows": len(rows), "new": len(todo), "skipped": len(plan) - len(todo),
+            "planned": len(plan), "wall_s": wall, "workers": n_workers,
+            "eval_s_per_arch": float(np.mean(eval_seconds)) if eval_seconds else math.nan}
+
+
+def _collect_ray(run_dir: str, jsons: list[str], commit: Callable[[list[dict[str, Any]]], None], *,
+                 workers: int | None, address: str | None, chunk_size: int | None,
+                 calib_images: int) -> int:
+    """Evaluate ``jsons`` on Ray actors, committing each finished chunk; return the actor count."""
+    import ray
+    from ray.exceptions import RayTaskError
+    from ray.util import ActorPool
+
+    started = False
+    if not ray.is_initialized():
+        if address is not None:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            root = str(Path(__file__).resolve().parent.parent)
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        started = True
+    try:
+        n_actors = workers or max(1, int(ray.available_resources().get("CPU", 1)))
+        n_actors = min(n_actors, len(jsons))
+        size = chunk_size or max(1, min(16, math.ceil(len(jsons) / (4 * n_actors))))
+        Actor = ray.remote(num_cpus=1)(SubnetEvaluator)
+        actors = [Actor.remote(run_dir, calib_images=calib_images, threads=1)
+                  for _ in range(n_actors)]
+        pool = ActorPool(actors)
+        chunks = [jsons[i:i + size] for i in range(0, len(jsons), size)]
+        for chunk in chunks:
+            pool.submit(lambda a, c: a.evaluate.remote(c), chunk)
+        try:
+            while pool.has_next():
+                commit(pool.get_next_unordered())
+        except RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, NasError):
+                raise cause from None
+            raise
+        return n_actors
+    finally:
+        if started:
+            ray.shutdown()
