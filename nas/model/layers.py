@@ -20,8 +20,13 @@ __all__ = [
 
 
 def to_img(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``(B, N, C)`` tokens as a ``(B, C, H, W)`` image: a channels-last view, no copy.
+
+    Going through ``(B, H, W, C)`` keeps a true batch stride even when ``B == 1``, so
+    convolutions recognise the channels-last layout and do not copy it to NCHW.
+    """
     b, n, c = x.shape
-    return x.transpose(1, 2).reshape(b, c, hw[0], hw[1])
+    return x.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +57,13 @@ class TokenNorm(nn.Module):
             return self.norm(x)
         if self.kind == "batchnorm":
             return self.norm(x.reshape(-1, x.shape[-1])).reshape(x.shape)
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+        # GroupNorm(1) ignores the spatial layout: view the tokens as a channels-last
+        # (B, C, N, 1) image, which the CPU kernel normalises in place of layout, so no
+        # transpose is copied and the result is contiguous tokens again.
+        b, n, c = x.shape
+        g = self.norm
+        y = F.group_norm(x.reshape(b, n, 1, c).permute(0, 3, 1, 2), 1, g.weight, g.bias, g.eps)
+        return y.permute(0, 2, 3, 1).reshape(b, n, c)
 
 
 class LayerScale(nn.Module):
@@ -161,7 +172,10 @@ class Stem(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.proj(x)
         hw = (x.shape[2], x.shape[3])
-        x = to_tokens(x)
+        # Row-major tokens from here on: every later conv then sees a channels-last view
+        # and returns channels-last, so the token stream never goes channel-major (which
+        # would make each norm copy and each residual add strided).
+        x = to_tokens(x).contiguous()
         return (self.norm(x) if self.norm is not None else x), hw
 
 
@@ -252,5 +266,6 @@ class Head(nn.Module):
         self.norm = TokenNorm(norm, dim)
         self.fc = nn.Linear(dim, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(x.mean(1, keepdim=True)).squeeze(1))
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.norm(x.mean(1, keepdim=True)).squeeze(1)
+        return x if pre_logits else self.fc(x)

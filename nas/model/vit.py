@@ -20,11 +20,18 @@ from torch import nn
 from kernels import merge_tokens, prune_tokens, token_scores, unmerge_tokens, unprune_tokens
 from nas.arch import Arch, StageArch
 from nas.model.layers import (
-    AbsPosEmbed, ConvDownsample, ConvPosEmbed, FFNUnit, Head, LayerScale, MergeDownsample, Stem,
+    AbsPosEmbed,
+    ConvDownsample,
+    ConvPosEmbed,
+    FFNUnit,
+    Head,
+    LayerScale,
+    MergeDownsample,
+    Stem,
     TokenNorm,
 )
 from nas.model.mixers import build_mixer
-from nas.model.shapes import kept_tokens, stage_grids
+from nas.model.shapes import kept_tokens, stage_grids, stem_grid
 
 __all__ = ["Block", "Stage", "VisionTransformer", "build_model"]
 
@@ -74,16 +81,21 @@ class Stage(nn.Module):
         self.pos: nn.Module | None = {"none": lambda: None,
                                       "absolute": lambda: AbsPosEmbed(dim, grid),
                                       "conv": lambda: ConvPosEmbed(dim)}[s.pos_embed]()
+        self.grid = (int(grid[0]), int(grid[1]))  # static: kernels and tracers need ints
         n = grid[0] * grid[1]
         self.keep = kept_tokens(n, s.keep_ratio)
         self.reduce_at = s.reduce_at if self.keep < n else s.depth
         self.reduce_method = s.reduce_method
+        # ToMe merges at most half the tokens per round: the rounds are fixed by the grid,
+        # so they are computed here (static shapes also let ONNX/torch.export trace them).
+        self.merge_rounds: tuple[int, ...] = _merge_rounds(n, self.keep)
         self.blocks = nn.ModuleList(
             [Block(s, self.keep if j >= self.reduce_at else n) for j in range(s.depth)])
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
         if self.downsample is not None:
-            x, hw = self.downsample(x, hw)
+            x, _ = self.downsample(x, hw)
+        hw = self.grid
         if self.pos is not None:
             x = self.pos(x, hw)
         full, state = None, None
@@ -102,8 +114,7 @@ class Stage(nn.Module):
         b, n, _ = x.shape
         assign = torch.arange(n, device=x.device).expand(b, n)
         size = None
-        while x.shape[1] > self.keep:
-            r = min(x.shape[1] - self.keep, x.shape[1] // 2)
+        for r in self.merge_rounds:
             x, size, step = merge_tokens(x, r, size)
             assign = step.gather(1, assign)
         return x, assign
@@ -112,6 +123,16 @@ class Stage(nn.Module):
         if self.reduce_method == "prune":
             return unprune_tokens(x, state, full)
         return unmerge_tokens(x, state)
+
+
+def _merge_rounds(n: int, keep: int) -> tuple[int, ...]:
+    """Tokens merged in each ToMe round to go from ``n`` to ``keep`` tokens."""
+    rounds = []
+    while n > keep:
+        r = min(n - keep, n // 2)
+        rounds.append(r)
+        n -= r
+    return tuple(rounds)
 
 
 class VisionTransformer(nn.Module):
@@ -124,23 +145,47 @@ class VisionTransformer(nn.Module):
         self.stem = Stem(arch.stem, in_chans, s0.embed_dim, arch.stem_stride,
                          norm=s0.norm, act=s0.act)
         grids = stage_grids(arch)
+        side = stem_grid(arch.stem, arch.stem_stride, arch.resolution)
+        self.stem_grid = (side, side)
         stages, cin = [], s0.embed_dim
         for s, grid in zip(arch.stages, grids):
             stages.append(Stage(s, cin, grid))
             cin = s.embed_dim
         self.stages = nn.ModuleList(stages)
         last = arch.stages[-1]
+        self.num_features = last.embed_dim
         self.head = Head(last.embed_dim, num_classes, norm=last.norm)
         self.apply(init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x, hw = self.stem(x)
+        if not torch.jit.is_tracing() and tuple(x.shape[-2:]) != (self.arch.resolution,) * 2:
+            raise ValueError(f"expected {self.arch.resolution}x{self.arch.resolution} images "
+                             f"(the arch's resolution), got {tuple(x.shape[-2:])}")
+        x, _ = self.stem(x)
+        hw = self.stem_grid
         for stage in self.stages:
             x, hw = stage(x, hw)
         return x
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, normalise and classify the tokens (``pre_logits``: stop before the classifier)."""
+        return self.head(x, pre_logits=pre_logits)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+    # timm's classifier interface, so timm's training and fine-tuning tools apply.
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new (freshly initialised) classifier for ``num_classes`` classes (0: none)."""
+        w = self.head.fc.weight
+        self.num_classes = num_classes
+        self.head.fc = nn.Linear(self.num_features, num_classes, device=w.device, dtype=w.dtype) \
+            if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            init_weights(self.head.fc)
 
 
 def init_weights(m: nn.Module) -> None:

@@ -17,7 +17,11 @@ Example:
 from nas.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from nas.training.config import ConfigError, TrainConfig
 from nas.training.evaluation import (
-    calibrate_bn, evaluate, evaluate_model, load_calib_data, load_val_data,
+    calibrate_bn,
+    evaluate,
+    evaluate_model,
+    load_calib_data,
+    load_val_data,
 )
 from nas.training.launch import train
 from nas.training.rundir import Run, load_run, read_metrics

@@ -9,11 +9,12 @@ space's canonical form and fingerprint, so a run can be rebuilt exactly.
 Example:
     >>> cfg = TrainConfig.from_dict({"space": "tiny32", "data": "digits", "out": "runs/a"})
     >>> cfg.epochs, cfg.replace(seed=3).seed
-    (40, 3)
+    (30, 3)
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,7 +24,7 @@ from nas.data import parse_data_spec
 from nas.errors import ArtifactError, NasError
 
 __all__ = ["ConfigError", "TrainConfig", "DISTILL", "DEVICES", "EXECUTION_FIELDS", "RUN_META_KEYS",
-           "check_resume_compatible"]
+           "auto_threads", "check_resume_compatible"]
 
 DISTILL = ("kl", "soft_ce")
 DEVICES = ("cpu", "cuda")
@@ -63,7 +64,7 @@ class TrainConfig:
         workers: Ray Train data-parallel workers; ``None`` trains in this process.
         address: Ray cluster address (``None``: ``RAY_ADDRESS`` or a local instance).
         device: ``cpu`` or ``cuda`` (``None`` picks cuda when available).
-        threads: torch threads per process (0: the CPUs divided among the workers).
+        threads: torch threads per process (0: automatic, see :func:`auto_threads`).
         limit_train: use only the first N training images (0: all); for tests.
         limit_val: use only the first N validation images (0: all); for tests.
     """
@@ -71,16 +72,16 @@ class TrainConfig:
     space: str
     data: str
     out: str
-    epochs: int = 40
+    epochs: int = 30
     seed: int = 0
-    batch_size: int = 128
-    lr: float = 2e-3
+    batch_size: int = 64
+    lr: float = 4e-3
     weight_decay: float = 0.05
     warmup_epochs: int = 3
     warmup_lr: float = 1e-5
     min_lr: float = 1e-5
     label_smoothing: float = 0.1
-    num_random: int = 2
+    num_random: int = 1
     distill: str = "kl"
     max_shift: int = 3
     clip_grad: float = 5.0
@@ -104,7 +105,7 @@ class TrainConfig:
                 object.__setattr__(self, f.name, float(value))
             elif isinstance(value, bool) or not isinstance(value, kind):
                 raise ConfigError(f"train config: {f.name} must be {kind.__name__}"
-                                 f"{' or null' if optional else ''}, got {value!r}")
+                                  f"{' or null' if optional else ''}, got {value!r}")
         _check_range(self)
         parse_data_spec(self.data)
 
@@ -117,7 +118,7 @@ class TrainConfig:
         unknown = [k for k in raw if k not in names and k not in RUN_META_KEYS]
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; "
-                             f"allowed: {', '.join(names)}")
+                              f"allowed: {', '.join(names)}")
         missing = [n for n in ("space", "data", "out") if raw.get(n) is None]
         if missing:
             raise ConfigError(f"{source}: missing {', '.join(missing)} (give --{missing[0]})")
@@ -130,15 +131,22 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def resolved(self) -> TrainConfig:
-        """This config with the device chosen."""
+        """This config with the device chosen (and checked: a saved config may name cuda)."""
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("train config: device cuda requested but CUDA is not available; "
+                              "use --device cpu")
         if self.device is not None:
             return self
         return self.replace(device="cuda" if torch.cuda.is_available() else "cpu")
 
     def identity_diff(self, other: TrainConfig) -> list[str]:
-        """Fields (outside ``EXECUTION_FIELDS``) whose values differ, as ``name: a != b``."""
+        """Fields whose values differ, as ``name: a != b``.
+
+        ``EXECUTION_FIELDS`` are left out, and so is ``space``: a space is compared by
+        fingerprint, whatever path or name it was given by.
+        """
         return [f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
-                for f in fields(self) if f.name not in EXECUTION_FIELDS
+                for f in fields(self) if f.name not in (*EXECUTION_FIELDS, "space")
                 and getattr(self, f.name) != getattr(other, f.name)]
 
 
@@ -171,9 +179,21 @@ def _check_range(c: TrainConfig) -> None:
     need(c.device is None or c.device in DEVICES, "device", "one of " + ", ".join(DEVICES))
     need(c.threads >= 0, "threads", ">= 0 (0: automatic)")
     need(c.limit_train >= 0 and c.limit_val >= 0, "limit_train", ">= 0 (and limit_val >= 0)")
-    if c.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train config: device cuda requested but CUDA is not available; "
-                         "use --device cpu")
+
+
+def auto_threads(workers: int = 1) -> int:
+    """Torch threads for one of ``workers`` processes on this machine.
+
+    The CPUs are divided among the workers, leaving out those already busy (1-minute
+    load average): OpenMP threads that outnumber free cores spin and slow small
+    models down several times over.
+    """
+    cpus = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0])
+    except OSError:  # not available on this platform
+        busy = 0
+    return max(1, min(cpus, cpus - busy) // max(1, workers))
 
 
 def check_resume_compatible(saved: TrainConfig, given: TrainConfig, run_dir: str) -> None:

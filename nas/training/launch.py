@@ -12,7 +12,6 @@ Example:
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from nas.errors import ArtifactError
 from nas.io import read_json
 from nas.space import SearchSpace, load_space
 from nas.training.checkpoint import load_checkpoint
-from nas.training.config import TrainConfig, check_resume_compatible
+from nas.training.config import TrainConfig, auto_threads, check_resume_compatible
 from nas.training.loop import LoopContext, train_loop
 from nas.training.rundir import checkpoint_path, write_run_config
 
@@ -113,7 +112,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
 def _in_process(cfg: TrainConfig, space: SearchSpace, *, resume: bool, stop_after: int | None,
                 verbose: bool) -> None:
     threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.set_num_threads(cfg.threads or auto_threads(1))
     try:
         ctx = LoopContext(rank=0, world=1, device=torch.device(cfg.device), resume=resume,
                           stop_after=stop_after, verbose=verbose)

@@ -34,8 +34,13 @@ from nas.space import SearchSpace, parse_space
 from nas.supernet import Supernet
 from nas.training.batches import TrainBatches, fit_resolution
 from nas.training.checkpoint import (
-    TrainState, load_checkpoint, numpy_rng_state, restore_numpy_rng, restore_torch_rng,
-    save_checkpoint, torch_rng_state,
+    TrainState,
+    load_checkpoint,
+    numpy_rng_state,
+    restore_numpy_rng,
+    restore_torch_rng,
+    save_checkpoint,
+    torch_rng_state,
 )
 from nas.training.config import TrainConfig
 from nas.training.evaluation import evaluate, load_calib_data, load_val_data
@@ -217,9 +222,10 @@ def train_loop(cfg: TrainConfig, space_dict: dict[str, Any], ctx: LoopContext) -
         if trainer.main else None
     x_val = y_val = calib = None
     if trainer.main:
-        x_val, y_val = load_val_data(cfg)
+        run_config = run_config_dict(cfg, space)  # has the image size: no YAML file needed
+        x_val, y_val = load_val_data(run_config)
         if "batchnorm" in {n for s in space.stages for n in s.norm}:
-            calib = (load_calib_data(cfg, cfg.calib_size, seed=cfg.seed),)
+            calib = (load_calib_data(run_config, cfg.calib_size, seed=cfg.seed),)
         writer.log(f"training {space.name} ({space.fingerprint}) on {cfg.data}: epochs "
                    f"{trainer.epoch + 1}..{cfg.epochs}, {trainer.batches.steps_per_epoch} steps of "
                    f"{trainer.batches.global_batch} images, {ctx.world} worker(s) on {ctx.device}, "

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from nas.errors import NasError
-from nas.training.config import TrainConfig
+from nas.training.config import TrainConfig, auto_threads
 
 __all__ = ["TrainingFailed", "train_on_ray"]
 
@@ -37,8 +37,7 @@ def _worker(config: dict[str, Any]) -> None:
     cfg = TrainConfig.from_dict(config["cfg"])
     context = ray.train.get_context()
     world = context.get_world_size()
-    omp = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    torch.set_num_threads(cfg.threads or omp or max(1, (os.cpu_count() or 1) // world))
+    torch.set_num_threads(cfg.threads or auto_threads(world))
     ctx = LoopContext(rank=context.get_world_rank(), world=world,
                       device=ray.train.torch.get_device(), report=ray.train.report,
                       resume=config["resume"], stop_after=config["stop_after"],

@@ -91,8 +91,9 @@ class RunWriter:
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
         self._log.write(line + "\n")
         self._log.flush()
-        if self.verbose:
-            print(message, file=sys.stdout, flush=True)
+        if self.verbose:  # not print(): Ray Train workers patch print and would echo it twice
+            sys.stdout.write(message + "\n")
+            sys.stdout.flush()
 
     def metrics(self, row: dict[str, Any]) -> None:
         self.rows.append({k: _fmt(row[k]) for k in METRIC_FIELDS})

@@ -1,0 +1,121 @@
+"""Exported reference architectures vs timm's implementations of the same models (CPU).
+
+For each reference arch of ``search_spaces/reference/`` (EfficientViT-M0, DeiT-Tiny,
+PoolFormer-S12, PVTv2-B0) the standalone model (random weights, random BatchNorm
+statistics) goes through the real export path, ``write_model_dir`` then
+``nas.load_model``, and is timed beside ``timm.create_model(<name>)`` in one process:
+same thread count, same input, interleaved repeats (every repeat times each model
+once, in rotating order), median over repeats. ``timm+reparam`` is timm's own
+inference fusion (``timm.utils.reparameterize_model``; it folds EfficientViT's
+conv/linear + BatchNorm pairs) as a second, stricter baseline. Target: ours/timm <= 1.0.
+Writes ``bench/results/vs_timm_cpu.md``.
+
+    python bench/bench_vs_timm.py                      # batch 1 and 16, 2 threads
+    python bench/bench_vs_timm.py --repeats 5 --models deit_tiny --batches 1
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import timm
+import torch
+import yaml
+from timm.utils.model import reparameterize_model
+from torch.nn.modules.batchnorm import _BatchNorm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import header, write_result  # noqa: E402
+
+from nas.arch import canonicalize, load_arch  # noqa: E402
+from nas.export import ModelConfig, load_model, optimize_for_inference  # noqa: E402
+from nas.export.config import preprocessing_for  # noqa: E402
+from nas.export.model_dir import write_model_dir  # noqa: E402
+from nas.model import build_model  # noqa: E402
+from nas.space import load_space  # noqa: E402
+
+REF = Path(__file__).resolve().parent.parent / "search_spaces" / "reference"
+ORDER = ("efficientvit_m0", "deit_tiny", "poolformer_s12", "pvt_v2_b0")
+
+
+def exported(name: str, folder: Path) -> tuple[torch.nn.Module, str]:
+    """Our model of reference ``name``, written and loaded back as an exported directory."""
+    space = load_space("imagenet224")
+    meta = yaml.safe_load((REF / f"{name}.yaml").read_text())
+    arch = canonicalize(space, load_arch(REF / f"{name}.yaml"))
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=1000).eval()
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():  # non-trivial statistics, so folding is really exercised
+        if isinstance(m, _BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    config = ModelConfig(arch=arch, num_classes=1000, in_chans=3, space_name=space.name,
+                         space_fingerprint=space.fingerprint,
+                         preprocessing=preprocessing_for("imagefolder:.", arch.resolution))
+    write_model_dir(optimize_for_inference(model), config, folder / name)
+    return load_model(folder / name), meta["timm"]
+
+
+def time_models(models: dict[str, torch.nn.Module], x: torch.Tensor, repeats: int,
+                warmup: int = 3) -> dict[str, list[float]]:
+    """Per-call wall times (ms) of each model, interleaved, rotating the order per repeat."""
+    names = list(models)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    with torch.inference_mode():
+        for n in names:
+            for _ in range(warmup):
+                models[n](x)
+        for r in range(repeats):
+            for n in names[r % len(names):] + names[:r % len(names)]:
+                t0 = time.perf_counter()
+                models[n](x)
+                times[n].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(ORDER))
+    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=21)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = ["| model | timm name | batch | ours (ms) | timm (ms) | timm+reparam (ms) "
+            "| ours/timm | ours/timm+reparam | ours/timm (min) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            ours, timm_name = exported(name, Path(tmp))
+            theirs = timm.create_model(timm_name).eval()
+            models = {"ours": ours, "timm": theirs, "timm+reparam": reparameterize_model(theirs)}
+            for bs in (int(b) for b in args.batches.split(",")):
+                x = torch.randn(bs, 3, 224, 224, generator=torch.Generator().manual_seed(bs))
+                t = time_models(models, x, args.repeats)
+                med = {k: statistics.median(v) for k, v in t.items()}
+                low = {k: min(v) for k, v in t.items()}
+                ratio = med["ours"] / med["timm"]
+                worst = max(worst, ratio)
+                rows.append(f"| {name} | {timm_name} | {bs} | {med['ours']:.2f} | "
+                            f"{med['timm']:.2f} | {med['timm+reparam']:.2f} | {ratio:.2f} | "
+                            f"{med['ours'] / med['timm+reparam']:.2f} | "
+                            f"{low['ours'] / low['timm']:.2f} |")
+                print(rows[-1], flush=True)
+    note = (f"\nMedian of {args.repeats} interleaved single-call timings per cell (rotating "
+            "order), after 3 warm-up calls; `(min)` is the ratio of the fastest calls, a check "
+            "against load from other processes. Ours: the exported model (BatchNorm folded, "
+            "attention projections fused) loaded with `nas.load_model`; random weights.\n"
+            f"\nworst ours/timm (median): {worst:.2f} (target <= 1.0)\n")
+    text = header("Exported reference archs vs timm (CPU latency)") + "\n".join(rows) + "\n" + note
+    print(note)
+    print(f"written to {write_result('vs_timm_cpu.md', text)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""``nas export``: write a searched subnet as a standalone model directory."""
+from __future__ import annotations
+
+import argparse
+
+from nas.errors import NasError
+from nas.export.formats import FORMATS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a subnet as a standalone model (safetensors [+ onnx/pt2/ts])",
+        description="Extract ARCH from the supernet of RUN_DIR (BatchNorm recalibrated), "
+        "optionally fine-tune it with distillation, fold BatchNorm, fuse attention "
+        "projections, and write OUT/config.json, OUT/model.safetensors, the requested "
+        "graph formats (each verified) and a model card, atomically.")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory of nas train")
+    p.add_argument("--arch", required=True,
+                   help="arch YAML/JSON file (e.g. a search's best.yaml), a search run dir, "
+                   "or inline YAML/JSON")
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to create")
+    p.add_argument("--formats", default="safetensors,onnx",
+                   help=f"comma-separated subset of {', '.join(FORMATS)} (default: "
+                   "safetensors,onnx; safetensors is always written)")
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+                   help="epochs of distillation from the largest subnet (default 0)")
+    p.add_argument("--table", default=None, help="latency table, for the predicted latency")
+    p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                   help="keep BatchNorm layers (default: fold them into linears/convs)")
+    p.add_argument("--no-fuse", dest="fuse_qkv", action="store_false",
+                   help="keep separate q/k/v projections (default: fuse them)")
+    p.add_argument("--no-measure", dest="measure", action="store_false",
+                   help="skip timing the model on this machine")
+    p.add_argument("--no-eval", dest="evaluate", action="store_false",
+                   help="skip validation accuracy")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--seed", type=int, default=0, help="seed of fine-tuning (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_export)
+
+
+def _export(args) -> int:
+    from nas.export import export_subnet
+
+    if args.finetune_epochs < 0:
+        raise NasError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    res = export_subnet(args.run, args.arch, args.out, formats=args.formats,
+                        finetune_epochs=args.finetune_epochs, fold_bn=args.fold_bn,
+                        fuse_qkv=args.fuse_qkv, table=args.table, measure=args.measure,
+                        evaluate=args.evaluate, overwrite=args.overwrite, seed=args.seed,
+                        verbose=not args.quiet)
+    m = res.config.metrics
+    acc = f", val acc {m['val_acc']:.4f}" if "val_acc" in m else ""
+    lat = m.get("latency_ms", {})
+    ms = f", {lat['measured']:.3f} ms measured" if "measured" in lat else ""
+    print(f"exported {res.out} ({m['params']:,} params{acc}{ms}; "
+          f"{', '.join(['safetensors', *res.checks])})")
+    return 0

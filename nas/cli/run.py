@@ -1,0 +1,40 @@
+"""``nas run``: train, profile, fit the predictor, search, export and report in one command."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="the whole pipeline in one command (default: digits, tiny32, CPU)",
+        description="Train the supernet, profile this machine, collect subnets and fit the "
+        "accuracy predictor, search under a latency budget, export the best subnet and write "
+        "RUN_DIR/report.html. Each stage has a sub-directory of RUN_DIR; rerunning the same "
+        "command skips finished stages and resumes an interrupted one.")
+    p.add_argument("--config", metavar="YAML",
+                   help="settings overriding the defaults (sections: train, profile, predictor, "
+                   "search, export; top level: space, data, seed); unknown keys are errors. "
+                   "Without it, a RUN_DIR of an earlier run resumes with its saved settings")
+    p.add_argument("--out", default="runs/default", metavar="RUN_DIR",
+                   help="run directory (default: runs/default)")
+    p.add_argument("--until", metavar="STAGE",
+                   help="stop after this stage: train, profile, collect, fit, search, export, "
+                   "report")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the resolved settings as YAML and exit")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    import yaml
+
+    from nas.pipeline import load_pipeline_config, run_pipeline
+
+    cfg = load_pipeline_config(args.config, run_dir=args.out)
+    if args.show_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    report = run_pipeline(cfg, args.out, until=args.until)
+    if report.is_file():
+        print(f"report: {report}")
+    return 0

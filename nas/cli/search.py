@@ -1,0 +1,79 @@
+"""``nas search``: search archs under a latency budget with Ray Tune (see :mod:`nas.search`)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search", help="search archs under a latency budget (Ray Tune)",
+        description="Search the archs of a space for the most accurate one within a latency "
+                    "budget. Every searcher runs as a Ray Tune experiment, embedded by default, "
+                    "on a cluster with --address or RAY_ADDRESS. Rerunning the same command, or "
+                    "`nas search --resume RUN_DIR`, continues an interrupted search.")
+    p.add_argument("--space", help="search space YAML file or shipped name")
+    p.add_argument("--table", help="latency table of the space (nas profile)")
+    p.add_argument("--predictor", help="accuracy predictor of the space (nas predictor fit)")
+    p.add_argument("--budget-ms", type=float, help="latency budget in ms, per the table")
+    p.add_argument("--searcher", default="evolution",
+                   help="evolution, tpe, gp, nsga2 or random (default: evolution)")
+    p.add_argument("--trials", type=int, default=1000, help="archs to evaluate (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the searcher (default: 0)")
+    p.add_argument("--workers", type=int, help="concurrent Ray trials (default: the cluster's CPUs)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
+    p.add_argument("--objective", default="predictor",
+                   help="predictor (table + predictor, default), supernet (inherited weights "
+                        "of --run, latency from --table) or synthetic (a formula, for tests)")
+    p.add_argument("--run", help="supernet run dir (nas train), for --objective supernet")
+    p.add_argument("--batch-size", type=int, help="archs per Ray trial (default: automatic)")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="GPUs per Ray trial (default: 1 for supernet when the cluster has GPUs)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="searcher option, e.g. population_size=32 (JSON value; repeatable)")
+    p.add_argument("--out", help="run directory to create (or to resume, if it holds this search)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the search in RUN_DIR (only --address/--workers may change)")
+    p.set_defaults(func=_search)
+
+
+def _options(items: list[str]) -> dict:
+    from nas.search import SearchError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SearchError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _search(args: argparse.Namespace) -> int:
+    from nas.search import SearchConfig, SearchError, resume_search, run_search
+
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("space", "table", "predictor", "budget_ms",
+                                                     "run", "out", "batch_size", "gpus_per_trial")
+                 if getattr(args, k) is not None] + (["--option"] if args.option else [])
+        if given:
+            raise SearchError(f"--resume continues the saved search; it takes no "
+                              f"{', '.join(given)} (only --address, --workers)")
+        result = resume_search(args.resume, address=args.address, workers=args.workers)
+    else:
+        missing = [flag for flag, v in (("--space", args.space), ("--budget-ms", args.budget_ms),
+                                        ("--out", args.out)) if v is None]
+        if missing:
+            raise SearchError(f"nas search needs {', '.join(missing)} (or --resume RUN_DIR)")
+        config = SearchConfig(
+            space=args.space, budget_ms=args.budget_ms, out=args.out, searcher=args.searcher,
+            trials=args.trials, objective=args.objective, table=args.table,
+            predictor=args.predictor, run=args.run, seed=args.seed, workers=args.workers,
+            batch_size=args.batch_size, gpus_per_trial=args.gpus_per_trial,
+            address=args.address, options=_options(args.option))
+        result = run_search(config)
+    print(result.summary)
+    return 0 if result.best is not None else 1

@@ -1,0 +1,186 @@
+"""``export_subnet``: from a trained supernet and an architecture to a model directory.
+
+Order of work (every check on user input comes first, before anything heavy):
+formats, output path, run directory, architecture (must be in the run's space),
+latency table; then extract the subnet with BatchNorm recalibrated on training
+images, optionally fine-tune it with distillation, fold and fuse it, measure
+accuracy and latency, and write the directory atomically with its model card.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.arch import Arch, canonicalize, extreme_arch, load_arch
+from nas.complexity import count_macs, count_params
+from nas.errors import NasError
+from nas.export.card import model_card
+from nas.export.config import ModelConfig, preprocessing_for
+from nas.export.finetune import finetune
+from nas.export.formats import parse_formats
+from nas.export.inference import optimize_for_inference
+from nas.export.model_dir import check_output_dir, write_model_dir
+
+__all__ = ["ExportResult", "export_subnet", "measure_latency"]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the model went, its config, and each graph format's read-back difference."""
+
+    out: Path
+    config: ModelConfig
+    checks: dict[str, float]
+
+
+def _log(verbose: bool, message: str) -> None:
+    if verbose:
+        print(f"export: {message}", file=sys.stderr, flush=True)
+
+
+def measure_latency(model: torch.nn.Module, arch: Arch, *, in_chans: int,
+                    device: dict[str, Any] | None = None, timing: dict[str, Any] | None = None,
+                    ) -> tuple[float, str]:
+    """Latency (ms) of ``model`` by the latency tables' method, and the setting in words.
+
+    ``device`` and ``timing`` are a table's (batch size, threads, dtype; clock, statistic),
+    so the figure compares with the table's prediction; by default batch 1 on CPU with
+    the current thread count, median over blocks.
+    """
+    from nas.latency.device import DeviceSpec, describe_device, device_fingerprint
+    from nas.latency.measure import Timing, time_module
+
+    d, t = device or {}, {"stat": "median", "min_run_time": 0.3, **(timing or {})}
+    spec = DeviceSpec.parse("cpu", dtype=d.get("dtype", "fp32"),
+                            batch_size=int(d.get("batch_size", 1)), threads=d.get("threads"))
+    names = [f.name for f in dataclasses.fields(Timing)]
+    tm = Timing(**{k: v for k, v in t.items() if k in names})
+    x = torch.randn(spec.batch_size, in_chans, arch.resolution, arch.resolution)
+    stats = time_module(model, (x,), spec, tm)
+    return float(stats[tm.stat]), (f"{describe_device(device_fingerprint(spec))}, "
+                                   f"{tm.stat} over blocks, {tm.clock} clock")
+
+
+def _is_dir(text: str | Path) -> bool:
+    try:
+        return Path(text).is_dir()
+    except OSError:  # inline YAML/JSON longer than a file name can be
+        return False
+
+
+def _resolve_arch(arch: Arch | str | Path, space) -> Arch:
+    """An Arch, an arch file or text, or a search run dir (its ``best.yaml``), canonicalised."""
+    if isinstance(arch, (str, Path)) and _is_dir(arch) and (Path(arch) / "best.yaml").is_file():
+        arch = Path(arch) / "best.yaml"
+    return canonicalize(space, arch if isinstance(arch, Arch) else load_arch(arch))
+
+
+def export_subnet(run: Any, arch: Arch | str | Path, out: str | Path, *,
+                  formats: str | tuple[str, ...] = ("safetensors",), finetune_epochs: int = 0,
+                  fold_bn: bool = True, fuse_qkv: bool = True, table: str | Path | None = None,
+                  measure: bool = True, evaluate: bool = True, overwrite: bool = False,
+                  command: str | None = None, seed: int = 0, verbose: bool = True,
+                  ) -> ExportResult:
+    """Export ``arch`` of a trained supernet as a standalone model directory.
+
+    Args:
+        run: a run directory of ``nas train`` (or a loaded :class:`nas.training.Run`).
+        arch: the architecture: an :class:`~nas.arch.Arch`, a YAML/JSON file (a search's
+            ``best.yaml``) or inline text; it must belong to the run's search space.
+        out: the model directory to create (atomically).
+        formats: ``safetensors`` (always) plus any of ``onnx``, ``pt2``, ``torchscript``.
+        finetune_epochs: epochs of distillation from the largest subnet (0: none).
+        fold_bn: fold BatchNorm into neighbouring layers.
+        fuse_qkv: fuse the attention projections.
+        table: a latency table of the run's space, for the predicted latency.
+        measure: time the exported model on this machine (table's setting if given).
+        evaluate: compute validation accuracy.
+        overwrite: replace an existing ``out``.
+        command: the command line to record in the model card.
+        seed: seeds fine-tuning.
+        verbose: progress on stderr.
+
+    Raises:
+        ArtifactError: no checkpoint in ``run``, unwritable ``out``, a table of another space.
+        ArchError: ``arch`` is not in the run's space.
+        ExportFormatError: a graph format failed to export or to read back equal.
+
+    Example:
+        >>> export_subnet("runs/t/train", "runs/t/search/best.yaml", "runs/t/model",
+        ...               formats="safetensors,onnx")  # doctest: +SKIP
+    """
+    from nas.training import calibrate_bn, evaluate_model, load_calib_data, load_run, load_val_data
+
+    formats = parse_formats(formats)
+    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) \
+            or finetune_epochs < 0:
+        raise NasError(f"finetune_epochs must be an integer >= 0, got {finetune_epochs!r}")
+    out = check_output_dir(out, overwrite=overwrite)
+    run = load_run(run) if isinstance(run, (str, Path)) else run
+    space = run.space
+    arch = _resolve_arch(arch, space)
+    lat_table = None
+    if table is not None:
+        from nas.latency import LatencyTable
+
+        lat_table = LatencyTable.load(table, space=space)
+
+    cfg = run.config
+    _log(verbose, f"subnet of {space.name} from {run.run_dir} (epoch {run.epoch})")
+    calib = load_calib_data(cfg, int(cfg.get("calib_size", 512)), seed=int(cfg.get("seed", 0)))
+    model = calibrate_bn(run.supernet, arch, calib)
+    x_val = y_val = None
+    if evaluate or finetune_epochs:
+        x_val, y_val = load_val_data(cfg)
+    metrics: dict[str, Any] = {"params": count_params(arch, num_classes=space.num_classes,
+                                                      in_chans=space.in_chans),
+                               "macs": count_macs(arch, num_classes=space.num_classes,
+                                                  in_chans=space.in_chans)}
+    if evaluate:
+        metrics["inherited_acc"] = evaluate_model(model, x_val, y_val,
+                                                  resolution=arch.resolution)["acc"]
+    if finetune_epochs:
+        _log(verbose, f"fine-tuning {finetune_epochs} epoch(s) with distillation")
+        teacher = calibrate_bn(run.supernet, extreme_arch(space, "max"), calib)
+        x_tr, y_tr = load_val_data(cfg, split="train")
+        finetune(model, teacher, x_tr, y_tr, epochs=finetune_epochs, seed=seed, verbose=verbose)
+        model = model.eval()
+    fast = optimize_for_inference(model, fold_bn=fold_bn, fuse_qkv=fuse_qkv)
+    if evaluate:
+        res = evaluate_model(fast, x_val, y_val, resolution=arch.resolution)
+        metrics.update(val_acc=res["acc"], val_loss=res["loss"], val_images=len(y_val))
+    latency: dict[str, Any] = {}
+    if lat_table is not None:
+        latency["predicted"] = float(lat_table.predict([arch])[0])
+    if measure:
+        _log(verbose, "timing on this machine")
+        device = lat_table.device if lat_table is not None else None
+        timing = lat_table.timing if lat_table is not None else None
+        latency["measured"], latency["setting"] = measure_latency(
+            fast, arch, in_chans=space.in_chans, device=device, timing=timing)
+        latency["measured_plain"], _ = measure_latency(
+            model, arch, in_chans=space.in_chans, device=device, timing=timing)
+    if latency:
+        metrics["latency_ms"] = latency
+
+    source = {"name": out.name, "run_dir": str(Path(run.run_dir).resolve()), "epoch": run.epoch,
+              "data": cfg.get("data"), "finetune_epochs": finetune_epochs,
+              "command": command or "nas " + shlex.join(sys.argv[1:]),
+              "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+              "torch": torch.__version__}
+    config = ModelConfig(arch=arch, num_classes=space.num_classes, in_chans=space.in_chans,
+                         space_name=space.name, space_fingerprint=space.fingerprint,
+                         preprocessing=preprocessing_for(cfg.get("data", "imagefolder:."),
+                                                         arch.resolution),
+                         bn_folded=fold_bn, qkv_fused=fuse_qkv, source=source, metrics=metrics)
+    _log(verbose, f"writing {', '.join(formats)} to {out}")
+    checks = write_model_dir(fast, config, out, formats=formats, overwrite=overwrite,
+                             card=model_card)
+    return ExportResult(out=out, config=config, checks=checks)

@@ -1,0 +1,517 @@
+"""``nas run``: the whole hardware-aware NAS job in one command, resumable stage by stage.
+
+Stages, each writing into its own part of the run directory ``RUN``:
+
+1. ``train``    ``RUN/train/``                 weight-sharing supernet (:func:`nas.training.train`)
+2. ``profile``  ``RUN/latency/table.json``     latency table of this machine (:func:`nas.latency.profile_space`)
+3. ``collect``  ``RUN/predictor/subnets.csv``  inherited-weight accuracy of sampled subnets
+4. ``fit``      ``RUN/predictor/model/``       accuracy predictor (:func:`predictors.fit_predictor`)
+5. ``search``   ``RUN/search/``                Ray Tune search under the latency budget
+6. ``export``   ``RUN/export/model/``          the best subnet as a model directory
+7. ``report``   ``RUN/report.html``            Pareto plot, best subnets, references, commands
+
+``RUN/pipeline.json`` records the resolved settings and every finished stage (time,
+results, the command that reproduces it). Rerunning the same command skips finished
+stages and resumes the interrupted one (each stage's own API resumes its artefact);
+a run directory holding other settings is refused. Settings are frozen dataclasses
+(:class:`PipelineConfig`), overridden by a YAML file; unknown keys are errors.
+
+Example:
+    >>> run_pipeline(PipelineConfig(), "runs/default")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.errors import ArtifactError, NasError
+from nas.io import read_json, read_yaml, write_json
+
+__all__ = ["PipelineError", "PipelineConfig", "TrainSection", "ProfileSection",
+           "PredictorSection", "SearchSection", "ExportSection", "STAGES", "load_pipeline_config",
+           "run_pipeline"]
+
+STAGES = ("train", "profile", "collect", "fit", "search", "export", "report")
+FORMAT = "vitnas.pipeline"
+
+
+class PipelineError(NasError):
+    """A ``nas run`` setting is invalid, or the run dir holds a pipeline with other settings."""
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSection:
+    """Supernet training (see :class:`nas.training.TrainConfig`)."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 2e-3
+    num_random: int = 2
+    limit_train: int = 0
+    limit_val: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileSection:
+    """Latency table of this machine (see :func:`nas.latency.profile_space`)."""
+
+    threads: int = 1
+    batch_size: int = 1
+    calibrate: int = 20
+    min_run_time: float = 0.05
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictorSection:
+    """Subnets evaluated with inherited weights (``collect`` of them), and the predictor."""
+
+    collect: int = 120
+    model: str = "auto"
+    folds: int = 5
+    workers: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSection:
+    """The search; ``budget_ms: null`` takes the ``budget_quantile`` (median) of the table
+    latencies of ``budget_samples`` random archs."""
+
+    searcher: str = "evolution"
+    trials: int = 1000
+    budget_ms: float | None = None
+    budget_quantile: float = 0.5
+    budget_samples: int = 500
+    workers: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportSection:
+    """The exported best subnet, and how many searched subnets the report compares."""
+
+    formats: tuple[str, ...] = ("safetensors", "onnx")
+    finetune_epochs: int = 0
+    top_k: int = 5
+
+
+_SECTIONS = {"train": TrainSection, "profile": ProfileSection, "predictor": PredictorSection,
+             "search": SearchSection, "export": ExportSection}
+_POS, _NONNEG = (lambda v: v >= 1, ">= 1"), (lambda v: v >= 0, ">= 0")
+# field -> (type, nullable, (check, rule)); a name shared by two sections has one rule
+_RULES: dict[str, tuple[type, bool, tuple[Callable[[Any], bool], str] | None]] = {
+    "space": (str, False, None), "data": (str, False, None), "seed": (int, False, _NONNEG),
+    "epochs": (int, False, _POS), "batch_size": (int, False, _POS),
+    "lr": (float, False, (lambda v: v > 0, "> 0")), "num_random": (int, False, _NONNEG),
+    "limit_train": (int, False, _NONNEG), "limit_val": (int, False, _NONNEG),
+    "threads": (int, False, _POS), "calibrate": (int, False, _NONNEG),
+    "min_run_time": (float, False, (lambda v: v > 0, "> 0")),
+    "collect": (int, False, (lambda v: v >= 2, ">= 2")), "model": (str, False, None),
+    "folds": (int, False, (lambda v: v >= 2, ">= 2")), "workers": (int, True, _POS),
+    "searcher": (str, False, None), "trials": (int, False, _POS),
+    "budget_ms": (float, True, (lambda v: v > 0, "> 0")),
+    "budget_quantile": (float, False, (lambda v: 0 < v <= 1, "in (0, 1]")),
+    "budget_samples": (int, False, (lambda v: v >= 10, ">= 10")),
+    "formats": (tuple, False, None), "finetune_epochs": (int, False, _NONNEG),
+    "top_k": (int, False, _POS),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    """Every setting of ``nas run`` (defaults: the embedded digits / tiny32 run on a CPU).
+
+    Example YAML (any subset)::
+
+        space: tiny32
+        data: digits
+        train: {epochs: 20}
+        search: {trials: 1000, budget_ms: null}
+        export: {formats: [safetensors, onnx], finetune_epochs: 0}
+    """
+
+    space: str = "tiny32"
+    data: str = "digits"
+    seed: int = 0
+    train: TrainSection = field(default_factory=TrainSection)
+    profile: ProfileSection = field(default_factory=ProfileSection)
+    predictor: PredictorSection = field(default_factory=PredictorSection)
+    search: SearchSection = field(default_factory=SearchSection)
+    export: ExportSection = field(default_factory=ExportSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["export"]["formats"] = list(self.export.formats)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, source: str = "pipeline config") -> PipelineConfig:
+        """Parse a mapping; unknown keys and bad values raise :class:`PipelineError`."""
+        raw = {} if raw is None else raw
+        values = _parse(raw, [f.name for f in fields(cls)], source)
+        for name, section in _SECTIONS.items():
+            if name in values:
+                sub = {} if values[name] is None else values[name]
+                values[name] = section(**_parse(sub, [f.name for f in fields(section)],
+                                                f"{source}: {name}"))
+        cfg = cls(**values)
+        _check_names(cfg, source)
+        return cfg
+
+
+def _parse(raw: Any, allowed: list[str], where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    bad = [str(k) for k in raw if k not in allowed]
+    if bad:
+        raise PipelineError(f"{where}: unknown key(s) {', '.join(bad)}; allowed: "
+                            f"{', '.join(allowed)}")
+    return {k: v if k in _SECTIONS else _value(k, v, f"{where}: {k}") for k, v in raw.items()}
+
+
+def _value(name: str, value: Any, where: str) -> Any:
+    kind, nullable, check = _RULES[name]
+    if value is None and nullable:
+        return None
+    if kind is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
+            raise PipelineError(f"{where}: expected a list of names, got {value!r}")
+        return tuple(items)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    rule = f" ({check[1]})" if check else ""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise PipelineError(f"{where}: expected {kind.__name__}{rule}, got {value!r}")
+    if check is not None and not check[0](value):
+        raise PipelineError(f"{where}: must be {check[1]}, got {value!r}")
+    return value
+
+
+def _check_names(cfg: PipelineConfig, source: str) -> None:
+    """Registry names, checked before any work starts."""
+    from nas.export.formats import FORMATS
+    from nas.search import SEARCHERS
+    from predictors import PREDICTORS
+
+    for f in cfg.export.formats:
+        if f not in FORMATS:
+            raise PipelineError(f"{source}: export: formats: unknown format {f!r}; valid: "
+                                f"{', '.join(FORMATS)}")
+    if cfg.search.searcher not in SEARCHERS:
+        raise PipelineError(f"{source}: search: searcher: unknown {cfg.search.searcher!r}; "
+                            f"valid: {', '.join(SEARCHERS)}")
+    if cfg.predictor.model != "auto" and cfg.predictor.model not in PREDICTORS:
+        raise PipelineError(f"{source}: predictor: model: unknown {cfg.predictor.model!r}; "
+                            f"valid: auto, {', '.join(PREDICTORS)}")
+
+
+def load_pipeline_config(path: str | Path | None, *, run_dir: str | Path | None = None
+                         ) -> PipelineConfig:
+    """Settings of ``nas run``: the YAML file at ``path`` over the defaults; without a file,
+    those saved in ``run_dir/pipeline.json`` when it exists (so a rerun resumes)."""
+    if path is not None:
+        return PipelineConfig.from_dict(read_yaml(path, what="pipeline config"),
+                                        source=str(path))
+    saved = Path(run_dir) / "pipeline.json" if run_dir is not None else None
+    if saved is not None and saved.is_file():
+        status = read_json(saved, what="pipeline status")
+        if isinstance(status, dict) and status.get("format") == FORMAT:
+            return PipelineConfig.from_dict(status.get("config"), source=str(saved))
+    return PipelineConfig()
+
+
+# --------------------------------------------------------------------------- the run
+
+@dataclass
+class _Ctx:
+    """One pipeline run: settings, paths, the status file and the progress printer."""
+
+    cfg: PipelineConfig
+    out: Path
+    say: Callable[[str], None]
+    status: dict[str, Any]
+
+    @property
+    def train_dir(self) -> Path:
+        return self.out / "train"
+
+    @property
+    def table(self) -> Path:
+        return self.out / "latency" / "table.json"
+
+    @property
+    def subnets(self) -> Path:
+        return self.out / "predictor" / "subnets.csv"
+
+    @property
+    def predictor(self) -> Path:
+        return self.out / "predictor" / "model"
+
+    @property
+    def search_dir(self) -> Path:
+        return self.out / "search"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out / "export" / "model"
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.status["stages"].setdefault(name, {})
+
+    def save(self) -> None:
+        self.status["updated"] = _now()
+        write_json(self.out / "pipeline.json", self.status)
+
+
+def _now() -> str:
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S UTC}"
+
+
+def _space_arg(cfg: PipelineConfig) -> str:
+    from nas.space import find_space
+
+    return str(find_space(cfg.space))
+
+
+def _stage_train(ctx: _Ctx) -> dict[str, Any]:
+    from nas.training import TrainConfig, train
+
+    c = ctx.cfg.train
+    tc = TrainConfig(space=_space_arg(ctx.cfg), data=ctx.cfg.data, out=str(ctx.train_dir),
+                     epochs=c.epochs, seed=ctx.cfg.seed, batch_size=c.batch_size, lr=c.lr,
+                     num_random=c.num_random, limit_train=c.limit_train, limit_val=c.limit_val)
+    train(tc, resume=True)
+    cmd = (f"nas train --space {ctx.cfg.space} --data {ctx.cfg.data} --epochs {c.epochs} "
+           f"--seed {ctx.cfg.seed} --batch-size {c.batch_size} --lr {c.lr} "
+           f"--num-random {c.num_random} --out {ctx.train_dir}"
+           + (f" --limit-train {c.limit_train}" if c.limit_train else "")
+           + (f" --limit-val {c.limit_val}" if c.limit_val else ""))
+    return {"command": cmd}
+
+
+def _stage_profile(ctx: _Ctx) -> dict[str, Any]:
+    from nas.latency import profile_space
+    from nas.space import load_space
+
+    c = ctx.cfg.profile
+    table = profile_space(load_space(ctx.cfg.space), out=ctx.table, device="cpu",
+                          batch_size=c.batch_size, threads=c.threads, calibrate=c.calibrate,
+                          seed=ctx.cfg.seed, min_run_time=c.min_run_time)
+    if not table.complete:
+        raise ArtifactError(f"latency table {ctx.table} is incomplete; rerun to resume")
+    cmd = (f"nas profile --space {ctx.cfg.space} --batch-size {c.batch_size} --threads "
+           f"{c.threads} --calibrate {c.calibrate} --seed {ctx.cfg.seed} --min-run-time "
+           f"{c.min_run_time} --out {ctx.table}")
+    return {"command": cmd, "entries": len(table)}
+
+
+def _stage_collect(ctx: _Ctx) -> dict[str, Any]:
+    from predictors.collect import collect_table
+
+    c = ctx.cfg.predictor
+    summary = collect_table(ctx.train_dir, c.collect, ctx.subnets, seed=ctx.cfg.seed,
+                            workers=c.workers, log=ctx.say)
+    cmd = (f"nas predictor collect --run {ctx.train_dir} -n {c.collect} --seed {ctx.cfg.seed} "
+           f"--workers {c.workers} --out {ctx.subnets}")
+    return {"command": cmd, "rows": summary["rows"]}
+
+
+def _stage_fit(ctx: _Ctx) -> dict[str, Any]:
+    from predictors import fit_predictor
+
+    c = ctx.cfg.predictor
+    pred = fit_predictor(str(ctx.subnets), model=c.model, seed=ctx.cfg.seed, folds=c.folds,
+                         log=ctx.say)
+    pred.save(ctx.predictor)
+    cv = pred.info.get("cv") or {}
+    fam = (cv.get("families") or {}).get(cv.get("selected", pred.family), {})
+    cmd = (f"nas predictor fit --data {ctx.subnets} --model {c.model} --folds {c.folds} "
+           f"--seed {ctx.cfg.seed} --out {ctx.predictor}")
+    return {"command": cmd, "family": pred.family,
+            "kendall_tau": (fam.get("mean") or {}).get("kendall_tau")}
+
+
+def default_budget(table: Any, space: Any, *, samples: int, quantile: float, seed: int) -> float:
+    """The ``quantile`` of the table latencies of ``samples`` random archs of ``space`` (ms)."""
+    from nas.arch import sample_arch
+
+    rng = np.random.default_rng(seed)
+    lat = table.predict([sample_arch(space, rng) for _ in range(samples)])
+    return float(np.quantile(lat, quantile))
+
+
+def _stage_search(ctx: _Ctx) -> dict[str, Any]:
+    from nas.latency import LatencyTable
+    from nas.search import SearchConfig, run_search
+    from nas.space import load_space
+
+    c = ctx.cfg.search
+    space = load_space(ctx.cfg.space)
+    budget = c.budget_ms
+    if budget is None:
+        table = LatencyTable.load(ctx.table, space=space)
+        budget = round(default_budget(table, space, samples=c.budget_samples,
+                                      quantile=c.budget_quantile, seed=ctx.cfg.seed), 4)
+        ctx.say(f"budget {budget} ms: the {c.budget_quantile:g} quantile of the predicted "
+                f"latency of {c.budget_samples} random archs")
+    sc = SearchConfig(space=_space_arg(ctx.cfg), budget_ms=budget, out=str(ctx.search_dir),
+                      searcher=c.searcher, trials=c.trials, objective="predictor",
+                      table=str(ctx.table), predictor=str(ctx.predictor), seed=ctx.cfg.seed,
+                      workers=c.workers)
+    result = run_search(sc, echo=ctx.say)
+    if result.best is None:
+        raise PipelineError(f"the search found no arch within {budget} ms; give a larger "
+                            "search.budget_ms")
+    cmd = (f"nas search --space {ctx.cfg.space} --table {ctx.table} --predictor {ctx.predictor} "
+           f"--budget-ms {budget} --searcher {c.searcher} --trials {c.trials} --seed "
+           f"{ctx.cfg.seed} --out {ctx.search_dir}")
+    return {"command": cmd, "budget_ms": budget, "best_acc": result.best["acc"],
+            "best_latency_ms": result.best["latency_ms"]}
+
+
+def _stage_export(ctx: _Ctx) -> dict[str, Any]:
+    from nas.arch import load_arch
+    from nas.export import ExportFormatError, ModelConfig, export_subnet, is_model_dir
+
+    c = ctx.cfg.export
+    best = ctx.search_dir / "best.yaml"
+    formats, skipped = list(c.formats), {}
+    cmd = (f"nas export --run {ctx.train_dir} --arch {best} --out {ctx.model_dir} --formats "
+           f"{','.join(formats)} --finetune-epochs {c.finetune_epochs} --table {ctx.table}")
+    if is_model_dir(ctx.model_dir) and ModelConfig.load(ctx.model_dir).arch == load_arch(best):
+        return {"command": cmd, "skipped_formats": skipped}  # written before a kill
+    while True:
+        try:
+            export_subnet(ctx.train_dir, best, ctx.model_dir, formats=tuple(formats),
+                          finetune_epochs=c.finetune_epochs, table=ctx.table, overwrite=True,
+                          seed=ctx.cfg.seed, command=cmd)
+            break
+        except ExportFormatError as e:
+            if e.fmt in (None, "safetensors") or e.fmt not in formats:
+                raise
+            ctx.say(f"warning: {e}; exporting without {e.fmt}")
+            skipped[e.fmt] = str(e)
+            formats.remove(e.fmt)
+    return {"command": cmd, "skipped_formats": skipped}
+
+
+def _stage_report(ctx: _Ctx) -> dict[str, Any]:
+    from nas.report import write_report
+
+    path = write_report(ctx.out, ctx.cfg, ctx.status, say=ctx.say)
+    return {"command": f"nas run --out {ctx.out}  # rewrites {path.name}", "path": str(path)}
+
+
+_RUNNERS: dict[str, Callable[[_Ctx], dict[str, Any]]] = {
+    "train": _stage_train, "profile": _stage_profile, "collect": _stage_collect,
+    "fit": _stage_fit, "search": _stage_search, "export": _stage_export, "report": _stage_report}
+_ARTEFACTS: dict[str, Callable[[_Ctx], Path]] = {
+    "train": lambda c: c.train_dir / "checkpoints" / "last.safetensors",
+    "profile": lambda c: c.table, "collect": lambda c: c.subnets, "fit": lambda c: c.predictor,
+    "search": lambda c: c.search_dir / "best.yaml",
+    "export": lambda c: c.model_dir / "model.safetensors",
+    "report": lambda c: c.out / "report.html"}
+
+
+def _open(cfg: PipelineConfig, out: Path, say: Callable[[str], None]) -> _Ctx:
+    """Load (or start) ``out/pipeline.json``; refuse a run dir of other settings."""
+    from nas.space import load_space
+
+    space = load_space(cfg.space)
+    path = out / "pipeline.json"
+    if out.exists() and not out.is_dir():
+        raise PipelineError(f"--out {out} exists and is not a directory")
+    if path.is_file():
+        status = read_json(path, what="pipeline status")
+        if not isinstance(status, dict) or status.get("format") != FORMAT:
+            raise ArtifactError(f"{path} is not a nas run status file")
+        diff = _diff(status.get("config", {}), cfg.to_dict())
+        if diff or status.get("space_fingerprint") != space.fingerprint:
+            shown = "; ".join(diff[:4]) + (f"; {len(diff) - 4} more" if len(diff) > 4 else "") \
+                if diff else "the search space file changed"
+            raise PipelineError(f"{out} holds a nas run with other settings ({shown}); rerun "
+                                "with the same settings to resume, or choose another --out")
+        say(f"resuming {out}")
+    else:
+        if out.is_dir() and any(out.iterdir()):
+            raise PipelineError(f"--out {out} exists, is not empty and holds no nas run "
+                                "(pipeline.json); choose a new or empty directory")
+        status = {"format": FORMAT, "version": 1, "config": cfg.to_dict(),
+                  "space": space.name, "space_fingerprint": space.fingerprint,
+                  "command": command_line(), "created": _now(), "stages": {}}
+    ctx = _Ctx(cfg=cfg, out=out, say=say, status=status)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        ctx.save()
+    except OSError as e:
+        raise ArtifactError(f"cannot write {out}: {e.strerror}") from None
+    return ctx
+
+
+def _diff(saved: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(given)):
+        a, b = saved.get(key), given.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} != {b!r}")
+    return out
+
+
+def run_pipeline(cfg: PipelineConfig, out: str | Path, *, until: str | None = None,
+                 echo: Callable[[str], None] | None = print) -> Path:
+    """Run (or resume) every stage of ``nas run`` into ``out``; returns ``out/report.html``.
+
+    Args:
+        cfg: the settings.
+        out: the run directory (created; a directory of the same settings is resumed).
+        until: stop after this stage (one of :data:`STAGES`).
+        echo: where progress lines go (``None``: nowhere).
+
+    Raises:
+        PipelineError: bad settings, or ``out`` holds a run with other settings.
+        NasError: any stage's error (its artefacts so far are kept for the rerun).
+    """
+    if until is not None and until not in STAGES:
+        raise PipelineError(f"unknown stage {until!r}; valid: {', '.join(STAGES)}")
+    say = echo or (lambda line: None)
+    ctx = _open(cfg, Path(out), say)
+    t_start = time.perf_counter()
+    redo = False
+    for i, name in enumerate(STAGES):
+        st = ctx.stage(name)
+        done = st.get("done") and _ARTEFACTS[name](ctx).exists() and not redo
+        if done and name != "report":
+            say(f"[{i + 1}/{len(STAGES)}] {name}: done ({st.get('seconds', 0):.0f} s), skipped")
+        else:
+            redo = name != "report"  # a redone stage invalidates the ones after it
+            say(f"[{i + 1}/{len(STAGES)}] {name}: started {_now()}")
+            t0 = time.perf_counter()
+            st.clear()
+            result = _RUNNERS[name](ctx)
+            st.update(result, done=True, seconds=round(time.perf_counter() - t0, 1),
+                      finished=_now())
+            ctx.save()
+            say(f"[{i + 1}/{len(STAGES)}] {name}: finished in {st['seconds']:.0f} s")
+        if name == until:
+            break
+    total = sum(s.get("seconds", 0) for s in ctx.status["stages"].values())
+    say(f"nas run: {ctx.out} ({total / 60:.1f} min of stage time, "
+        f"{(time.perf_counter() - t_start) / 60:.1f} min this session)")
+    return ctx.out / "report.html"
+
+
+def command_line() -> str:
+    """This process's command line, for the records."""
+    return "nas " + shlex.join(sys.argv[1:])

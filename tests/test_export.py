@@ -1,0 +1,317 @@
+"""Export: inference transforms equal the supernet, model dirs load back (nas, timm, ONNX),
+bad input fails in one line with nothing half-written."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from nas.arch import canonicalize, extreme_arch, load_arch, sample_arch
+from nas.cli import main
+from nas.errors import ArtifactError
+from nas.export import (
+    ModelConfig,
+    load_model,
+    optimize_for_inference,
+    preprocessing_for,
+    write_model_dir,
+)
+from nas.export.fold import fold_batchnorm
+from nas.export.formats import write_format
+from nas.export.onednn import OneDNNLinear
+from nas.model import build_model
+from nas.space import load_space
+from nas.supernet import Supernet
+
+from .conftest import ROOT
+
+MICRO = """\
+name: micro16
+num_classes: 10
+in_chans: 3
+resolution: [16]
+stem: [patch]
+stem_stride: [4]
+stage_defaults: {heads: [2], qk_ratio: [1.0], mlp_ratio: [2], norm: [layernorm, batchnorm]}
+stages:
+  - {depth: [1], embed_dim: [16, 32], mixer: [mhsa, pool]}
+  - {depth: [1], embed_dim: [32], stride: [2], mixer: [mhsa, sra], sr_ratio: [2]}
+"""
+
+
+def _randomize_bn(supernet: Supernet, seed: int = 0) -> None:
+    """Non-trivial BatchNorm statistics in every shared buffer, so folding is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for key, attr in supernet.shared_keys().items():
+        t = getattr(supernet, attr)
+        if key.endswith("running_mean"):
+            t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+        elif key.endswith("running_var"):
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    out = {}
+    for name in ("tiny32", "full32"):
+        net = Supernet(load_space(name), generator=torch.Generator().manual_seed(0)).eval()
+        _randomize_bn(net)
+        out[name] = net
+    return out
+
+
+def _config(space, arch, *, folded=True, fused=True) -> ModelConfig:
+    return ModelConfig(arch=arch, num_classes=space.num_classes, in_chans=space.in_chans,
+                       space_name=space.name, space_fingerprint=space.fingerprint,
+                       preprocessing=preprocessing_for("digits", arch.resolution),
+                       bn_folded=folded, qkv_fused=fused)
+
+
+@pytest.mark.parametrize("name", ["tiny32", "full32"])
+@pytest.mark.parametrize("folded", [True, False], ids=["folded", "unfolded"])
+def test_exported_model_equals_supernet_subnet(nets, tmp_path, name, folded):
+    net = nets[name]
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        arch = sample_arch(net.space, rng)
+        model = optimize_for_inference(net.extract(arch), fold_bn=folded, fuse_qkv=folded)
+        write_model_dir(model, _config(net.space, arch, folded=folded, fused=folded),
+                        tmp_path / f"m{i}")
+        loaded = load_model(tmp_path / f"m{i}")
+        x = torch.randn(2, 3, arch.resolution, arch.resolution,
+                        generator=torch.Generator().manual_seed(i))
+        with torch.no_grad():
+            want, got = net(x, arch), loaded(x)
+        err = (got - want).abs().max().item()
+        assert err <= 1e-5, f"max abs diff {err:.2e} for {arch.to_json()}"
+
+
+def test_folding_removes_batchnorm_where_the_arch_allows(spaces):
+    space = spaces["imagenet224"]
+    arch = canonicalize(space, load_arch(ROOT / "search_spaces/reference/efficientvit_m0.yaml"))
+    model = build_model(arch, num_classes=1000).eval()
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    before = sum(isinstance(m, _BatchNorm) for m in model.modules())
+    fast = optimize_for_inference(model)
+    after = sum(isinstance(m, _BatchNorm) for m in fast.modules())
+    # left: each block's pre-norm before cascaded group attention, and the head's norm
+    assert after == sum(s.depth for s in arch.stages) + 1 < before
+    x = torch.randn(1, 3, 224, 224, generator=g)
+    with torch.no_grad():
+        want = model(x)
+        err = (fast(x) - want).abs().max().item()
+    assert err <= 1e-5 * max(1.0, want.abs().max().item())  # fp32 rounding of ~40 folds
+
+
+def test_fold_requires_eval_mode(spaces):
+    model = build_model(extreme_arch(spaces["full32"], "min"), num_classes=10)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(model.train())
+
+
+def test_onednn_linear_matches_reference_path():
+    lin = torch.nn.Linear(64, 256)
+    fast = OneDNNLinear.from_linear(lin, act="gelu").eval()
+    x = torch.randn(4, 196, 64)
+    with torch.no_grad():
+        want = torch.nn.functional.gelu(lin(x))
+        assert (fast(x) - want).abs().max().item() <= 1e-5
+        lin.weight.mul_(2)  # the packed weight is a cache: it follows in-place updates
+        assert (fast(x) - torch.nn.functional.gelu(lin(x))).abs().max().item() <= 1e-5
+    fast.train()
+    y = fast(x)  # training runs the autograd reference path
+    y.sum().backward()
+    assert lin.weight.grad is not None
+
+
+@pytest.mark.parametrize("name", ["tiny32", "full32"])
+def test_onnx_matches_supernet_subnet(nets, tmp_path, name):
+    ort = pytest.importorskip("onnxruntime")
+    net = nets[name]
+    rng = np.random.default_rng(2)
+    done = 0
+    while done < 3:
+        arch = sample_arch(net.space, rng)
+        if any(s.keep_ratio < 1 for s in arch.stages):
+            continue  # token reduction sorts/scatters: not exportable by the TorchScript exporter
+        model = optimize_for_inference(net.extract(arch))
+        folder = tmp_path / f"m{done}"
+        folder.mkdir()
+        assert write_format("onnx", model, folder, in_chans=3, resolution=arch.resolution) <= 1e-4
+        session = ort.InferenceSession(str(folder / "model.onnx"),
+                                       providers=["CPUExecutionProvider"])
+        x = torch.randn(5, 3, arch.resolution, arch.resolution)
+        got = session.run(["logits"], {"images": x.numpy()})[0]
+        with torch.no_grad():
+            want = net(x, arch).numpy()
+        assert np.abs(got - want).max() <= 1e-4
+        done += 1
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
+def test_graph_formats_read_back(nets, tmp_path, fmt):
+    net = nets["tiny32"]
+    arch = sample_arch(net.space, np.random.default_rng(3))
+    model = optimize_for_inference(net.extract(arch))
+    assert write_format(fmt, model, tmp_path, in_chans=3, resolution=32) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def exported(nets, tmp_path_factory):
+    net = nets["tiny32"]
+    arch = sample_arch(net.space, np.random.default_rng(4))
+    folder = tmp_path_factory.mktemp("exported") / "model"
+    write_model_dir(optimize_for_inference(net.extract(arch)), _config(net.space, arch), folder)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = net(x, arch)
+    return folder, x, want
+
+
+def test_timm_create_model(exported):
+    timm = pytest.importorskip("timm")
+    import nas.export  # noqa: F401  (registers "vitnas")
+
+    folder, x, want = exported
+    for model in (timm.create_model(f"local-dir:{folder}", pretrained=True),
+                  timm.create_model("vitnas", pretrained=True, arch=str(folder)),
+                  timm.create_model("vitnas", pretrained=True, arch=str(folder / "config.json"),
+                                    pretrained_cfg_overlay={"file": str(folder /
+                                                                        "model.safetensors")})):
+        with torch.no_grad():
+            assert (model.eval()(x) - want).abs().max().item() <= 1e-5
+    cfg = timm.data.resolve_data_config(model=model)
+    assert cfg["input_size"] == (3, 32, 32) or list(cfg["input_size"]) == [3, 32, 32]
+    assert cfg["mean"] == pytest.approx([0.3053] * 3)
+    head5 = timm.create_model("vitnas", pretrained=True, arch=str(folder), num_classes=5)
+    assert head5(x).shape == (2, 5)
+    plain = timm.create_model("vitnas", arch=str(ROOT / "search_spaces/reference/deit_tiny.yaml"))
+    assert plain.num_classes == 1000
+    with pytest.raises(TypeError, match="unsupported"):
+        timm.create_model("vitnas", arch=str(folder), drop_path_rate=0.1)
+
+
+def test_load_model_in_fresh_process(exported, tmp_path):
+    folder, x, want = exported
+    torch.save(x, tmp_path / "x.pt")
+    code = ("import sys, torch, nas; m = nas.load_model(sys.argv[1]); "
+            "x = torch.load(sys.argv[2], weights_only=True); "
+            "torch.save(m(x).detach(), sys.argv[3])")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "x.pt"),
+                    str(tmp_path / "y.pt")], check=True, env=env, cwd=tmp_path)
+    got = torch.load(tmp_path / "y.pt", weights_only=True)
+    assert (got - want).abs().max().item() <= 1e-5
+
+
+def test_model_dir_is_strict(exported, tmp_path):
+    folder, _, _ = exported
+    raw = json.loads((folder / "config.json").read_text())
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    for change, match in (({"colour": "red"}, "unknown key"), ({"format_version": 99}, "format"),
+                          ({"num_classes": 7}, "does not fit")):
+        (bad / "config.json").write_text(json.dumps({**raw, **change}))
+        with pytest.raises(ArtifactError, match=match):
+            load_model(bad)
+    (bad / "config.json").write_text(json.dumps(raw))
+    (bad / "model.safetensors").write_bytes(b"\0" * 16)
+    with pytest.raises(ArtifactError, match="corrupted"):
+        load_model(bad)
+    with pytest.raises(ArtifactError, match="not found"):
+        load_model(tmp_path / "missing")
+
+
+def test_failed_write_leaves_nothing(nets, tmp_path):
+    net = nets["tiny32"]
+    arch = extreme_arch(net.space, "min")
+
+    def broken_card(config, checks):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_model_dir(net.extract(arch).eval(), _config(net.space, arch, folded=False,
+                                                          fused=False),
+                        tmp_path / "model", card=broken_card)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the CLI
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from nas.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("run")
+    (root / "micro.yaml").write_text(MICRO)
+    cfg = TrainConfig(space=str(root / "micro.yaml"), data="digits", out=str(root / "train"),
+                      epochs=1, batch_size=64, limit_train=128, limit_val=64)
+    train(cfg, verbose=False)
+    return root
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nas: error: "), err
+    return err[0]
+
+
+def test_cli_export(run_dir, tmp_path, capsys):
+    out = tmp_path / "model"
+    arch = sample_arch(load_space(run_dir / "micro.yaml"), np.random.default_rng(0))
+    rc = main(["export", "--run", str(run_dir / "train"), "--arch", arch.to_json(), "--out",
+               str(out), "--formats", "safetensors,onnx", "--finetune-epochs", "1", "--quiet"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.onnx",
+                                                     "model.safetensors"]
+    cfg = ModelConfig.load(out)
+    assert cfg.arch == arch and cfg.space_name == "micro16" and cfg.bn_folded
+    assert cfg.preprocessing.resolution == 16 and len(cfg.preprocessing.mean) == 3
+    assert {"val_acc", "inherited_acc", "params", "macs", "latency_ms"} <= set(cfg.metrics)
+    model = load_model(out)
+    assert model(torch.randn(1, 3, 16, 16)).shape == (1, 10)
+    assert "measured latency" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("case", ["arch_outside_space", "no_checkpoint", "unwritable_out",
+                                  "bad_format", "out_not_empty"])
+def test_cli_export_bad_input(run_dir, tmp_path, capsys, case):
+    space = load_space(run_dir / "micro.yaml")
+    arch = extreme_arch(space, "min").to_json()
+    args = {"--run": str(run_dir / "train"), "--arch": arch, "--out": str(tmp_path / "m")}
+    if case == "arch_outside_space":
+        args["--arch"] = extreme_arch(load_space("tiny32"), "min").to_json()
+        match = "not in the space"
+    elif case == "no_checkpoint":
+        empty = tmp_path / "empty_run"
+        empty.mkdir()
+        (empty / "config.json").write_text((run_dir / "train" / "config.json").read_text())
+        args["--run"] = str(empty)
+        match = "not found"
+    elif case == "unwritable_out":
+        (tmp_path / "file").write_text("x")
+        args["--out"] = str(tmp_path / "file" / "m")
+        match = "not a writable directory"
+    elif case == "bad_format":
+        args["--formats"] = "safetensors,tflite"
+        match = "unknown export format"
+    else:
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "keep.txt").write_text("mine")
+        match = "not empty"
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    rc = main(["export", *[x for kv in args.items() for x in kv], "--quiet", "--no-measure"])
+    assert rc == 2
+    assert match in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing (half-)written
