@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nas: error: {e.strerror}: {e.filename}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nas: interrupted; finished work is saved, rerun the command to resume",
-              file=sys.stderr)
+        print("nas: interrupted; finished work is saved: rerun the same command to resume "
+              "(nas train: add --resume)", file=sys.stderr)
         return 130
 
 
