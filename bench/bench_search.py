@@ -227,7 +227,7 @@ def main() -> None:
     ap.add_argument("--reference-samples", type=int, default=100_000)
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench_search"))
     ap.add_argument("--fresh", action="store_true", help="rerun cached searches")
-    ap.add_argument("--overhead-trials", type=int, default=200,
+    ap.add_argument("--overhead-trials", type=int, default=1000,
                     help="random search with 1, 5 and 20 archs per Ray trial: the Tune overhead")
     ap.add_argument("--out", default="search_cpu.md")
     args = ap.parse_args()
