@@ -12,7 +12,7 @@ conv/linear + BatchNorm pairs) as a second, stricter baseline. Target: ours/timm
 Writes ``bench/results/vs_timm_cpu.md``.
 
     python bench/bench_vs_timm.py                      # batch 1 and 16, 1 thread
-    python bench/bench_vs_timm.py --threads 2          # on an otherwise idle machine
+    python bench/bench_vs_timm.py --threads 1,2        # also 2 threads, on an idle machine
     python bench/bench_vs_timm.py --repeats 5 --models deit_tiny --batches 1
 """
 from __future__ import annotations
@@ -117,8 +117,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(ORDER))
     ap.add_argument("--batches", default="1,16")
-    ap.add_argument("--threads", default="1,2",
-                    help="thread counts, one table each (default 1,2; on a CPU shared with other "
+    ap.add_argument("--threads", default="1",
+                    help="thread counts, one table each (default 1; on a CPU shared with other "
                     "jobs, multi-threaded wall times mostly measure the scheduler)")
     ap.add_argument("--repeats", type=int, default=21)
     args = ap.parse_args()
