@@ -54,7 +54,7 @@ class PipelineError(NasError):
 class TrainSection:
     """Supernet training (see :class:`nas.training.TrainConfig`)."""
 
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 128
     lr: float = 2e-3
     num_random: int = 2
@@ -68,7 +68,7 @@ class ProfileSection:
 
     threads: int = 1
     batch_size: int = 1
-    calibrate: int = 20
+    calibrate: int = 30
     min_run_time: float = 0.05
 
 
@@ -76,7 +76,7 @@ class ProfileSection:
 class PredictorSection:
     """Subnets evaluated with inherited weights (``collect`` of them), and the predictor."""
 
-    collect: int = 120
+    collect: int = 200
     model: str = "auto"
     folds: int = 5
     workers: int = 1
@@ -134,7 +134,7 @@ class PipelineConfig:
 
         space: tiny32
         data: digits
-        train: {epochs: 20}
+        train: {epochs: 30}
         search: {trials: 1000, budget_ms: null}
         export: {formats: [safetensors, onnx], finetune_epochs: 0}
     """
