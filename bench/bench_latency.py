@@ -16,6 +16,7 @@ Targets on this CPU: >= 95% within +-10%, MAPE <= 4%, Kendall tau >= 0.9.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import io
 import os
@@ -34,6 +35,7 @@ from common import RESULTS, header, write_result  # noqa: E402
 from nas.arch import canonicalize, sample_arch  # noqa: E402
 from nas.complexity import count_macs  # noqa: E402
 from nas.latency import LatencyTable, Measurer, profile_space  # noqa: E402
+from nas.latency import calibrate as calib  # noqa: E402
 from nas.latency.archs import read_archs  # noqa: E402
 from nas.latency.device import DeviceSpec, describe_device  # noqa: E402
 from nas.space import load_space  # noqa: E402
@@ -76,14 +78,12 @@ def heldout_archs(space, n: int, exclude: set, seed: int) -> list:
     return list(out)
 
 
-def time_archs(measurer: Measurer, archs: list, desc: str) -> dict[str, np.ndarray]:
-    stats = []
+def time_archs(measurer: Measurer, archs: list, desc: str, rounds: int) -> dict[str, np.ndarray]:
+    """End-to-end timings, the whole list once per round, each arch's fastest round."""
     t0 = time.perf_counter()
-    for i, a in enumerate(archs):
-        stats += measurer.measure_archs([a.to_dict()])
-        if (i + 1) % 20 == 0:
-            print(f"  {desc}: {i + 1}/{len(archs)} ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+    stats = measurer.measure_archs([a.to_dict() for a in archs], rounds=rounds)
+    print(f"  {desc}: {len(archs)} archs x {rounds} rounds ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
     return {k: np.array([s[k] for s in stats]) for k in ("median", "min")}
 
 
@@ -91,6 +91,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--min-run-time", type=float, default=0.1)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per item, for the tables and the ground truth alike")
     ap.add_argument("--calibrate", type=int, default=30)
     ap.add_argument("--heldout", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
@@ -101,14 +103,15 @@ def main() -> None:
     args = ap.parse_args()
     load0 = os.getloadavg()
     spec = DeviceSpec.parse("cpu", dtype="fp32", batch_size=1, threads=args.threads)
-    timing = {"min_run_time": args.min_run_time, "warmup": 10}
+    timing = {"min_run_time": args.min_run_time, "warmup": 10, "rounds": args.rounds}
 
     # 1. tiny32 table -----------------------------------------------------------------
     space = load_space("tiny32")
     out = RESULTS / "latency_tiny32_cpu.json"
     t0 = time.perf_counter()
     table = profile_space(space, out=out, threads=args.threads, calibrate=args.calibrate,
-                          seed=args.seed, min_run_time=args.min_run_time, progress=True)
+                          seed=args.seed, min_run_time=args.min_run_time, rounds=args.rounds,
+                          progress=True)
     print(f"tiny32 table: {len(table)} entries, this run {time.perf_counter() - t0:.0f} s, "
           f"total {table.scope['seconds']:.0f} s")
     other = "median" if table.stat == "min" else "min"
@@ -117,16 +120,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(out, Path(tmp) / "t.json")
         recal = profile_space(space, out=Path(tmp) / "t.json", threads=args.threads,
-                              calibrate=args.calibrate, seed=args.seed,
+                              calibrate=args.calibrate, seed=args.seed, rounds=args.rounds,
                               min_run_time=args.min_run_time, recalibrate=True, progress=True)
     recals = {table.stat: recal, other: recal.restat(other)}
+    # The same samples fitted without the token-reduction term (compared side by side).
+    alt_features = tuple(f for f in calib.DEFAULT_FEATURES if f != "reduce_ms")
+    alts = {}
+    for stat, t in tables.items():
+        alts[stat] = LatencyTable(copy.deepcopy(t.to_dict()), source=str(out))
+        alts[stat].calibrate(alt_features)
 
     # 2. held-out subnets, timed twice -------------------------------------------------
     held = heldout_archs(space, args.heldout, set(table.calibration_archs()), args.seed + 1000)
     measurer = Measurer(spec.to_dict(), timing, num_classes=space.num_classes,
                         in_chans=space.in_chans)
-    first = time_archs(measurer, held, "ground truth pass 1")
-    second = time_archs(measurer, held, "ground truth pass 2")
+    first = time_archs(measurer, held, "ground truth pass 1", args.rounds)
+    second = time_archs(measurer, held, "ground truth pass 2", args.rounds)
     lines = ["| tiny32, held-out subnets | MAPE | within 5% | within 10% | max error | mean "
              "signed error | Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
     rows = [("arch", "stat", "predicted_ms", "raw_sum_ms", "pass1_ms", "pass2_ms")]
@@ -136,6 +145,8 @@ def main() -> None:
         rows += [(a.to_json(), stat, f"{p:.5f}", f"{r:.5f}", f"{x:.5f}", f"{y:.5f}") for a, p, r, x, y
                  in zip(held, pred, raw, first[stat], second[stat], strict=True)]
         lines.append(row(f"**calibrated table ({stat})**", metrics(pred, first[stat])))
+        lines.append(row(f"calibrated without the reduce_ms term ({stat})",
+                         metrics(alts[stat].predict(held), first[stat])))
         lines.append(row(f"same table re-calibrated before the held-out timing ({stat})",
                          metrics(recals[stat].predict(held), first[stat])))
         lines.append(row(f"raw sum of components ({stat})", metrics(raw, first[stat])))
@@ -173,10 +184,12 @@ def main() -> None:
         iout = RESULTS / "latency_imagenet224_refs_cpu.json"
         t0 = time.perf_counter()
         itable = profile_space(inet, out=iout, threads=args.threads, archs=refs, calibrate_on=cal,
-                               min_run_time=args.min_run_time, progress=True)
+                               min_run_time=args.min_run_time, rounds=args.rounds,
+                               progress=True)
         print(f"imagenet224 table: {len(itable)} entries, {time.perf_counter() - t0:.0f} s")
         im = Measurer(spec.to_dict(), timing, num_classes=1000, in_chans=3)
-        a1, a2 = time_archs(im, refs, "refs pass 1"), time_archs(im, refs, "refs pass 2")
+        a1 = time_archs(im, refs, "refs pass 1", args.rounds)
+        a2 = time_archs(im, refs, "refs pass 2", args.rounds)
         ifit = itable.calibration["fit"]
         ref_lines = [
             f"imagenet224 table restricted to the 4 references + {len(cal)} calibration subnets "
@@ -200,7 +213,9 @@ def main() -> None:
         f"- timing: {table.timing['min_run_time']} s of ~1 ms timed blocks per measurement on the "
         f"{table.timing['clock']} clock, "
         f"{table.timing['warmup']} warm-up calls; statistic over blocks: {table.stat} (the "
-        f"table's), and {other} for comparison (both are recorded)",
+        f"table's), and {other} for comparison (both are recorded); {args.rounds} rounds per "
+        "item (every table entry, calibration subnet and ground-truth subnet is timed once per "
+        "round over the whole list, keeping its fastest round)",
         f"- machine load average (1 min) at start {load0[0]:.1f}, at end {load1[0]:.1f} on "
         f"{os.cpu_count()} cores: other jobs shared the CPU, see the noise floor rows",
         f"- tiny32 table: {len(table)} entries ({table.scope['signatures']} signatures, all "
@@ -208,7 +223,7 @@ def main() -> None:
         f"{out.stat().st_size / 1e3:.0f} kB: `{out.relative_to(RESULTS.parent.parent)}`",
         f"- calibration ({table.stat}): {fit['fit']['n']} random subnets, latency = {coef}",
         f"- held-out: {len(held)} random tiny32 subnets not used for calibration, each timed "
-        f"end to end twice (pass 1 = ground truth)",
+        f"end to end in two independent passes of {args.rounds} rounds (pass 1 = ground truth)",
         f"- predictor speed: {len(many) / cold:,.0f} archs/s cold cache, "
         f"{len(many) / warm:,.0f} archs/s warm",
         "", *lines, "", *ref_lines,

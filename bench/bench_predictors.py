@@ -38,11 +38,13 @@ CX_FAMILY = "gp"
 CX = f"{CX_FAMILY} + log params/MACs"
 
 
-def _noise_ceiling(run_dir: str, table, k: int, seed: int) -> dict:
-    """Split-half reliability of the measured val accuracy over ``k`` subnets of ``table``."""
+def _noise_ceiling(run_dir: str, table, k: int, seed: int, views: int) -> dict:
+    """Split-half reliability of the measured val accuracy over ``k`` subnets of ``table``
+    (halves of the val images, each scored in ``views`` views as the table was)."""
     import torch
 
     from nas import training
+    from nas.data import shifted_views
 
     run = training.load_run(run_dir)
     x, y = training.load_val_data(run.config)
@@ -53,7 +55,9 @@ def _noise_ceiling(run_dir: str, table, k: int, seed: int) -> dict:
     with torch.no_grad():
         for j, i in enumerate(rows):
             for h, part in enumerate(halves):
-                acc[h, j] = training.evaluate(run.supernet, table.archs[i], x[part], y[part])["acc"]
+                acc[h, j] = training.evaluate(run.supernet, table.archs[i],
+                                              shifted_views(x[part], views),
+                                              y[part].repeat(views))["acc"]
     r = float(np.corrcoef(acc[0], acc[1])[0, 1])
     rel = 2 * r / (1 + r)
     return {"k": len(rows), "half": len(halves[0]), "split_tau": kendall_tau(acc[0], acc[1]),
@@ -76,6 +80,9 @@ def main() -> int:
     ap.add_argument("--noise-subnets", type=int, default=80,
                     help="subnets re-evaluated on two halves of the val split to estimate the "
                     "label-noise ceiling of tau (0 skips)")
+    ap.add_argument("--views", type=int, default=5,
+                    help="shifted views per val image when collecting (nas predictor collect "
+                    "--views): 355 digits val images alone cap tau near 0.75")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     load_start = os.getloadavg()[0]
@@ -86,7 +93,8 @@ def main() -> int:
     collect_note = ""
     if not args.skip_collect:
         t0 = time.perf_counter()
-        summary = collect_table(args.run, args.n, args.table, seed=args.seed, workers=args.workers)
+        summary = collect_table(args.run, args.n, args.table, seed=args.seed, workers=args.workers,
+                                views=args.views)
         if summary["new"]:
             collect_note = (f"collection: {summary['new']} subnets evaluated in "
                             f"{time.perf_counter() - t0:.0f}s wall (Ray start included) with "
@@ -137,8 +145,9 @@ def main() -> int:
                       f"({fit_s[(fam, size)][-1]:.1f}s)", flush=True)
 
     # 3. label noise ----------------------------------------------------------------------
+    views = int(meta.get("views", 1))
     noise = _noise_ceiling(meta.get("run", {}).get("run_dir") or args.run, table,
-                           args.noise_subnets, args.seed) if args.noise_subnets else None
+                           args.noise_subnets, args.seed, views) if args.noise_subnets else None
     if noise:
         print("label noise: split-half tau {split_tau:.3f}, r {split_r:.3f}, reliability "
               "{reliability:.3f}, tau ceiling {tau_ceiling:.3f}".format(**noise))
@@ -171,8 +180,10 @@ def main() -> int:
     # report -------------------------------------------------------------------------------
     run_cfg = read_json(Path(meta.get("run", {}).get("run_dir") or args.run) / "config.json",
                         what="run config")
+    run_cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run_cfg}
     trained = ("trained by `nas train` into `{out}` ({epochs} epochs, batch {batch_size}, lr {lr}, "
-               "{num_random} random subnet(s) per step, seed {seed})").format(**run_cfg)
+               "{num_random} random subnet(s) per step, sandwich rule {sandwich_rule}, block "
+               "sharing {block_sharing}, seed {seed})").format(**run_cfg)
 
     def cell(fam: str, size: int) -> str:
         v = np.array(taus[(fam, size)])
@@ -187,7 +198,8 @@ def main() -> int:
         f"data {meta.get('run', {}).get('data')}",
         f"- table: `{args.table}`, {len(table)} subnets (largest, smallest, "
         f"{len(table) - 2} uniform), val acc {table.acc.min():.3f}..{table.acc.max():.3f} "
-        f"(mean {table.acc.mean():.3f})",
+        f"(mean {table.acc.mean():.3f}); each subnet scored on the val split in {views} "
+        f"view(s) (the images and 1-pixel shifts, `nas predictor collect --views {views}`)",
         f"- {collect_note}" if collect_note else "- collection: not timed in this session",
         f"- test set: {len(test)} random held-out subnets (fixed); training sets drawn from the "
         f"other {len(pool)}, {args.repeats} draws per size (mean ± std over draws; draws of "
@@ -208,7 +220,8 @@ def main() -> int:
             "## Label noise: how high can tau go on this validation split?",
             "",
             f"{noise['k']} random subnets of the table re-evaluated on two random halves of the "
-            f"val split ({noise['half']} images each): split-half Kendall tau "
+            f"val split ({noise['half']} images each, {views} view(s) per image): split-half "
+            f"Kendall tau "
             f"{noise['split_tau']:.3f}, Pearson r {noise['split_r']:.3f}. Spearman-Brown "
             f"reliability of the full-split accuracy: {noise['reliability']:.3f}, so even a "
             f"perfect predictor of the expected accuracy would correlate at most "

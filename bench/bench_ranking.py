@@ -10,11 +10,19 @@ target tau >= 0.5.
 Usage:
     python bench/bench_train.py                 # trains runs/bench_train/single first
     python bench/bench_ranking.py               # writes bench/results/ranking_cpu.md
-    python bench/bench_ranking.py --run RUN_DIR --subnets 16 --epochs 12
+    python bench/bench_ranking.py --run RUN_DIR --subnets 20 --epochs 12
+    python bench/bench_ranking.py --scratch-only   # fill the from-scratch cache only
+
+From-scratch results are cached in ``runs/bench_ranking/scratch.json`` keyed by the
+arch, the seed and the recipe, so comparing several supernet runs trains each
+reference subnet once.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,8 +39,10 @@ from scipy.stats import kendalltau, spearmanr  # noqa: E402
 from timm.optim import create_optimizer_v2  # noqa: E402
 from timm.scheduler import create_scheduler_v2  # noqa: E402
 
-from nas.arch import Arch, sample_arch  # noqa: E402
+from nas.arch import Arch, canonicalize, extreme_arch, sample_arch  # noqa: E402
 from nas.complexity import count_params  # noqa: E402
+from nas.errors import ArchError  # noqa: E402
+from nas.io import read_json, write_json  # noqa: E402
 from nas.model import build_model  # noqa: E402
 from nas.training import TrainConfig, evaluate, evaluate_model, load_run, load_val_data  # noqa: E402
 from nas.training.batches import TrainBatches  # noqa: E402
@@ -43,10 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=ROOT / "runs" / "bench_train" / "single",
                    help="a nas train run of tiny32 on digits (default: bench_train's)")
-    p.add_argument("--subnets", type=int, default=16, help="random subnets (>= 15)")
+    p.add_argument("--subnets", type=int, default=20, help="random subnets (>= 15)")
     p.add_argument("--epochs", type=int, default=12, help="from-scratch budget per subnet")
     p.add_argument("--seed", type=int, default=1, help="seed of the subnets and of scratch training")
-    p.add_argument("--repeats", type=int, default=2,
+    p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench_ranking" / "scratch.json",
+                   help="from-scratch results cache (JSON)")
+    p.add_argument("--scratch-only", action="store_true",
+                   help="only train (and cache) the from-scratch references")
+    p.add_argument("--repeats", type=int, default=3,
                    help="scratch trainings per subnet (seeds seed, seed+1, ...); their mean is "
                    "the reference and their mutual tau the noise ceiling")
     return p.parse_args(argv)
@@ -89,24 +103,93 @@ def train_scratch(arch: Arch, run_cfg: dict, epochs: int, seed: int, x_val, y_va
     return evaluate_model(model, x_val, y_val)
 
 
+RECIPE_KEYS = ("data", "batch_size", "lr", "weight_decay", "warmup_epochs", "warmup_lr",
+               "min_lr", "label_smoothing", "max_shift", "clip_grad", "limit_train", "limit_val")
+
+
+def scratch_key(arch: Arch, run_cfg: dict, epochs: int, seed: int) -> str:
+    recipe = {k: run_cfg.get(k) for k in RECIPE_KEYS}
+    blob = json.dumps([arch.to_dict(), recipe, epochs, seed], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def cached_scratch(cache: Path, arch: Arch, run_cfg: dict, epochs: int, seed: int, x, y) -> dict:
+    """``train_scratch`` through the JSON cache (written atomically after each new entry)."""
+    table = read_json(cache, what="scratch cache") if cache.is_file() else {}
+    key = scratch_key(arch, run_cfg, epochs, seed)
+    if key not in table:
+        table[key] = train_scratch(arch, run_cfg, epochs, seed, x, y)
+        fresh = read_json(cache, what="scratch cache") if cache.is_file() else {}
+        write_json(cache, {**fresh, key: table[key]})
+    return table[key]
+
+
+def one_change_table(run, x, y) -> str:
+    """Inherited accuracy of the largest subnet with one dimension changed: where sharing
+    hurts (a diagnostic for the weight-sharing rules, not part of the target)."""
+    big = extreme_arch(run.space, "max")
+
+    def change(i: int, **kw) -> Arch:
+        st = list(big.stages)
+        st[i] = dataclasses.replace(st[i], **kw)
+        return canonicalize(run.space, dataclasses.replace(big, stages=tuple(st)))
+
+    cases = {"largest": big, "smallest": extreme_arch(run.space, "min")}
+    for i, ss in enumerate(run.space.stages):
+        for name in ("heads", "qk_ratio", "mlp_ratio", "low_rank", "depth", "embed_dim"):
+            low = min(ss.choices(name))
+            if low != getattr(big.stages[i], name):
+                cases[f"stage {i}: {name} = {low}"] = (i, {name: low})
+        for m in ss.mixer:
+            if m != big.stages[i].mixer:
+                mixers = tuple(m if j == i else s.mixer for j, s in enumerate(big.stages))
+                cases[f"stage {i}: mixer = {m}"] = extreme_arch(run.space, "max", mixers)
+        for k in ss.keep_ratio:
+            for method in ss.reduce_method if k < 1 else ():
+                cases[f"stage {i}: {method} to {k}"] = (i, {"keep_ratio": k, "reduce_method": method})
+    out = ["", "## One change from the largest subnet (inherited weights)", "",
+           "| subnet | val acc | val loss |", "|---|---:|---:|"]
+    for name, spec in cases.items():
+        try:
+            arch = spec if isinstance(spec, Arch) else change(spec[0], **spec[1])
+        except (ArchError, ValueError):
+            continue
+        r = evaluate(run.supernet, arch, x, y)
+        out.append(f"| {name} | {100 * r['acc']:.2f}% | {r['loss']:.4f} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.subnets < 15:
         raise SystemExit("--subnets must be >= 15")
-    if not (args.run / "checkpoints" / "last.safetensors").is_file():
+    if args.scratch_only and not (args.run / "config.json").is_file():
+        raise SystemExit(f"--scratch-only still needs a run's config (recipe): {args.run}")
+    if not args.scratch_only and not (args.run / "checkpoints" / "last.safetensors").is_file():
         raise SystemExit(f"no trained run at {args.run}; run bench/bench_train.py first "
                          "or pass --run")
     torch.set_num_threads(auto_threads(1))
-    run = load_run(args.run)
-    x, y = load_val_data(run.config)
-    archs = unique_archs(run.space, args.subnets, args.seed)
+    if args.scratch_only:
+        from nas.space import load_space
+        run_cfg = read_json(args.run / "config.json", what="run config")
+        space = load_space(run_cfg["space"])
+        run = None
+    else:
+        run = load_run(args.run)
+        run_cfg, space = run.config, run.space
+    x, y = load_val_data(run_cfg)
+    archs = unique_archs(space, args.subnets, args.seed)
     rows = []
     t0 = time.perf_counter()
     for i, arch in enumerate(archs):
-        inherited = evaluate(run.supernet, arch, x, y)
         t = time.perf_counter()
-        reps = [train_scratch(arch, run.config, args.epochs, args.seed + k, x, y)
+        reps = [cached_scratch(args.cache, arch, run_cfg, args.epochs, args.seed + k, x, y)
                 for k in range(args.repeats)]
+        if run is None:
+            print(f"subnet {i}: scratch losses {[round(r['loss'], 4) for r in reps]} "
+                  f"({time.perf_counter() - t:.0f}s)", flush=True)
+            continue
+        inherited = evaluate(run.supernet, arch, x, y)
         scratch = {m: float(np.mean([r[m] for r in reps])) for m in ("loss", "acc")}
         rows.append({"i": i, "params": count_params(arch, num_classes=run.space.num_classes),
                      "inh": inherited, "scr": scratch, "reps": reps,
@@ -115,18 +198,25 @@ def main(argv: list[str] | None = None) -> int:
               f"scratch loss {scratch['loss']:.4f} acc {scratch['acc']:.4f} "
               f"({rows[-1]['time']:.0f}s)", flush=True)
     total = time.perf_counter() - t0
+    if run is None:
+        print(f"scratch references cached in {args.cache} ({total / 60:.1f} min)")
+        return 0
     tau_loss = kendalltau([r["inh"]["loss"] for r in rows], [r["scr"]["loss"] for r in rows])
     tau_acc = kendalltau([r["inh"]["acc"] for r in rows], [r["scr"]["acc"] for r in rows])
     rho = spearmanr([r["inh"]["loss"] for r in rows], [r["scr"]["loss"] for r in rows])
     ceiling = ""
     if args.repeats >= 2:
-        tau_rep = kendalltau([r["reps"][0]["loss"] for r in rows], [r["reps"][1]["loss"] for r in rows])
+        loss = np.array([[rep["loss"] for rep in r["reps"]] for r in rows])
+        pair = kendalltau(loss[:, 0], loss[:, 1]).statistic
+        rest = np.mean([kendalltau(loss[:, k], np.delete(loss, k, axis=1).mean(1)).statistic
+                        for k in range(loss.shape[1])])
         ceiling = (f"; noise ceiling: Kendall tau (val loss) between two from-scratch seeds = "
-                   f"{tau_rep.statistic:.3f}")
+                   f"{pair:.3f}, between one seed and the mean of the others = {rest:.3f}")
+    cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run.config}
     text = header("Ranking fidelity: inherited weights vs from scratch (tiny32, digits)")
-    text += ("Shared machine: other jobs were using the same 2 cores, so times are noisy.\n\n"
-             f"- supernet run: `{args.run}` (epoch {run.epoch}, {run.config['num_random']} "
-             f"random subnets per step, seed {run.config['seed']})\n"
+    text += (f"- supernet run: `{args.run}` (epoch {run.epoch}, {cfg['num_random']} "
+             f"random subnets per step, sandwich rule {cfg['sandwich_rule']}, block sharing "
+             f"{cfg['block_sharing']}, seed {cfg['seed']})\n"
              f"- {len(rows)} random subnets (seed {args.seed}); from scratch: "
              f"{args.epochs} epochs each (mean of {args.repeats} seeds), same data, batch "
              "size, optimizer and schedule as the supernet run\n"
@@ -140,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         text += (f"| {r['i']} | {r['mixers']} | {r['params']:,} | {r['inh']['loss']:.4f} | "
                  f"{100 * r['inh']['acc']:.2f}% | {r['scr']['loss']:.4f} | "
                  f"{100 * r['scr']['acc']:.2f}% |\n")
+    text += one_change_table(run, x, y)
     path = write_result("ranking_cpu.md", text)
     print(text)
     print(f"wrote {path}")

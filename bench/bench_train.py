@@ -87,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_metrics(single)
     train_time = float(rows[-1]["wall_time_s"])
     text = header("Supernet training, default `nas train` (CPU)")
-    text += ("Shared machine: other jobs were using the same 2 cores, so times are noisy "
-             "(upper bounds).\n\n")
     text += f"- command: `{' '.join(cmd)}`\n"
     text += f"- epochs {len(rows)}, steps {rows[-1]['step']}; {train_threads(single)}\n"
     text += f"- wall time {wall / 60:.1f} min (training loop {train_time / 60:.1f} min; "

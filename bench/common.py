@@ -32,7 +32,16 @@ def header(title: str) -> str:
             f"- machine: {cpu_name()}, {os.cpu_count()} cores, {dev}\n"
             f"- torch {torch.__version__}, threads {torch.get_num_threads()}, "
             f"python {platform.python_version()}\n"
+            f"- load average (1/5/15 min) when written: {_load()} on {os.cpu_count()} cores "
+            f"(above ~0.5 per core, other jobs shared the CPU and timings are upper bounds)\n"
             f"- command: `{cmd}`\n\n")
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def write_result(name: str, text: str) -> Path:

@@ -35,7 +35,7 @@ from nas.space import (
 
 __all__ = [
     "StageArch", "Arch", "walk_arch", "sample_arch", "space_contains", "canonicalize",
-    "mutate_arch", "crossover_arch", "extreme_arch", "extreme_pick", "encode_arch", "decode_arch",
+    "mutate_arch", "crossover_arch", "extreme_arch", "extreme_pick", "sample_mixers", "encode_arch", "decode_arch",
     "encoding_names", "count_archs", "load_arch", "active_dims",
 ]
 
@@ -307,6 +307,15 @@ def _grid_ok(space: SearchSpace | None, arch: Arch) -> str:
     return ""
 
 
+def sample_mixers(space: SearchSpace, rng: np.random.Generator) -> tuple[str, ...]:
+    """One token-mixer family per stage, each uniform among the stage's mixers."""
+    out = []
+    for ss in space.stages:
+        mixers = effective_mixers(ss)
+        out.append(mixers[int(rng.integers(len(mixers)))])
+    return tuple(out)
+
+
 def sample_arch(space: SearchSpace, rng: np.random.Generator) -> Arch:
     """Sample an arch: each active dimension uniformly among its valid choices."""
     for _ in range(100):
@@ -452,9 +461,31 @@ def extreme_pick(which: str) -> Pick:
     return pick
 
 
-def extreme_arch(space: SearchSpace, which: str) -> Arch:
-    """The largest (``"max"``) or smallest (``"min"``) subnet, for the sandwich rule."""
-    arch = walk_arch(space, extreme_pick(which))
+def _fixed_mixers(pick: Pick, mixers: tuple[str, ...]) -> Pick:
+    """``pick`` with each stage's mixer fixed to ``mixers[i]``."""
+    def fixed(where, name, valid):
+        if name != "mixer":
+            return pick(where, name, valid)
+        m = mixers[int(where[len("stages["):-1])]
+        if m not in valid:
+            raise ArchError(f"{where}.mixer: {m!r} is not allowed here; allowed: {', '.join(valid)}")
+        return m
+
+    return fixed
+
+
+def extreme_arch(space: SearchSpace, which: str, mixers: tuple[str, ...] | None = None) -> Arch:
+    """The largest (``"max"``) or smallest (``"min"``) subnet, for the sandwich rule.
+
+    ``mixers`` (one per stage) fixes each stage's token mixer: the largest or smallest
+    subnet of that mixer family (the family sandwich of :mod:`nas.training.loop`).
+    """
+    pick = extreme_pick(which)
+    if mixers is not None:
+        if len(mixers) != len(space.stages):
+            raise ArchError(f"mixers: expected {len(space.stages)} (one per stage), got {len(mixers)}")
+        pick = _fixed_mixers(pick, mixers)
+    arch = walk_arch(space, pick)
     if _grid_ok(space, arch):
         raise ArchError(f"space {space.name}: the {which} arch has a vanishing token grid")
     return arch

@@ -43,7 +43,7 @@ from nas.errors import DataError
 __all__ = [
     "DATASETS", "SPLITS", "IMAGE_EXTENSIONS", "DataSpec", "DatasetKind", "ClassificationDataset",
     "parse_data_spec", "register_dataset", "load_dataset", "to_tensors", "make_loader",
-    "augment_batch",
+    "augment_batch", "shifted_views", "VIEW_SHIFTS",
 ]
 
 SPLITS = ("train", "val")
@@ -514,3 +514,29 @@ def augment_batch(images: Tensor, *, generator: torch.Generator, max_shift: int)
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
 
+
+
+# (dx, dy) of the evaluation views: the image itself, then 1-pixel shifts.
+VIEW_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))
+
+
+def shifted_views(images: Tensor, views: int) -> Tensor:
+    """``views`` deterministic copies of a batch, concatenated: the images, then 1-pixel shifts.
+
+    Scoring a subnet on every view (and averaging) measures its accuracy with less
+    noise when the validation split is small: a borderline image counts as a
+    fraction instead of all or nothing. View ``k`` of image ``i`` is row
+    ``k * len(images) + i``; borders repeat as in :func:`augment_batch`.
+
+    Example:
+        >>> shifted_views(torch.zeros(4, 3, 8, 8), 5).shape
+        torch.Size([20, 3, 8, 8])
+    """
+    if images.ndim != 4:
+        raise DataError(f"shifted_views expects (B, C, H, W) images, got shape {tuple(images.shape)}")
+    if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= len(VIEW_SHIFTS):
+        raise DataError(f"views must be an integer in [1, {len(VIEW_SHIFTS)}], got {views!r}")
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    return torch.cat([padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                      for dx, dy in VIEW_SHIFTS[:views]])

@@ -57,7 +57,7 @@ class TrainSection:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 2e-3
-    num_random: int = 2
+    num_random: int = 1
     limit_train: int = 0
     limit_val: int = 0
 
@@ -70,6 +70,7 @@ class ProfileSection:
     batch_size: int = 1
     calibrate: int = 30
     min_run_time: float = 0.05
+    rounds: int = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +114,7 @@ _RULES: dict[str, tuple[type, bool, tuple[Callable[[Any], bool], str] | None]] =
     "epochs": (int, False, _POS), "batch_size": (int, False, _POS),
     "lr": (float, False, (lambda v: v > 0, "> 0")), "num_random": (int, False, _NONNEG),
     "limit_train": (int, False, _NONNEG), "limit_val": (int, False, _NONNEG),
-    "threads": (int, False, _POS), "calibrate": (int, False, _NONNEG),
+    "threads": (int, False, _POS), "calibrate": (int, False, _NONNEG), "rounds": (int, False, _POS),
     "min_run_time": (float, False, (lambda v: v > 0, "> 0")),
     "collect": (int, False, (lambda v: v >= 2, ">= 2")), "model": (str, False, None),
     "folds": (int, False, (lambda v: v >= 2, ">= 2")), "workers": (int, True, _POS),
@@ -306,12 +307,12 @@ def _stage_profile(ctx: _Ctx) -> dict[str, Any]:
     c = ctx.cfg.profile
     table = profile_space(load_space(ctx.cfg.space), out=ctx.table, device="cpu",
                           batch_size=c.batch_size, threads=c.threads, calibrate=c.calibrate,
-                          seed=ctx.cfg.seed, min_run_time=c.min_run_time)
+                          seed=ctx.cfg.seed, min_run_time=c.min_run_time, rounds=c.rounds)
     if not table.complete:
         raise ArtifactError(f"latency table {ctx.table} is incomplete; rerun to resume")
     cmd = (f"nas profile --space {ctx.cfg.space} --batch-size {c.batch_size} --threads "
            f"{c.threads} --calibrate {c.calibrate} --seed {ctx.cfg.seed} --min-run-time "
-           f"{c.min_run_time} --out {ctx.table}")
+           f"{c.min_run_time} --rounds {c.rounds} --out {ctx.table}")
     return {"command": cmd, "entries": len(table)}
 
 

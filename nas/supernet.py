@@ -2,12 +2,20 @@
 
 The supernet stores one tensor per *shared weight*, at the largest shape any arch
 of the space needs. A subnet's weights are slices of them: widths, heads, QK and
-FFN ratios, depth and token counts take the leading part ("largest first"), kernel
-sizes take the centre, an absolute positional embedding is interpolated to the
+FFN ratios, depth and token counts take the leading part ("largest first"); attention
+projections are stored as the space's largest number of heads and sliced head by
+head: a subnet takes every stored head's leading dims, so a smaller QK ratio or width
+keeps each head's own rows, and with fewer heads each head is a group of whole stored
+heads (2 heads of a 4-head store: heads 0+1 and 2+3), not rows regrouped across heads;
+kernel sizes take the centre, an absolute positional embedding is interpolated to the
 subnet's grid, and 2:4-sparse layers take the magnitude 2:4 mask of their slice.
 Each mixer family (and each stem kind, downsampling kind, SRA reduction ratio, ...)
 has its own weights, named by the ``variant`` of its module; sparse patterns and
-token reduction add none.
+token reduction add none. By default (``block_sharing="mixer"``) a whole block,
+norms and FFNs included, is keyed by its mixer family: an FFN that follows pooling
+sees other features than one that follows attention, and sharing it across
+families cost ranking fidelity (``bench/bench_ranking.py``). ``"all"`` shares
+everything but the mixers (a smaller supernet).
 
 There is no hidden subnet state: ``supernet(x, arch)`` runs the standalone model's
 own forward (:mod:`nas.model`) on sliced views through ``torch.func.functional_call``,
@@ -31,10 +39,10 @@ from torch.func import functional_call
 from nas.arch import Arch, canonicalize, effective_mixers, extreme_pick, walk_arch
 from nas.errors import ArchError
 from nas.model.layers import AbsPosEmbed, LayerScale, SparseLinear
-from nas.model.vit import VisionTransformer, build_model
+from nas.model.vit import Block, VisionTransformer, build_model
 from nas.space import ATTENTION_MIXERS, SearchSpace
 
-__all__ = ["Supernet", "mask_2_4"]
+__all__ = ["Supernet", "mask_2_4", "BLOCK_SHARING"]
 
 def mask_2_4(w: torch.Tensor) -> torch.Tensor:
     """Keep the 2 largest-magnitude weights in every group of 4 inputs (zero-pads the tail)."""
@@ -51,9 +59,11 @@ class _Entry:
     name: str       # name in the standalone model's state_dict
     key: str        # name of the shared tensor in the supernet
     shape: tuple[int, ...]
-    how: str        # "slice" | "kernel" | "interp" | "sparse" | "scalar"
+    how: str        # "slice" | "kernel" | "interp" | "sparse" | "scalar" | "heads_out" | "heads_in"
     init: str       # "zeros" | "ones" | "trunc" | "conv" | "conv_dw" | "gamma"
     buffer: bool
+    heads: int = 0  # heads of the module (head rules only)
+    size: int = 0   # length of the head-structured axis in the model (head rules only)
 
 
 _NORMS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
@@ -63,6 +73,10 @@ def _tensor_rule(mod: nn.Module, pname: str) -> tuple[str, str]:
     """(slicing rule, init rule) of tensor ``pname`` of module ``mod``."""
     if pname == "num_batches_tracked":
         return "scalar", "zeros"
+    if getattr(mod, "heads_out", None):  # q/k/v rows, head by head (also the bias)
+        return "heads_out", "zeros" if pname.endswith("bias") else "trunc"
+    if getattr(mod, "heads_in", None) and pname == "weight":
+        return "heads_in", "trunc"
     if pname == "running_var":
         return "slice", "ones"
     if pname == "running_mean" or pname.endswith("bias"):
@@ -82,11 +96,18 @@ def _tensor_rule(mod: nn.Module, pname: str) -> tuple[str, str]:
     return "slice", "trunc"
 
 
-def _entries(model: nn.Module, *, covering: bool = False) -> list[_Entry]:
+BLOCK_SHARING = ("mixer", "all")
+
+
+def _entries(model: nn.Module, *, covering: bool = False, blocks: str = "mixer",
+             groups: dict[str, int] | None = None) -> list[_Entry]:
     """Map every tensor of a standalone model to its shared tensor and slicing rule.
 
     With ``covering``, every norm also lists BatchNorm buffers, since any norm of the
-    space may be chosen as a BatchNorm by another arch.
+    space may be chosen as a BatchNorm by another arch. ``blocks="mixer"`` keys each
+    block (its norms and FFNs too) by its mixer family; ``"all"`` shares them.
+    ``groups`` gives the stored head count of each head-structured weight (default:
+    the module's own).
     """
     out: list[_Entry] = []
 
@@ -101,18 +122,41 @@ def _entries(model: nn.Module, *, covering: bool = False) -> list[_Entry]:
                       ("num_batches_tracked", torch.empty((), device="meta"), True)]
         for pname, t, is_buf in items:
             how, init = _tensor_rule(mod, pname)
-            out.append(_Entry(std + pname, sup + pname, tuple(t.shape), how, init, is_buf))
+            shape, key = tuple(t.shape), sup + pname
+            if how in ("heads_out", "heads_in"):
+                h = mod.heads_out if how == "heads_out" else mod.heads_in
+                size = shape[0] if how == "heads_out" else shape[1]
+                g = (groups or {}).get(key, h)
+                out.append(_Entry(std + pname, key, _head_shape(how, shape, g), how, init,
+                                  is_buf, heads=h, size=size))
+            else:
+                out.append(_Entry(std + pname, key, shape, how, init, is_buf))
         for cname, child in mod.named_children():
             variant = getattr(child, "variant", None)
+            if blocks == "mixer" and isinstance(child, Block):
+                variant = child.family
             rec(child, f"{std}{cname}.", f"{sup}{cname}{'@' + variant if variant else ''}/")
 
     rec(model, "", "")
     return out
 
 
+def _head_shape(how: str, shape: tuple[int, ...], groups: int) -> tuple[int, ...]:
+    """The stored form of a head-structured tensor: its head axis split into ``groups``
+    stored heads of ``ceil(size / groups)`` leading dims each."""
+    if how == "heads_out":  # (h * d, ...) -> (G, ceil(h * d / G), ...)
+        return (groups, -(-shape[0] // groups), *shape[1:])
+    return (shape[0], groups, -(-shape[1] // groups))  # heads_in: (out, h * d) -> (out, G, ...)
+
+
 def _slice(t: torch.Tensor, e: _Entry) -> torch.Tensor:
     if e.how == "scalar":
         return t
+    if e.how == "heads_out":  # every stored head's leading dims, in head order
+        v = t[tuple(slice(0, n) for n in e.shape)]
+        return v.reshape(-1, *e.shape[2:])[:e.size]
+    if e.how == "heads_in":
+        return t[:e.shape[0], :e.shape[1], :e.shape[2]].reshape(e.shape[0], -1)[:, :e.size]
     if e.how == "interp":
         c = e.shape[1]
         src = t[:, :c]
@@ -156,13 +200,14 @@ def _covering_archs(space: SearchSpace) -> list[Arch]:
             dims = ss.embed_dim if m in ATTENTION_MIXERS else (max(ss.embed_dim),)
             heads = ss.heads if m in ATTENTION_MIXERS else (None,)
             srs = ss.sr_ratio if m == "sra" else (None,)
-            mix += [{(w, "mixer"): m, (w, "embed_dim"): d, (w, "heads"): h, (w, "sr_ratio"): r}
-                    for d in dims for h in heads for r in srs]
+            # blocks are keyed by mixer family, so the FFN variants are crossed with it
+            mix += [{(w, "mixer"): m, (w, "embed_dim"): d, (w, "heads"): h, (w, "sr_ratio"): r,
+                     (w, "low_rank"): lr}
+                    for d in dims for h in heads for r in srs for lr in ss.low_rank]
         factors.append(mix)
         factors.append([{(w, "downsample"): d, (w, "stride"): s}
                         for d in ss.downsample for s in ss.stride])
         factors.append([{(w, "pos_embed"): p} for p in ss.pos_embed])
-        factors.append([{(w, "low_rank"): r} for r in ss.low_rank])
     largest = extreme_pick("max")
     archs = [walk_arch(space, largest)]
     for k in range(max(len(f) for f in factors)):
@@ -182,13 +227,24 @@ class Supernet(nn.Module):
     """Shared weights for every arch of ``space``; ``forward(x, arch)`` and ``extract(arch)``."""
 
     def __init__(self, space: SearchSpace, *, generator: torch.Generator | None = None,
-                 cache_size: int = 64):
+                 cache_size: int = 64, block_sharing: str = "mixer"):
         super().__init__()
+        if block_sharing not in BLOCK_SHARING:
+            raise ValueError(f"block_sharing must be one of {', '.join(BLOCK_SHARING)}; "
+                             f"got {block_sharing!r}")
         self.space = space
         self.cache_size = cache_size
+        self.block_sharing = block_sharing
+        skeletons = [self._skeleton(arch) for arch in _covering_archs(space)]
+        groups: dict[str, int] = {}  # head-structured weights are stored with the most heads
+        for model in skeletons:
+            for e in _entries(model, covering=True, blocks=block_sharing):
+                if e.heads:
+                    groups[e.key] = max(groups.get(e.key, 0), e.heads)
+        self._groups = groups
         spec: dict[str, _Entry] = {}
-        for arch in _covering_archs(space):
-            for e in _entries(self._skeleton(arch), covering=True):
+        for model in skeletons:
+            for e in _entries(model, covering=True, blocks=block_sharing, groups=groups):
                 old = spec.get(e.key)
                 if old is not None:
                     e = _Entry(e.name, e.key, tuple(max(a, b) for a, b in zip(old.shape, e.shape)),
@@ -224,7 +280,7 @@ class Supernet(nn.Module):
             return plan
         canon = canonicalize(self.space, arch)
         model = self._skeleton(canon)
-        entries = _entries(model)
+        entries = _entries(model, blocks=self.block_sharing, groups=self._groups)
         for e in entries:
             attr = self._names.get(e.key)
             if attr is None:
@@ -263,12 +319,16 @@ class Supernet(nn.Module):
         return super()._apply(fn, recurse)
 
 
+_DERIVED = ("sparse", "interp", "heads_out", "heads_in")  # slices that may be copies
+
+
 class _Plan:
     """A subnet's standalone model whose tensors alias slices of the shared weights.
 
     Slices are views, so they follow in-place updates of the shared weights; the few
-    derived tensors (2:4 masks, interpolated positional embeddings) are recomputed
-    when the version counter of their source changes.
+    derived tensors (2:4 masks, interpolated positional embeddings, head-wise slices
+    that are not contiguous) are recomputed when the version counter of their source
+    changes.
     """
 
     def __init__(self, model: nn.Module, entries: list[tuple[_Entry, torch.Tensor]]):
@@ -276,7 +336,7 @@ class _Plan:
         self._derived: list[tuple[_Entry, torch.Tensor, int]] = []
         for e, t in entries:
             self._assign(e, _slice(t, e).detach())
-            if e.how in ("sparse", "interp"):
+            if e.how in _DERIVED:
                 self._derived.append((e, t, t._version))
 
     def _assign(self, e: _Entry, value: torch.Tensor) -> None:

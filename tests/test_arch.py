@@ -13,9 +13,11 @@ from nas.arch import (
     decode_arch,
     encode_arch,
     encoding_names,
+    extreme_arch,
     load_arch,
     mutate_arch,
     sample_arch,
+    sample_mixers,
     space_contains,
     walk_arch,
 )
@@ -167,3 +169,29 @@ def test_cli_arch_info(tmp_path, capsys, spaces):
     assert main(["arch", "info", str(tmp_path / "nope.yaml"), "--space", "tiny32"]) == 2
     assert "arch file not found" in capsys.readouterr().err
     _ = itertools  # noqa
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_family_extremes_bracket_their_family(spaces, name):
+    """The largest/smallest subnet of a mixer family keeps the family, stays in the
+    space, and brackets every sampled subnet of that family in parameters."""
+    space = spaces[name]
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mixers = sample_mixers(space, rng)
+        top, bottom = extreme_arch(space, "max", mixers), extreme_arch(space, "min", mixers)
+        for a in (top, bottom):
+            assert tuple(s.mixer for s in a.stages) == mixers
+            assert space_contains(space, a)[0]
+        hi, lo = (count_params(a, num_classes=space.num_classes) for a in (top, bottom))
+        assert hi > lo
+    global_max = extreme_arch(space, "max")
+    assert extreme_arch(space, "max", tuple(s.mixer for s in global_max.stages)) == global_max
+
+
+def test_family_extremes_reject_bad_mixers(spaces):
+    space = spaces["tiny32"]
+    with pytest.raises(ArchError, match="one per stage"):
+        extreme_arch(space, "max", ("mhsa",))
+    with pytest.raises(ArchError, match=r"stages\[1\]\.mixer: 'pool' is not allowed"):
+        extreme_arch(space, "max", ("mhsa", "pool"))

@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.arch import sample_arch
+from nas.arch import extreme_arch, sample_arch
 from nas.cli import main
 from nas.errors import ArtifactError, NasError
 from nas.latency import (
@@ -30,7 +30,7 @@ from nas.latency.measure import Timing
 from nas.model import build_model
 from nas.space import parse_space
 
-FAST = {"min_run_time": 0.002, "warmup": 1, "threads": 1, "progress": False}
+FAST = {"min_run_time": 0.002, "warmup": 1, "threads": 1, "progress": False, "rounds": 1}
 
 TINY = {
     "name": "lat-tiny",
@@ -179,6 +179,32 @@ def test_resume_measures_only_the_rest(tiny, tmp_path, monkeypatch):
     total = len(space_signatures(tiny))
     assert len(seen) == total - 5 and second.complete and len(second) == total
     assert not set(seen) & {g.key for g in space_signatures(tiny)[:5]}
+    # asking for a second round resumes the same table: every entry is timed once more
+    seen.clear()
+    third = profile_space(tiny, out=out, calibrate=0, **{**FAST, "rounds": 2})
+    assert sorted(seen) == sorted(g.key for g in space_signatures(tiny))
+    assert third.complete and all(third.rounds(g) == 2 for g in space_signatures(tiny))
+    assert third.timing["rounds"] == 2
+
+
+def test_rounds_keep_the_fastest_measurement(tiny):
+    table = LatencyTable.new(tiny, {"type": "cpu", "name": "x", "dtype": "fp32", "batch_size": 1,
+                                    "threads": 1}, {"stat": "min", "clock": "thread"})
+    sig = space_signatures(tiny)[0]
+    table.add(sig, {"min": 2.0, "median": 2.5, "iqr": 0.1})
+    table.add(sig, {"min": 1.5, "median": 3.0, "iqr": 0.2}, merge=True)
+    table.add(sig, {"min": 4.0, "median": 4.0, "iqr": 0.3}, merge=True)
+    assert table.lookup(sig) == 1.5 and table.rounds(sig) == 3
+    rec = table.to_dict()["entries"][0]
+    assert (rec["min"], rec["median"], rec["iqr"]) == (1.5, 2.5, 0.2)
+    table.add(sig, {"min": 9.0, "median": 9.0})  # without merge: replaced
+    assert table.lookup(sig) == 9.0 and table.rounds(sig) == 1
+    arch = extreme_arch(tiny, "min")
+    table.add_calibration_sample(arch, {"min": 3.0, "median": 3.0})
+    table.add_calibration_sample(arch, {"min": 2.0, "median": 5.0})
+    (sample,) = table.to_dict()["calibration"]["samples"]
+    assert (sample["ms"], sample["median"], sample["rounds"]) == (2.0, 3.0, 2)
+    assert table.calibration_rounds(arch) == 2
 
 
 def test_recalibrate_times_only_the_calibration_subnets(tiny, table_path, tmp_path,

@@ -29,7 +29,7 @@ from predictors import (
 )
 from predictors.features import ArchEncoder
 from predictors.metrics import kendall_tau, kfold_indices, ranking_metrics, top_k_precision
-from predictors.table import table_space, write_table, write_table_meta
+from predictors.table import read_table_meta, table_space, write_table, write_table_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -454,6 +454,30 @@ def test_collect_refuses_a_table_of_another_run(fake_run, tmp_path, monkeypatch)
                         lambda run_dir, **kw: SimpleNamespace(**{**vars(run), "epoch": 9}))
     with pytest.raises(ArtifactError, match="collected from run"):
         collect_table(fake_run.run_dir, 1, out, workers=1, log=None)
+
+
+def test_collect_views_average_shifted_copies(fake_run, tmp_path):
+    from nas.data import shifted_views
+    from nas.training import evaluate, load_val_data
+    from predictors.collect import collect_table
+
+    out = tmp_path / "v.csv"
+    collect_table(fake_run.run_dir, 1, out, seed=0, workers=1, views=3, log=None)
+    table = read_table(out, space=fake_run.space)
+    run = SimpleNamespace(config={"data": "digits", "image_size": 32, "limit_val": 12,
+                                  "space": "tiny32"})
+    x, y = load_val_data(run.config)
+    from nas import training
+    net = training.load_run(fake_run.run_dir).supernet
+    want = evaluate(net, table.archs[2], shifted_views(x, 3), y.repeat(3))
+    assert table.acc[2] == pytest.approx(want["acc"]) and table.loss[2] == pytest.approx(want["loss"])
+    assert read_table_meta(out)["views"] == 3
+    with pytest.raises(ArtifactError, match="--views 3, not 1"):
+        collect_table(fake_run.run_dir, 2, out, seed=0, workers=1, log=None)
+    with pytest.raises(Exception, match="views must be an integer in"):
+        collect_table(fake_run.run_dir, 2, tmp_path / "w.csv", workers=1, views=10, log=None)
+    views = shifted_views(x[:2], 5)
+    assert torch.equal(views[:2], x[:2]) and torch.equal(views[2:4, ..., :-1], x[:2, ..., 1:])
 
 
 @pytest.mark.slow

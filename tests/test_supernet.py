@@ -135,3 +135,52 @@ def test_mask_2_4():
     assert ((groups != 0).sum(-1) <= 2).all()
     kept = torch.nn.functional.pad(w.abs(), (0, 2)).view(6, 3, 4).topk(2, -1).values.sum()
     assert torch.isclose(groups.abs().sum(), kept)
+
+
+@pytest.mark.parametrize("mixer", ["mhsa", "sra", "linear"])
+def test_attention_is_sliced_head_by_head(spaces, mixer):
+    """A subnet with smaller heads keeps each head's own rows of q/k/v and columns of
+    the projection; with fewer heads, each is a group of whole stored heads."""
+    space = spaces["tiny32"]
+    net = Supernet(space, generator=torch.Generator().manual_seed(0))
+    big = arch_with(space, {("stages[1]", "mixer"): mixer, "heads": 4, "qk_ratio": 1.0}, "max")
+    small = arch_with(space, {("stages[1]", "mixer"): mixer, "heads": 4, "qk_ratio": 0.5,
+                              ("stages[1]", "embed_dim"): 96}, "max")
+    two = arch_with(space, {("stages[1]", "mixer"): mixer, "heads": 2, "qk_ratio": 1.0}, "max")
+    pre = "stages.1.blocks.0.mixer."
+    wb, ws, w2 = (net.subnet_tensors(a) for a in (big, small, two))
+    qb = wb[pre + "q.weight"].view(4, 32, 128)  # dim 128, 4 heads of 32
+    qs = ws[pre + "q.weight"].view(4, 12, 96)   # dim 96, 4 heads of 24, half for q/k
+    assert torch.equal(qs, qb[:, :12, :96])
+    vb, vs = wb[pre + "v.weight"].view(4, 32, 128), ws[pre + "v.weight"].view(4, 24, 96)
+    assert torch.equal(vs, vb[:, :24, :96])
+    pb, ps = wb[pre + "proj.weight"].view(128, 4, 32), ws[pre + "proj.weight"].view(96, 4, 24)
+    assert torch.equal(ps, pb[:96, :, :24])
+    # 2 heads of 64 are the 4 stored heads in pairs: heads 0+1 and 2+3
+    assert torch.equal(w2[pre + "q.weight"], wb[pre + "q.weight"])
+    assert torch.equal(w2[pre + "proj.weight"], wb[pre + "proj.weight"])
+    # gradients of the smaller subnet land in its head-wise slice only
+    x = torch.randn(2, 3, 32, 32)
+    net(x, small).sum().backward()
+    variant = {"mhsa": "attn", "sra": "sra", "linear": "linear"}[mixer]
+    key = f"stages/1/blocks/0@{mixer}/mixer@{variant}/q/weight"
+    g = getattr(net, net.shared_keys()[key]).grad
+    assert g.shape == (4, 32, 128)
+    assert g[:, 12:].abs().sum() == 0 and g[:, :, 96:].abs().sum() == 0
+    assert g[:, :12, :96].abs().sum() > 0
+
+
+def test_block_sharing_keys_and_equivalence(spaces):
+    space = spaces["tiny32"]
+    mixer = Supernet(space, generator=torch.Generator().manual_seed(0))
+    shared = Supernet(space, generator=torch.Generator().manual_seed(0), block_sharing="all")
+    ffn = "stages/0/blocks/0{}/post/0/ffn/fc1/weight"
+    keys_m, keys_a = set(mixer.shared_keys()), set(shared.shared_keys())
+    assert {ffn.format(f"@{m}") for m in ("mhsa", "attention", "pool", "dwconv")} <= keys_m
+    assert ffn.format("") in keys_a and not any("blocks/0@" in k for k in keys_a)
+    assert sum(p.numel() for p in mixer.parameters()) > sum(p.numel() for p in shared.parameters())
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        _agree(shared.eval(), sample_arch(space, rng))
+    with pytest.raises(ValueError, match="block_sharing"):
+        Supernet(space, block_sharing="none")

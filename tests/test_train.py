@@ -116,6 +116,21 @@ def test_corrupted_checkpoint(runs, tmp_path, damage):
     assert ckpt.read_bytes() == bytes(data)  # nothing overwritten
 
 
+def test_checkpoint_of_an_older_weight_layout(runs, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = shutil.copytree(runs["a"], tmp_path / "run")
+    ckpt = checkpoint_path(run)
+    with safe_open(str(ckpt), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(ckpt), metadata={**meta, "format": "nas-train-checkpoint/1"})
+    for side in ckpt.parent.glob("*.json"):
+        side.unlink()  # the sidecar's hash would flag the rewrite as corruption first
+    with pytest.raises(ArtifactError, match="another version of nas.*train the supernet again"):
+        load_run(run)
+
+
 def test_checkpoint_of_another_space(runs, spaces, tmp_path):
     run = shutil.copytree(runs["a"], tmp_path / "run")
     tiny, full = spaces["tiny32"].fingerprint, spaces["full32"].fingerprint
@@ -148,6 +163,32 @@ def test_config_rejects_unknown_and_bad_values():
         TrainConfig.from_dict({**TINY, "out": "x", "epochs": 0})
     with pytest.raises(ConfigError, match="distill"):
         TrainConfig.from_dict({**TINY, "out": "x", "distill": "mse"})
+    with pytest.raises(ConfigError, match="sandwich_rule must be one of family, classic"):
+        TrainConfig.from_dict({**TINY, "out": "x", "sandwich_rule": "big"})
+
+
+@pytest.mark.parametrize("rule", ["family", "classic"])
+def test_sandwich_rules_pick_the_documented_subnets(rule, tmp_path):
+    from nas.space import load_space
+    from nas.training.loop import LoopContext, _Trainer
+
+    space = load_space("tiny32")
+    trainer = _Trainer(_cfg(tmp_path, sandwich_rule=rule), space, LoopContext(verbose=False))
+    seen = set()
+    for _ in range(40):
+        archs, n_ends = trainer.archs()
+        assert archs[0] == extreme_arch(space, "max") and len(archs) == 1 + n_ends + 1
+        if rule == "classic":
+            assert n_ends == 1 and archs[1] == extreme_arch(space, "min")
+            continue
+        mixers = tuple(s.mixer for s in archs[-2].stages)  # the family smallest or the smallest
+        fam = [extreme_arch(space, w, mixers) for w in ("max", "min")]
+        want = [fam[0], extreme_arch(space, "min"), fam[1]]
+        want = [a for i, a in enumerate(want) if a not in want[:i] and a != archs[0]]
+        assert archs[1:1 + n_ends] == want
+        seen.add(mixers)
+    if rule == "family":
+        assert len(seen) >= 10  # 16 combinations of tiny32's mixer families
 
 
 def test_evaluate_matches_training_metrics(runs):

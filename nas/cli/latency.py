@@ -43,6 +43,9 @@ def _timing_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stat", default="min",
                    help="statistic over timed ~1 ms blocks: min (default; robust to other "
                         "jobs on the CPU) or median")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="time every item this many times, round after round, keeping its "
+                        "fastest round (default 3; robust to slowdowns lasting seconds)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +108,7 @@ def _profile(args) -> int:
         space, out=args.out, device=args.device, batch_size=args.batch_size, dtype=args.dtype,
         threads=args.threads, calibrate=args.calibrate, archs=archs, seed=args.seed,
         min_run_time=args.min_run_time, warmup=args.warmup, stat=args.stat, clock=args.clock,
-        address=address,
+        rounds=args.rounds, address=address,
         max_entries=args.max_entries, max_signatures=args.max_signatures,
         recalibrate=args.recalibrate, progress=not args.quiet and sys.stderr.isatty(),
         force=args.force)
@@ -164,7 +167,7 @@ def _measure(args) -> int:
     table = LatencyTable.load(args.table, space=space) if args.table else None
     ms = measure_arch(arch, space, device=args.device, batch_size=args.batch_size,
                       dtype=args.dtype, threads=args.threads, min_run_time=args.min_run_time,
-                      warmup=args.warmup, stat=args.stat, clock=args.clock)
+                      warmup=args.warmup, stat=args.stat, clock=args.clock, rounds=args.rounds)
     spec = DeviceSpec.parse(args.device, dtype=args.dtype, batch_size=args.batch_size,
                             threads=args.threads).resolve()
     clock = Timing(clock=args.clock).resolve(spec).clock

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "Ray, more = local Ray (default: the CPU count)")
     g.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS)")
     c.add_argument("--chunk-size", type=int, help="archs per Ray task (table rewritten after each)")
+    c.add_argument("--views", type=int, default=1,
+                   help="score each val image in this many 1-pixel-shifted views (1-9; default "
+                   "1): less label noise on a small val split, views x the inference")
     c.set_defaults(func=_collect)
 
     f = s.add_parser("fit", help="cross-validate and fit a predictor on a table",
@@ -65,7 +68,7 @@ def _collect(args: argparse.Namespace) -> int:
     from predictors.collect import collect_table
 
     summary = collect_table(args.run, args.n, args.out, seed=args.seed, workers=args.workers,
-                            address=args.address, chunk_size=args.chunk_size)
+                            address=args.address, chunk_size=args.chunk_size, views=args.views)
     per = summary["eval_s_per_arch"]
     print(f"table {args.out}: {summary['rows']} rows ({summary['new']} new, {summary['skipped']} "
           f"already there) in {summary['wall_s']:.1f}s"

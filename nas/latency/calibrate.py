@@ -5,15 +5,18 @@ model ``forward`` bodies, tensors handed between blocks, colder caches), as note
 for layer-wise lookup tables by nn-Meter (Zhang et al., MobiSys 2021). A few whole
 subnets measured end to end fit
 
-    latency ~= a * raw_sum + b * ops + c * n_blocks + d * n_components + e
+    latency ~= a * raw_sum + b * ops + c * n_blocks + d * n_components + e + f * reduce_ms
 
-(any subset of the terms; by default ``raw_sum, ops, const``) by non-negative
+(any subset of the terms; by default ``raw_sum, ops, const, reduce_ms``) by non-negative
 least squares on the *relative* error, so small and large subnets weigh alike and
 no prediction can turn negative however far it extrapolates. ``ops`` counts the
 torch calls of one forward: a component timed in a tight loop keeps its dispatch
 path hot in the instruction cache and branch predictors, while in the whole model
-each op pays more (about 1 us per op on a busy x86 core). Leave-one-out error is
-reported as the fit residual.
+each op pays more (about 1 us per op on a busy x86 core). ``reduce_ms`` (the
+summed latency of in-stage token pruning/merging) lets the fit scale those
+components on their own: their gathers and sorts sit between blocks, where the
+tight-loop timing of a standalone component is least representative.
+Leave-one-out error is reported as the fit residual.
 
 Example:
     >>> coef = fit(X, y, ("raw_ms", "ops", "const"))  # doctest: +SKIP
@@ -28,8 +31,8 @@ from scipy.optimize import nnls
 __all__ = ["FEATURES", "DEFAULT_FEATURES", "fit", "apply", "fit_report"]
 
 # Columns of the feature matrix a table computes for every arch.
-FEATURES = ("raw_ms", "ops", "n_blocks", "n_components", "const")
-DEFAULT_FEATURES = ("raw_ms", "ops", "const")
+FEATURES = ("raw_ms", "ops", "n_blocks", "n_components", "const", "reduce_ms")
+DEFAULT_FEATURES = ("raw_ms", "ops", "const", "reduce_ms")
 
 
 def _cols(features: Sequence[str]) -> list[int]:

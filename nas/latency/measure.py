@@ -62,6 +62,10 @@ class Timing:
             statistic reject blocks hit by time slicing on a shared CPU.
         stat: statistic over blocks that becomes the latency: ``median`` or ``min``
             (both are recorded either way).
+        rounds: measurement rounds per component or arch; a profile times every item
+            once per round, round after round, and keeps each item's fastest round, so
+            a slowdown of the machine lasting seconds (seen on shared VMs) spoils at
+            most one round of the items it overlaps.
         clock: ``wall`` (``time.perf_counter``), ``thread`` (CPU time of the timing
             thread, ``time.thread_time``: time the thread was preempted by other jobs
             is not counted; CPU with one thread only, where every op runs on that
@@ -74,6 +78,7 @@ class Timing:
     block_time: float = 1e-3
     stat: str = "min"
     clock: str = "auto"
+    rounds: int = 3
 
     def __post_init__(self) -> None:
         for name in ("min_run_time", "block_time"):
@@ -82,6 +87,8 @@ class Timing:
                 raise NasError(f"{name} must be a positive number of seconds, got {v!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise NasError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise NasError(f"rounds must be an integer >= 1, got {self.rounds!r}")
         if self.stat not in STATS:
             raise NasError(f"stat must be one of {', '.join(STATS)}, got {self.stat!r}")
         if self.clock not in CLOCKS:
@@ -211,7 +218,7 @@ class Measurer:
                  in_chans: int):
         self.spec = DeviceSpec.from_dict(device).resolve()
         self.timing = Timing(**{k: timing[k] for k in ("min_run_time", "warmup", "block_time",
-                                                      "stat", "clock") if k in timing}
+                                                      "stat", "clock", "rounds") if k in timing}
                              ).resolve(self.spec)
         self.num_classes, self.in_chans = num_classes, in_chans
 
@@ -231,20 +238,34 @@ class Measurer:
             out.append(time_module(module, inputs, self.spec, self.timing))
         return out
 
-    def measure_archs(self, archs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
-        """Timing statistics of the standalone model of every arch (given as dicts)."""
-        out = []
+    def measure_archs(self, archs: Sequence[dict[str, Any]], *, rounds: int = 1
+                      ) -> list[dict[str, float]]:
+        """Timing statistics of the standalone model of every arch (given as dicts).
+
+        With ``rounds > 1`` the list is timed that many times over, round after round,
+        and each arch keeps its fastest round (per statistic).
+        """
+        models = []
         for raw in archs:
             arch = Arch.from_dict(raw)
             model = build_model(arch, num_classes=self.num_classes, in_chans=self.in_chans)
             x = torch.randn(self.spec.batch_size, self.in_chans, arch.resolution, arch.resolution)
-            out.append(time_module(model, (x,), self.spec, self.timing))
+            models.append((model, x))
+        out: list[dict[str, float]] = []
+        for r in range(rounds):
+            for i, (model, x) in enumerate(models):
+                st = time_module(model, (x,), self.spec, self.timing)
+                if r == 0:
+                    out.append(st)
+                else:
+                    out[i] = {**out[i], **{k: min(out[i][k], st[k]) for k in ("median", "min")}}
         return out
 
 
 def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_size: int = 1,
                  dtype: str = "fp32", threads: int | None = None, min_run_time: float = 0.1,
-                 warmup: int = 10, stat: str = "min", clock: str = "auto") -> float:
+                 warmup: int = 10, stat: str = "min", clock: str = "auto",
+                 rounds: int = 3) -> float:
     """Ground truth: latency (ms, ``stat`` over blocks) of the standalone model of ``arch``.
 
     The same method and setting as the profiler, so it compares with table predictions.
@@ -253,7 +274,8 @@ def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_s
         >>> measure_arch(arch, space, device="cpu", threads=1)  # doctest: +SKIP
     """
     spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
-    timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, clock=clock)
+    timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, clock=clock,
+                    rounds=rounds)
     m = Measurer(spec.to_dict(), asdict(timing), num_classes=space.num_classes,
                  in_chans=space.in_chans)
-    return m.measure_archs([arch.to_dict()])[0][stat]
+    return m.measure_archs([arch.to_dict()], rounds=rounds)[0][stat]

@@ -146,7 +146,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                   calibrate: int = 30, archs: Sequence[Arch] | None = None, seed: int = 0,
                   calibrate_on: Sequence[Arch] | None = None,
                   min_run_time: float = 0.1, warmup: int = 10, stat: str = "min",
-                  block_time: float = 1e-3, clock: str = "auto", address: str | None = None,
+                  block_time: float = 1e-3, clock: str = "auto", rounds: int = 3,
+                  address: str | None = None,
                   max_entries: int | None = None, max_signatures: int = 20000,
                   features: Sequence[str] = cal.DEFAULT_FEATURES, save_every: int = 8,
                   recalibrate: bool = False, progress: bool = True,
@@ -175,9 +176,12 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         block_time: target seconds per timed block on CPU.
         clock: ``auto`` (CPU time of the timing thread on CPU with one thread, else wall
             time), ``wall`` or ``thread``; see :class:`nas.latency.measure.Timing`.
+        rounds: every signature and calibration subnet is timed once per round, round
+            after round, keeping its fastest round (robust to slowdowns of the machine
+            that last seconds); a resumed table gets the rounds it lacks.
         address: Ray cluster address (``auto``, ``ray://host:10001``, ``local``...); the
             measurements then run in an actor on a node with the device.
-        max_entries: stop after measuring this many new signatures (the table is saved
+        max_entries: stop after this many signature measurements (the table is saved
             incomplete; rerunning resumes).
         max_signatures: refuse spaces with more signatures than this (use ``archs``).
         features: calibration terms (see :mod:`nas.latency.calibrate`).
@@ -193,7 +197,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
     """
     spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
     timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, block_time=block_time,
-                    clock=clock)
+                    clock=clock, rounds=rounds)
     for name, v, lo in (("calibrate", calibrate, 0), ("max_entries", max_entries, 0),
                         ("save_every", save_every, 1), ("max_signatures", max_signatures, 1)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
@@ -219,15 +223,20 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
     try:
         table = _open_table(out, space, measurer.fingerprint(), measurer.timing_record(), scope,
                             force)
-        todo = [g for g in sigs if g not in table]
-        stop_early = max_entries is not None and len(todo) > max_entries
-        todo = todo[:max_entries] if stop_early else todo
+        table.set_rounds(rounds)
+        missing = sum(max(0, rounds - table.rounds(g)) for g in sigs)
+        stop_early = max_entries is not None and missing > max_entries
+        budget = max_entries if stop_early else missing
         seconds = table.scope.get("seconds", 0.0)
         if recalibrate:
             table.clear_calibration()
-        if todo:
+        if missing:
             table.set_scope(complete=False)
-        _measure_signatures(measurer, table, todo, out, save_every, progress)
+        for r in range(rounds):
+            todo = [g for g in sigs if table.rounds(g) <= r][:budget]
+            budget -= len(todo)
+            _measure_signatures(measurer, table, todo, out, save_every, progress,
+                                desc=f"profile {r + 1}/{rounds}")
         if stop_early:
             table.set_scope(complete=False, signatures=len(sigs) if scope == "space" else None,
                             seconds=seconds + time.perf_counter() - t0)
@@ -235,7 +244,10 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             return table
         table.set_scope(complete=True, signatures=len(sigs) if table.scope["kind"] == "space"
                         else len(table))
-        _measure_calibration(measurer, table, cal_archs, out, seed, progress)
+        for r in range(rounds):
+            _measure_calibration(measurer, table, [a for a in cal_archs
+                                                   if table.calibration_rounds(a) <= r],
+                                 out, seed, progress, desc=f"calibrate {r + 1}/{rounds}")
         table.calibrate(features)
         table.set_scope(seconds=seconds + time.perf_counter() - t0)
         table.save(out)
@@ -246,25 +258,23 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
 
 
 def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature], out: Path,
-                        save_every: int, progress: bool) -> None:
-    bar = tqdm(total=len(todo), desc="profile", unit="sig", disable=not progress or not todo,
+                        save_every: int, progress: bool, desc: str = "profile") -> None:
+    bar = tqdm(total=len(todo), desc=desc, unit="sig", disable=not progress or not todo,
                leave=False)
     try:
         for i in range(0, len(todo), save_every):
             chunk = todo[i:i + save_every]
             for g, stats in zip(chunk, measurer.measure([g.key for g in chunk]), strict=True):
-                table.add(g, stats)
+                table.add(g, stats, merge=True)
             table.save(out)
             bar.update(len(chunk))
     finally:
         bar.close()
 
 
-def _measure_calibration(measurer: Any, table: LatencyTable, archs: list[Arch], out: Path,
-                         seed: int, progress: bool) -> None:
-    done = set(table.calibration_archs())
-    todo = [a for a in archs if a not in done]
-    bar = tqdm(total=len(todo), desc="calibrate", unit="arch", disable=not progress or not todo,
+def _measure_calibration(measurer: Any, table: LatencyTable, todo: list[Arch], out: Path,
+                         seed: int, progress: bool, desc: str = "calibrate") -> None:
+    bar = tqdm(total=len(todo), desc=desc, unit="arch", disable=not progress or not todo,
                leave=False)
     try:
         for a in todo:

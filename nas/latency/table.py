@@ -245,10 +245,44 @@ class LatencyTable:
             out["ops"] = int(stats["ops"])
         return out
 
-    def add(self, sig: Signature | str, stats: dict[str, float] | float) -> None:
-        """Record a component's timing (:func:`nas.latency.measure.time_module` stats, or ms)."""
+    @staticmethod
+    def _best(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+        """Merge a new measurement round into a record: the fastest round per statistic.
+
+        A slow round is one a transient slowdown of the machine hit (other jobs, the
+        host, frequency changes), so the minimum over rounds taken minutes apart is the
+        stable figure; ``rounds`` counts them.
+        """
+        if old is None:
+            return {**new, "rounds": 1}
+        out = {**old, "rounds": int(old.get("rounds", 1)) + 1}
+        for k in ("ms", "median", "min"):
+            if k in new:
+                out[k] = min(old.get(k, new[k]), new[k])
+        if new["ms"] <= old["ms"] and "iqr" in new:
+            out["iqr"] = new["iqr"]
+        return out
+
+    def set_rounds(self, rounds: int) -> None:
+        """Record the measurement rounds the profile takes per item (``timing.rounds``)."""
+        self._data["timing"]["rounds"] = int(rounds)
+
+    def rounds(self, sig: Signature | str) -> int:
+        """Measurement rounds merged into a component's entry (0: not measured)."""
+        rec = self._records.get(sig.key if isinstance(sig, Signature) else sig)
+        return 0 if rec is None else int(rec.get("rounds", 1))
+
+    def add(self, sig: Signature | str, stats: dict[str, float] | float, *,
+            merge: bool = False) -> None:
+        """Record a component's timing (:func:`nas.latency.measure.time_module` stats, or ms).
+
+        ``merge``: keep the fastest of this and the recorded rounds (see :meth:`_best`).
+        """
         sig = sig if isinstance(sig, Signature) else Signature.from_key(sig)
-        rec = {"kind": sig.kind, **self._timed(stats), "params": sig.params_dict()}
+        old = self._records.get(sig.key) if merge else None
+        timed = self._best({k: v for k, v in old.items() if k not in ("kind", "params")}
+                           if old else None, self._timed(stats))
+        rec = {"kind": sig.kind, **timed, "params": sig.params_dict()}
         self._records[sig.key] = rec
         self._ms[sig.key] = rec["ms"]
         self._ops[sig.key] = rec.get("ops", 0)
@@ -271,11 +305,27 @@ class LatencyTable:
 
     def add_calibration_sample(self, arch: Arch, stats: dict[str, float] | float, *,
                                seed: int | None = None) -> None:
-        """Record an end-to-end timing of ``arch`` for the calibration."""
+        """Record an end-to-end timing of ``arch`` for the calibration (another round of
+        an arch already there merges into its sample, as :meth:`add` with ``merge``)."""
         c = self._data["calibration"] or {"features": None, "coef": None, "samples": [],
                                           "fit": None, "seed": seed}
-        c["samples"].append({**self._timed(stats), "arch": arch.to_dict()})
+        raw = arch.to_dict()
+        for i, sample in enumerate(c["samples"]):
+            if sample["arch"] == raw:
+                old = {k: v for k, v in sample.items() if k != "arch"}
+                c["samples"][i] = {**self._best(old, self._timed(stats)), "arch": raw}
+                break
+        else:
+            c["samples"].append({**self._best(None, self._timed(stats)), "arch": raw})
         self._data["calibration"] = c
+
+    def calibration_rounds(self, arch: Arch) -> int:
+        """Measurement rounds of ``arch``'s calibration sample (0: none)."""
+        raw = arch.to_dict()
+        for sample in (self._data["calibration"] or {}).get("samples", []):
+            if sample["arch"] == raw:
+                return int(sample.get("rounds", 1))
+        return 0
 
     def clear_calibration(self) -> None:
         """Forget the calibration timings and coefficients (predictions become raw sums)."""
@@ -345,19 +395,20 @@ class LatencyTable:
         return self.lookup(sig), self._ops.get(sig.key, 0)
 
     def _stage(self, s: StageArch, cin: int, grid: tuple[int, int]
-               ) -> tuple[float, int, int, int, tuple[int, int]]:
-        """(ms, ops, blocks, components, output grid) of one stage, cached."""
+               ) -> tuple[float, int, int, int, float, tuple[int, int]]:
+        """(ms, ops, blocks, components, token-reduction ms, output grid) of one stage, cached."""
         key = (s, cin, grid)
         hit = self._stage_cache.get(key)
         if hit is None:
             sigs, out_grid = stage_signatures(s, cin, grid)
             costs = [self._cost(g) for g in sigs]
+            reduce_ms = sum(c[0] for g, c in zip(sigs, costs) if g.kind == "reduce")
             hit = (sum(c[0] for c in costs), sum(c[1] for c in costs), s.depth, len(sigs),
-                   out_grid)
+                   reduce_ms, out_grid)
             self._stage_cache[key] = hit
         return hit
 
-    def _row(self, arch: Arch) -> tuple[float, int, int, int, float]:
+    def _row(self, arch: Arch) -> tuple[float, int, int, int, float, float]:
         """One row of the feature matrix (see ``calibrate.FEATURES``), from cached pieces."""
         s0 = arch.stages[0]
         skey = ("stem", arch.resolution, arch.stem, arch.stem_stride, s0.embed_dim, s0.norm, s0.act)
@@ -365,18 +416,19 @@ class LatencyTable:
             stem_signature(kind=arch.stem, stride=arch.stem_stride, resolution=arch.resolution,
                            dim=s0.embed_dim, norm=s0.norm, act=s0.act,
                            in_chans=self.space.in_chans)))
-        blocks, comps = 0, 2
+        blocks, comps, reduce_ms = 0, 2, 0.0
         side = stem_grid(arch.stem, arch.stem_stride, arch.resolution)
         grid, cin = (side, side), s0.embed_dim
         for s in arch.stages:
-            t, o, b, c, grid = self._stage(s, cin, grid)
+            t, o, b, c, r, grid = self._stage(s, cin, grid)
             ms, ops, blocks, comps, cin = ms + t, ops + o, blocks + b, comps + c, s.embed_dim
+            reduce_ms += r
         last = arch.stages[-1]
         hkey = ("head", last.embed_dim, last.norm, grid)
         t, o = self._end_cache.get(hkey) or self._end_cache.setdefault(hkey, self._cost(
             head_signature(dim=last.embed_dim, norm=last.norm, tokens=grid[0] * grid[1],
                            num_classes=self.space.num_classes)))
-        return ms + t, ops + o, blocks, comps, 1.0
+        return ms + t, ops + o, blocks, comps, 1.0, reduce_ms
 
     def _feature_matrix(self, archs: Sequence[Arch]) -> np.ndarray:
         n_stages = len(self.space.stages)

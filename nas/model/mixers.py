@@ -35,6 +35,20 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
+def mark_heads(heads: int, *, rows: tuple[nn.Module, ...] = (), cols: tuple[nn.Module, ...] = ()) -> None:
+    """Tell the supernet which linears are laid out head by head.
+
+    ``rows``: output features are ``heads`` consecutive groups (q, k, v); ``cols``: the
+    input features are (the output projection). The supernet slices these per head,
+    so a subnet with smaller heads keeps every head's leading dims instead of
+    regrouping other heads' rows. The standalone model ignores the marks.
+    """
+    for m in rows:
+        m.heads_out = heads
+    for m in cols:
+        m.heads_in = heads
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with small QK (EfficientViT) and an optional sparse pattern.
 
@@ -52,6 +66,7 @@ class Attention(nn.Module):
         self.k = nn.Linear(dim, heads * qk_dim)
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
+        mark_heads(heads, rows=(self.q, self.k, self.v), cols=(self.proj,))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
         q, k, v = _heads(self.q(x), self.heads), _heads(self.k(x), self.heads), \
@@ -76,6 +91,7 @@ class SRAttention(nn.Module):
         self.k = nn.Linear(dim, heads * qk_dim)
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
+        mark_heads(heads, rows=(self.q, self.k, self.v), cols=(self.proj,))
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
             self.sr.variant = f"sr{sr_ratio}"
@@ -108,6 +124,7 @@ class LinearAttention(nn.Module):
         self.k = nn.Linear(dim, heads * qk_dim)
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
+        mark_heads(heads, rows=(self.q, self.k, self.v), cols=(self.proj,))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
         q, k, v = _heads(self.q(x), self.heads), _heads(self.k(x), self.heads), \
@@ -138,6 +155,7 @@ class CascadedGroupAttention(nn.Module):
         self.dw_kernel = nn.Parameter(torch.empty(heads, qk_dim, kernel, kernel))
         self.dw_bias = nn.Parameter(torch.zeros(heads, qk_dim))
         self.proj = nn.Linear(dim, dim)
+        mark_heads(heads, cols=(self.proj,))
         for w in (self.q, self.k, self.v, self.dw_kernel):
             nn.init.trunc_normal_(w, std=0.02)
 

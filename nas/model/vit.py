@@ -49,6 +49,7 @@ class Block(nn.Module):
                            sparse=s.sparsity == "2:4", conv=s.ffn_conv,
                            interaction=s.token_interaction, layer_scale=s.layer_scale)
 
+        self.family = s.mixer  # the supernet may give each mixer family its own block weights
         self.pre = nn.ModuleList([unit() for _ in range(s.sandwich)])
         self.norm = TokenNorm(s.norm, dim)
         self.mixer = build_mixer(s, tokens)

@@ -33,7 +33,8 @@ __all__ = ["CHECKPOINT_FORMAT", "TrainState", "save_checkpoint", "load_checkpoin
            "sidecar_path", "flatten_optimizer", "unflatten_optimizer", "numpy_rng_state",
            "restore_numpy_rng", "torch_rng_state", "restore_torch_rng"]
 
-CHECKPOINT_FORMAT = "nas-train-checkpoint/1"
+# /2: attention projections stored head by head (see nas.supernet); /1 files cannot be read.
+CHECKPOINT_FORMAT = "nas-train-checkpoint/2"
 _MODEL, _OPTIM = "model.", "optim."
 
 
@@ -135,7 +136,12 @@ def load_checkpoint(path: str | Path, *, fingerprint: str | None = None,
             tensors = {k: f.get_tensor(k) for k in names}
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
         raise ArtifactError(f"checkpoint {path} is corrupted or truncated: {e}") from None
-    if header.get("format") != CHECKPOINT_FORMAT or "state" not in header:
+    fmt = str(header.get("format"))
+    if fmt.startswith("nas-train-checkpoint/") and fmt != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path} was written by another version of nas ({fmt}, this one "
+                            f"reads {CHECKPOINT_FORMAT}: the supernet's weight layout changed); "
+                            "train the supernet again")
+    if fmt != CHECKPOINT_FORMAT or "state" not in header:
         raise ArtifactError(f"{path} is not a training checkpoint (format "
                             f"{header.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
     try:

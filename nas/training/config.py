@@ -27,6 +27,8 @@ __all__ = ["ConfigError", "TrainConfig", "DISTILL", "DEVICES", "EXECUTION_FIELDS
            "auto_threads", "check_resume_compatible"]
 
 DISTILL = ("kl", "soft_ce")
+SANDWICH_RULES = ("family", "classic")
+BLOCK_SHARING = ("mixer", "all")  # nas.supernet.BLOCK_SHARING (not imported: keeps config light)
 DEVICES = ("cpu", "cuda")
 # Fields that say *where* a run executes, not *what* it computes; they may change on --resume.
 EXECUTION_FIELDS = ("out", "workers", "address", "device", "threads")
@@ -56,6 +58,13 @@ class TrainConfig:
         min_lr: final learning rate of the cosine decay.
         label_smoothing: for the largest subnet's cross-entropy on labels.
         num_random: random subnets per step, besides the largest and smallest.
+        sandwich_rule: ``family`` (default): each step also draws one token-mixer family
+            per stage and trains the largest and smallest subnets of that family, so
+            every mixer family is trained at both ends of its width range; ``classic``:
+            the global largest and smallest only (BigNAS).
+        block_sharing: ``mixer`` (default): each mixer family has its own block weights
+            (norms, FFNs); ``all``: blocks share everything but the mixers (see
+            :class:`nas.supernet.Supernet`).
         distill: ``kl`` or ``soft_ce`` against the largest subnet's soft labels.
         max_shift: largest random translation of ``nas.data.augment_batch`` (pixels).
         clip_grad: gradient-norm clipping after the sandwich (0 disables it).
@@ -82,6 +91,8 @@ class TrainConfig:
     min_lr: float = 1e-5
     label_smoothing: float = 0.1
     num_random: int = 1
+    sandwich_rule: str = "family"
+    block_sharing: str = "mixer"
     distill: str = "kl"
     max_shift: int = 3
     clip_grad: float = 5.0
@@ -150,7 +161,8 @@ class TrainConfig:
                 and getattr(self, f.name) != getattr(other, f.name)]
 
 
-_STR_FIELDS = ("space", "data", "out", "distill", "address", "device")
+_STR_FIELDS = ("space", "data", "out", "distill", "sandwich_rule", "block_sharing", "address",
+               "device")
 _FLOAT_FIELDS = ("lr", "weight_decay", "warmup_lr", "min_lr", "label_smoothing", "clip_grad")
 _FIELD_TYPES: dict[str, type] = {
     f.name: str if f.name in _STR_FIELDS else float if f.name in _FLOAT_FIELDS else int
@@ -171,6 +183,8 @@ def _check_range(c: TrainConfig) -> None:
     need(0 <= c.label_smoothing < 1, "label_smoothing", "in [0, 1)")
     need(c.num_random >= 0, "num_random", ">= 0")
     need(c.distill in DISTILL, "distill", "one of " + ", ".join(DISTILL))
+    need(c.sandwich_rule in SANDWICH_RULES, "sandwich_rule", "one of " + ", ".join(SANDWICH_RULES))
+    need(c.block_sharing in BLOCK_SHARING, "block_sharing", "one of " + ", ".join(BLOCK_SHARING))
     need(c.max_shift >= 0, "max_shift", ">= 0")
     need(c.clip_grad >= 0, "clip_grad", ">= 0 (0 disables clipping)")
     need(c.eval_batch_size >= 1, "eval_batch_size", ">= 1")

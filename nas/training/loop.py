@@ -2,7 +2,11 @@
 
 Each step trains the largest subnet on the labels (label-smoothed cross-entropy), then
 the smallest and ``num_random`` random subnets on the largest subnet's detached soft
-labels (in-place distillation, Yu & Huang 2019). Gradients of the whole sandwich are
+labels (in-place distillation, Yu & Huang 2019). With the ``family`` sandwich rule
+the "smallest" is widened to a family sandwich: each step draws one token-mixer
+family per stage and trains that family's largest and smallest subnets, so pooling
+or convolution blocks are trained at full width as often as attention ones (the
+global largest stays the teacher). Gradients of the whole sandwich are
 accumulated, all-reduced across workers when there are several, and applied in one
 AdamW step with a cosine schedule (timm). All workers draw the same subnets from a
 shared seeded ``numpy.random.Generator``.
@@ -29,7 +33,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm import tqdm
 
-from nas.arch import Arch, extreme_arch, sample_arch
+from nas.arch import Arch, extreme_arch, sample_arch, sample_mixers
 from nas.space import SearchSpace, parse_space
 from nas.supernet import Supernet
 from nas.training.batches import TrainBatches, fit_resolution
@@ -121,7 +125,8 @@ class _Trainer:
         self.main = ctx.rank == 0
         self.batches = TrainBatches(cfg, image_size=max(space.resolution), rank=ctx.rank,
                                     world=ctx.world)
-        self.net = Supernet(space, generator=torch.Generator().manual_seed(cfg.seed)).to(ctx.device)
+        self.net = Supernet(space, generator=torch.Generator().manual_seed(cfg.seed),
+                            block_sharing=cfg.block_sharing).to(ctx.device)
         self.params = [p for p in self.net.parameters()]
         self.optimizer = create_optimizer_v2(self.net, opt="adamw", lr=cfg.lr,
                                              weight_decay=cfg.weight_decay)
@@ -132,6 +137,7 @@ class _Trainer:
         self.arch_rng = np.random.default_rng(cfg.seed)
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
         self.largest, self.smallest = extreme_arch(space, "max"), extreme_arch(space, "min")
+        self._family: dict[tuple[str, ...], tuple[Arch, Arch]] = {}
         self.epoch, self.step, self.wall = 0, 0, 0.0
         cuda = ctx.device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda \
@@ -151,9 +157,24 @@ class _Trainer:
         self.wall = float(state.extra.get("wall_time_s", 0.0))
         self.scheduler.step_update(num_updates=self.step)
 
-    def archs(self) -> list[Arch]:
+    def archs(self) -> tuple[list[Arch], int]:
+        """This step's subnets, largest first, and how many of them are "small" ends.
+
+        ``classic``: ``[largest, smallest, *random]``; ``family``: ``[largest,
+        family largest, smallest, family smallest, *random]`` (a family end that is
+        the global largest or smallest is not repeated).
+        """
+        ends = [self.smallest]
+        if self.cfg.sandwich_rule == "family":
+            mixers = sample_mixers(self.space, self.arch_rng)
+            if mixers not in self._family:
+                self._family[mixers] = (extreme_arch(self.space, "max", mixers),
+                                        extreme_arch(self.space, "min", mixers))
+            top, bottom = self._family[mixers]
+            ends = [a for a in (top, self.smallest, bottom) if a not in (self.largest, self.smallest)]
+            ends.insert(1 if top != self.largest else 0, self.smallest)
         rand = [sample_arch(self.space, self.arch_rng) for _ in range(self.cfg.num_random)]
-        return [self.largest, self.smallest, *rand]
+        return [self.largest, *ends, *rand], len(ends)
 
     def train_epoch(self) -> dict[str, float]:
         self.net.train()
@@ -165,8 +186,8 @@ class _Trainer:
         for x, y in bar:
             x, y = x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
-            losses = sandwich_step(self.net, self.archs(), x, y, cfg=self.cfg,
-                                   autocast=self.autocast)
+            archs, n_ends = self.archs()
+            losses = sandwich_step(self.net, archs, x, y, cfg=self.cfg, autocast=self.autocast)
             if self.ctx.world > 1:
                 _all_reduce_grads(self.params, self.ctx.world)
             if self.cfg.clip_grad > 0:
@@ -174,8 +195,9 @@ class _Trainer:
             self.optimizer.step()
             self.step += 1
             self.scheduler.step_update(num_updates=self.step)
-            rand = torch.stack(losses[2:]).mean() if len(losses) > 2 else losses[0] * math.nan
-            sums += torch.stack([losses[0], losses[1], rand]).double().cpu()
+            ends, rand = losses[1:1 + n_ends], losses[1 + n_ends:]
+            rand = torch.stack(rand).mean() if rand else losses[0] * math.nan
+            sums += torch.stack([losses[0], torch.stack(ends).mean(), rand]).double().cpu()
         bar.close()
         sums /= max(1, steps)
         if self.ctx.world > 1:

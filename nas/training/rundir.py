@@ -162,7 +162,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Run:
     config, space = read_run_config(run_dir)
     state = load_checkpoint(checkpoint_path(run_dir), fingerprint=space.fingerprint,
                             space_name=space.name)
-    supernet = Supernet(space)
+    supernet = Supernet(space, block_sharing=str(config.get("block_sharing", "mixer")))
     try:
         supernet.load_state_dict(state.model, strict=True)
     except RuntimeError as e:
