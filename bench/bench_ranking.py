@@ -10,7 +10,7 @@ target tau >= 0.5.
 Usage:
     python bench/bench_train.py                 # trains runs/bench_train/single first
     python bench/bench_ranking.py               # writes bench/results/ranking_cpu.md
-    python bench/bench_ranking.py --run RUN_DIR --subnets 20 --epochs 12
+    python bench/bench_ranking.py --run RUN_DIR --subnets 20 --epochs 12 --also 30:2
     python bench/bench_ranking.py --scratch-only   # fill the from-scratch cache only
 
 From-scratch results are cached in ``runs/bench_ranking/scratch.json`` keyed by the
@@ -56,10 +56,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--subnets", type=int, default=20, help="random subnets (>= 15)")
     p.add_argument("--epochs", type=int, default=12, help="from-scratch budget per subnet")
     p.add_argument("--seed", type=int, default=1, help="seed of the subnets and of scratch training")
+    p.add_argument("--also", default="30:2", metavar="EPOCHS:REPEATS[,...]",
+                   help="further from-scratch budgets to rank against (default 30:2; '' none)")
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench_ranking" / "scratch.json",
                    help="from-scratch results cache (JSON)")
     p.add_argument("--scratch-only", action="store_true",
                    help="only train (and cache) the from-scratch references")
+    p.add_argument("--only-repeat", type=int, default=None, metavar="K",
+                   help="with --scratch-only: train only repeat K (run one process per K "
+                   "to fill the cache in parallel)")
     p.add_argument("--repeats", type=int, default=3,
                    help="scratch trainings per subnet (seeds seed, seed+1, ...); their mean is "
                    "the reference and their mutual tau the noise ceiling")
@@ -183,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for i, arch in enumerate(archs):
         t = time.perf_counter()
+        ks = [args.only_repeat] if args.scratch_only and args.only_repeat is not None \
+            else range(args.repeats)
         reps = [cached_scratch(args.cache, arch, run_cfg, args.epochs, args.seed + k, x, y)
-                for k in range(args.repeats)]
+                for k in ks]
         if run is None:
             print(f"subnet {i}: scratch losses {[round(r['loss'], 4) for r in reps]} "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
@@ -230,6 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         text += (f"| {r['i']} | {r['mixers']} | {r['params']:,} | {r['inh']['loss']:.4f} | "
                  f"{100 * r['inh']['acc']:.2f}% | {r['scr']['loss']:.4f} | "
                  f"{100 * r['scr']['acc']:.2f}% |\n")
+    for spec in filter(None, args.also.split(",")):
+        epochs, repeats = (int(v) for v in spec.split(":"))
+        loss = np.array([[cached_scratch(args.cache, a, run_cfg, epochs, args.seed + k, x, y)["loss"]
+                          for k in range(repeats)] for a in archs])
+        tau = kendalltau([r["inh"]["loss"] for r in rows], loss.mean(1))
+        pair = (f"; between two seeds {kendalltau(loss[:, 0], loss[:, 1]).statistic:.3f}"
+                if repeats >= 2 else "")
+        text += (f"\nAgainst a {epochs}-epoch from-scratch budget (mean of {repeats} seeds): "
+                 f"Kendall tau (val loss) = {tau.statistic:.3f} (p = {tau.pvalue:.2g}){pair}.\n")
     text += one_change_table(run, x, y)
     path = write_result("ranking_cpu.md", text)
     print(text)

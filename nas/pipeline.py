@@ -78,6 +78,7 @@ class PredictorSection:
     """Subnets evaluated with inherited weights (``collect`` of them), and the predictor."""
 
     collect: int = 200
+    views: int = 3
     model: str = "auto"
     folds: int = 5
     workers: int = 1
@@ -117,6 +118,7 @@ _RULES: dict[str, tuple[type, bool, tuple[Callable[[Any], bool], str] | None]] =
     "threads": (int, False, _POS), "calibrate": (int, False, _NONNEG), "rounds": (int, False, _POS),
     "min_run_time": (float, False, (lambda v: v > 0, "> 0")),
     "collect": (int, False, (lambda v: v >= 2, ">= 2")), "model": (str, False, None),
+    "views": (int, False, (lambda v: 1 <= v <= 9, "in [1, 9]")),
     "folds": (int, False, (lambda v: v >= 2, ">= 2")), "workers": (int, True, _POS),
     "searcher": (str, False, None), "trials": (int, False, _POS),
     "budget_ms": (float, True, (lambda v: v > 0, "> 0")),
@@ -321,9 +323,9 @@ def _stage_collect(ctx: _Ctx) -> dict[str, Any]:
 
     c = ctx.cfg.predictor
     summary = collect_table(ctx.train_dir, c.collect, ctx.subnets, seed=ctx.cfg.seed,
-                            workers=c.workers, log=ctx.say)
+                            workers=c.workers, views=c.views, log=ctx.say)
     cmd = (f"nas predictor collect --run {ctx.train_dir} -n {c.collect} --seed {ctx.cfg.seed} "
-           f"--workers {c.workers} --out {ctx.subnets}")
+           f"--workers {c.workers} --views {c.views} --out {ctx.subnets}")
     return {"command": cmd, "rows": summary["rows"]}
 
 

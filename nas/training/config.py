@@ -81,7 +81,7 @@ class TrainConfig:
     space: str
     data: str
     out: str
-    epochs: int = 30
+    epochs: int = 60
     seed: int = 0
     batch_size: int = 64
     lr: float = 4e-3
