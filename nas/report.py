@@ -59,7 +59,8 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     """Accuracy and latency of the best searched subnets, the export and the references."""
     from nas.complexity import count_params
     from nas.export import ModelConfig
-    from nas.latency import LatencyTable, measure_arch
+    from nas.latency import LatencyTable
+    from nas.latency.measure import measure_archs
     from nas.search.report import reference_archs
     from nas.training import evaluate, load_calib_data, load_run, load_val_data
     from predictors import load_predictor
@@ -73,7 +74,8 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     dev, timing = table.device, table.timing
     measure_kw = {"batch_size": int(dev.get("batch_size", 1)), "dtype": dev.get("dtype", "fp32"),
                   "threads": dev.get("threads"), "stat": table.stat,
-                  **{k: timing[k] for k in ("min_run_time", "warmup", "clock") if k in timing}}
+                  **{k: timing[k] for k in ("min_run_time", "warmup", "clock", "rounds")
+                     if k in timing}}
 
     entries = _top_trials(run_dir / "search" / "trials.csv", top_k)
     refs = [("largest subnet", extreme_arch(space, "max"), None),
@@ -88,8 +90,12 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
                 "params": count_params(arch, num_classes=space.num_classes, in_chans=space.in_chans),
                 "predicted_acc": float(pred.predict([arch])[0]),
                 "inherited_acc": evaluate(run.supernet, arch, x, y, calibrate=(calib,))["acc"],
-                "predicted_ms": float(table.predict([arch])[0]),
-                "measured_ms": measure_arch(arch, space, **measure_kw)})
+                "predicted_ms": float(table.predict([arch])[0])})
+    # timed last, all together in rounds, away from the evaluations' threads
+    say("report: timing the subnets end to end")
+    for row, ms in zip(rows, measure_archs([Arch.from_dict(r["arch"]) for r in rows], space,
+                                           **measure_kw), strict=True):
+        row["measured_ms"] = ms
     exported = None
     model_dir = run_dir / "export" / "model"
     if (model_dir / "config.json").is_file():

@@ -11,11 +11,11 @@ Example:
     >>> table.predict(archs), measure_arch(archs[0], space, threads=1)  # doctest: +SKIP
 """
 from nas.latency.device import DeviceError, DeviceSpec, device_fingerprint
-from nas.latency.measure import Measurer, Timing, measure_arch
+from nas.latency.measure import Measurer, Timing, measure_arch, measure_archs
 from nas.latency.profile import calibration_archs, profile_space
 from nas.latency.signatures import Signature, arch_signatures, space_signatures
 from nas.latency.table import LatencyTable, merge_tables
 
 __all__ = ["LatencyTable", "merge_tables", "profile_space", "calibration_archs", "measure_arch",
-           "Measurer", "Timing", "DeviceSpec", "DeviceError", "device_fingerprint", "Signature",
+           "measure_archs", "Measurer", "Timing", "DeviceSpec", "DeviceError", "device_fingerprint", "Signature",
            "arch_signatures", "space_signatures"]

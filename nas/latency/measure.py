@@ -44,7 +44,7 @@ from nas.latency.signatures import Signature
 from nas.model import build_model
 from nas.space import SearchSpace
 
-__all__ = ["STATS", "Timing", "Measurer", "time_module", "measure_arch"]
+__all__ = ["STATS", "Timing", "Measurer", "time_module", "measure_arch", "measure_archs"]
 
 
 STATS = ("median", "min")
@@ -260,6 +260,26 @@ class Measurer:
                 else:
                     out[i] = {**out[i], **{k: min(out[i][k], st[k]) for k in ("median", "min")}}
         return out
+
+
+def measure_archs(archs: Sequence[Arch], space: SearchSpace, *, device: str = "cpu",
+                  batch_size: int = 1, dtype: str = "fp32", threads: int | None = None,
+                  min_run_time: float = 0.1, warmup: int = 10, stat: str = "min",
+                  clock: str = "auto", rounds: int = 3, settle_s: float = 0.5) -> list[float]:
+    """Ground truth for several archs: the list timed ``rounds`` times over, each arch's
+    fastest round (ms, ``stat`` over blocks), as :func:`measure_arch`.
+
+    ``settle_s`` seconds of sleep come first: after multi-threaded work (an evaluation,
+    a Ray job) idle OpenMP workers keep spinning for a while, and on a VM whose vCPUs
+    share a core that slows a one-thread measurement by tens of percent.
+    """
+    spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
+    timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, clock=clock,
+                    rounds=rounds)
+    m = Measurer(spec.to_dict(), asdict(timing), num_classes=space.num_classes,
+                 in_chans=space.in_chans)
+    time.sleep(settle_s)
+    return [st[stat] for st in m.measure_archs([a.to_dict() for a in archs], rounds=rounds)]
 
 
 def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_size: int = 1,
