@@ -14,6 +14,9 @@
 Everything is vectorised over batch and tokens and deterministic: ties go to the lower
 index (stable sorts; ``max`` returns the first maximum). On CUDA, ``scatter_add`` may
 sum merged sources in a varying order unless ``torch.use_deterministic_algorithms``.
+Both export to ONNX with a free batch size (out-of-place scatters, batch-agnostic
+index tensors); ONNX has no stable sort, so an exported model may break exact score
+ties differently (a tie between float norms is rare).
 
 Example:
     >>> x = torch.randn(2, 16, 8)
@@ -49,6 +52,17 @@ def token_scores(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)
 
 
+def _order_desc(scores: torch.Tensor) -> torch.Tensor:
+    """Indices sorting ``scores`` (B, N) in descending order along dim 1, ties to the lower index.
+
+    While exporting (ONNX/TorchScript tracing) the sort is the plain one, since ONNX has
+    no stable sort; only exact ties of float scores can then order differently.
+    """
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return torch.sort(scores, dim=1, descending=True).indices
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices
+
+
 def prune_tokens(x: torch.Tensor, keep: int, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the ``keep`` highest-scoring tokens, in their original order.
 
@@ -66,7 +80,7 @@ def prune_tokens(x: torch.Tensor, keep: int, scores: torch.Tensor) -> tuple[torc
         raise ValueError(f"keep must be an int in [1, {n}] (N); got {keep!r}")
     if tuple(scores.shape) != (b, n):
         raise ValueError(f"scores must have shape (B, N) = {(b, n)}; got {tuple(scores.shape)}")
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    order = _order_desc(scores)
     idx = order[:, :keep].sort(dim=1).values
     return x.gather(1, _rows(idx, c)), idx
 
@@ -112,14 +126,14 @@ def merge_tokens(x: torch.Tensor, r: int, size: torch.Tensor | None = None
         raise ValueError(f"size must have shape (B, N, 1) = {(b, n, 1)}; got {tuple(size.shape)}")
     r = max(0, min(r, n // 2))
     if r == 0:
-        return x, size, torch.arange(n, device=x.device).expand(b, n)
+        return x, size, torch.arange(n, device=x.device).expand_as(x[:, :, 0])
 
     a, bt = x[:, 0::2], x[:, 1::2]
     na, nb = a.shape[1], bt.shape[1]
     with torch.no_grad():
         sim = F.normalize(a.float(), dim=-1) @ F.normalize(bt.float(), dim=-1).transpose(1, 2)
         best, match = sim.max(dim=-1)  # (B, na): best B partner of each A token
-        order = torch.sort(best, dim=1, descending=True, stable=True).indices
+        order = _order_desc(best)
         src = order[:, :r]  # A tokens merged away
         unm = order[:, r:].sort(dim=1).values  # A tokens kept, original order
         dst = match.gather(1, src)  # their B partners
@@ -129,18 +143,24 @@ def merge_tokens(x: torch.Tensor, r: int, size: torch.Tensor | None = None
     wa, wb = a.float() * sa, bt.float() * sb
     wb = wb.scatter_add(1, _rows(dst, c), wa.gather(1, _rows(src, c)))
     sb = sb.scatter_add(1, dst.unsqueeze(-1), sa.gather(1, src.unsqueeze(-1)))
-    got = torch.zeros(b, nb, 1, dtype=torch.bool, device=x.device).scatter_(1, dst.unsqueeze(-1), True)
+    # out-of-place scatters with tensor sources: the forms ONNX (TorchScript) export handles
+    got = torch.zeros_like(sb, dtype=torch.bool).scatter(
+        1, dst.unsqueeze(-1), torch.ones_like(dst, dtype=torch.bool).unsqueeze(-1))
     merged_b = torch.where(got, (wb / sb).to(x.dtype), bt)  # untouched B rows stay bit-exact
     x_merged = torch.cat([a.gather(1, _rows(unm, c)), merged_b], dim=1)
     new_size = torch.cat([sa.gather(1, unm.unsqueeze(-1)), sb], dim=1).to(size.dtype)
 
     keep_a = na - r
-    rows_a = torch.empty(b, na, dtype=torch.long, device=x.device)
-    rows_a.scatter_(1, unm, torch.arange(keep_a, device=x.device).expand(b, keep_a))
-    rows_a.scatter_(1, src, dst + keep_a)
-    assign = torch.empty(b, n, dtype=torch.long, device=x.device)
-    assign[:, 0::2] = rows_a
-    assign[:, 1::2] = torch.arange(keep_a, keep_a + nb, device=x.device)
+    rows_a = torch.zeros_like(best, dtype=torch.long)
+    rows_a = rows_a.scatter(1, unm, torch.arange(keep_a, device=x.device).expand_as(unm))
+    rows_a = rows_a.scatter(1, src, dst + keep_a)
+    rows_b = torch.arange(keep_a, keep_a + nb, device=x.device).expand_as(rows_a[:, :nb])
+    # interleave A (even) and B (odd) rows back into token order
+    if na == nb:
+        assign = torch.stack([rows_a, rows_b], dim=2).reshape(-1, n)
+    else:
+        assign = torch.stack([rows_a[:, :nb], rows_b], dim=2).reshape(-1, 2 * nb)
+        assign = torch.cat([assign, rows_a[:, nb:]], dim=1)
     return x_merged, new_size, assign
 
 

@@ -112,8 +112,7 @@ class Stage(nn.Module):
     def _reduce(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.reduce_method == "prune":
             return prune_tokens(x, self.keep, token_scores(x))
-        b, n, _ = x.shape
-        assign = torch.arange(n, device=x.device).expand(b, n)
+        assign = torch.arange(x.shape[1], device=x.device).expand_as(x[:, :, 0])  # batch-agnostic
         size = None
         for r in self.merge_rounds:
             x, size, step = merge_tokens(x, r, size)
