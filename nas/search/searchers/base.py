@@ -28,7 +28,8 @@ from ray.tune.search import Searcher
 from nas.arch import Arch, extreme_arch, sample_arch
 from nas.space import SearchSpace
 
-__all__ = ["ArchSearcher", "Proposal", "LatencyFn", "Draw", "sample_feasible", "fitness"]
+__all__ = ["ArchSearcher", "SampledArchSearcher", "Proposal", "LatencyFn", "Draw",
+           "sample_feasible", "fitness"]
 
 LatencyFn = Callable[[Sequence[Arch]], np.ndarray]
 
@@ -187,3 +188,36 @@ class ArchSearcher(Searcher, metaclass=ABCMeta):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, encoding="utf-8") as f:
             self.set_state(json.load(f))
+
+
+class SampledArchSearcher(ArchSearcher):
+    """An :class:`ArchSearcher` that draws archs itself: its own generator and the set of
+    archs it proposed (kept across replay and save/restore), and uniform feasible draws.
+
+    Subclasses call :meth:`_init_sampling` from their constructor.
+    """
+
+    def _init_sampling(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.seen: set[Arch] = set()
+
+    def _random_proposal(self, tries: int) -> Proposal:
+        """A uniform feasible arch not proposed before (see :func:`sample_feasible`)."""
+        d = sample_feasible(self.space, self.rng, self.latency, self.budget_ms, tries=tries,
+                            seen=self.seen)
+        return Proposal(d.arch, {"op": "random", "tries": d.tries, "over_budget": d.over_budget})
+
+    def replay(self, records: Sequence[dict[str, Any]]) -> None:
+        super().replay(records)
+        self.seen.update(Arch.from_dict(r["arch"]) for r in records)
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        state.update({"seen": [a.to_dict() for a in self.seen], "rng": self.rng.bit_generator.state})
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.seen = {Arch.from_dict(a) for a in state["seen"]}
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]

@@ -24,17 +24,22 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from ray.tune.search import Searcher
 
 from nas.arch import Arch, crossover_arch, mutate_arch
-from nas.search.searchers.base import ArchSearcher, LatencyFn, Proposal, fitness, sample_feasible
+from nas.search.searchers.base import (
+    LatencyFn,
+    Proposal,
+    SampledArchSearcher,
+    fitness,
+    sample_feasible,
+)
 from nas.space import SearchSpace
 
 __all__ = ["EvolutionSearcher"]
 
 
-class EvolutionSearcher(ArchSearcher):
+class EvolutionSearcher(SampledArchSearcher):
     """Aging evolution with tournament selection and bounded constraint repair.
 
     Args:
@@ -80,9 +85,8 @@ class EvolutionSearcher(ArchSearcher):
         self.crossover_prob = crossover_prob
         self.repair_tries = repair_tries
         self.random_tries = 4 * repair_tries
-        self.rng = np.random.default_rng(seed)
+        self._init_sampling(seed)
         self.population: deque[tuple[Arch, float]] = deque(maxlen=population_size)
-        self.seen: set[Arch] = set()
         self.proposed = 0
 
     # ------------------------------------------------------------------ ask / tell
@@ -91,10 +95,7 @@ class EvolutionSearcher(ArchSearcher):
         out = []
         for _ in range(n):
             if self.proposed < self.population_size or len(self.population) < 2:
-                d = sample_feasible(self.space, self.rng, self.latency, self.budget_ms,
-                                    tries=self.random_tries, seen=self.seen)
-                prop = Proposal(d.arch, {"op": "random", "tries": d.tries,
-                                         "over_budget": d.over_budget})
+                prop = self._random_proposal(self.random_tries)
             else:
                 prop = self._child()
             self.seen.add(prop.arch)
@@ -108,8 +109,6 @@ class EvolutionSearcher(ArchSearcher):
 
     def replay(self, records: Sequence[dict[str, Any]]) -> None:
         super().replay(records)
-        for r in records:
-            self.seen.add(Arch.from_dict(r["arch"]))
         self.proposed += len(records)
 
     def abandon(self, proposals: Sequence[Proposal]) -> None:
@@ -154,11 +153,7 @@ class EvolutionSearcher(ArchSearcher):
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
-        state.update({
-            "population": [[a.to_dict(), f] for a, f in self.population],
-            "seen": [a.to_dict() for a in self.seen],
-            "rng": self.rng.bit_generator.state,
-        })
+        state["population"] = [[a.to_dict(), f] for a, f in self.population]
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -166,6 +161,3 @@ class EvolutionSearcher(ArchSearcher):
         self.proposed = self.done  # unfinished proposals are made anew
         self.population = deque(((Arch.from_dict(a), float(f)) for a, f in state["population"]),
                                 maxlen=self.population_size)
-        self.seen = {Arch.from_dict(a) for a in state["seen"]}
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state["rng"]

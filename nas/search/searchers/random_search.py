@@ -14,17 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from ray.tune.search import Searcher
 
-from nas.arch import Arch
-from nas.search.searchers.base import ArchSearcher, LatencyFn, Proposal, sample_feasible
+from nas.search.searchers.base import LatencyFn, Proposal, SampledArchSearcher
 from nas.space import SearchSpace
 
 __all__ = ["RandomSearcher"]
 
 
-class RandomSearcher(ArchSearcher):
+class RandomSearcher(SampledArchSearcher):
     """Uniform random feasible archs.
 
     Args:
@@ -47,33 +45,14 @@ class RandomSearcher(ArchSearcher):
         if tries < 1:
             raise ValueError(f"tries must be >= 1, got {tries}")
         self.tries = tries
-        self.rng = np.random.default_rng(seed)
-        self.seen: set[Arch] = set()
+        self._init_sampling(seed)
 
     def ask(self, n: int) -> list[Proposal]:
         out = []
         for _ in range(n):
-            d = sample_feasible(self.space, self.rng, self.latency, self.budget_ms,
-                                tries=self.tries, seen=self.seen)
-            self.seen.add(d.arch)
-            out.append(Proposal(d.arch, {"op": "random", "tries": d.tries,
-                                         "over_budget": d.over_budget}))
+            out.append(self._random_proposal(self.tries))
+            self.seen.add(out[-1].arch)
         return out
 
     def tell(self, proposals: Sequence[Proposal], rows: Sequence[dict[str, Any]]) -> None:
         pass
-
-    def replay(self, records: Sequence[dict[str, Any]]) -> None:
-        super().replay(records)
-        self.seen.update(Arch.from_dict(r["arch"]) for r in records)
-
-    def get_state(self) -> dict[str, Any]:
-        state = super().get_state()
-        state.update({"seen": [a.to_dict() for a in self.seen], "rng": self.rng.bit_generator.state})
-        return state
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)
-        self.seen = {Arch.from_dict(a) for a in state["seen"]}
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state["rng"]
