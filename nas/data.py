@@ -43,7 +43,7 @@ from nas.errors import DataError
 __all__ = [
     "DATASETS", "SPLITS", "IMAGE_EXTENSIONS", "DataSpec", "DatasetKind", "ClassificationDataset",
     "parse_data_spec", "register_dataset", "load_dataset", "to_tensors", "make_loader",
-    "augment_batch", "shifted_views", "VIEW_SHIFTS",
+    "augment_batch", "shifted_views", "check_views", "VIEW_SHIFTS",
 ]
 
 SPLITS = ("train", "val")
@@ -520,6 +520,12 @@ def augment_batch(images: Tensor, *, generator: torch.Generator, max_shift: int)
 VIEW_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))
 
 
+def check_views(views: int) -> None:
+    """Raise :class:`DataError` unless ``views`` is a valid :func:`shifted_views` count."""
+    if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= len(VIEW_SHIFTS):
+        raise DataError(f"views must be an integer in [1, {len(VIEW_SHIFTS)}], got {views!r}")
+
+
 def shifted_views(images: Tensor, views: int) -> Tensor:
     """``views`` deterministic copies of a batch, concatenated: the images, then 1-pixel shifts.
 
@@ -534,8 +540,7 @@ def shifted_views(images: Tensor, views: int) -> Tensor:
     """
     if images.ndim != 4:
         raise DataError(f"shifted_views expects (B, C, H, W) images, got shape {tuple(images.shape)}")
-    if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= len(VIEW_SHIFTS):
-        raise DataError(f"views must be an integer in [1, {len(VIEW_SHIFTS)}], got {views!r}")
+    check_views(views)
     h, w = images.shape[-2:]
     padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
     return torch.cat([padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]

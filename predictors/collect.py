@@ -157,10 +157,8 @@ def collect_table(run_dir: str | os.PathLike, n: int, out: str | os.PathLike, *,
     Returns:
         ``{"rows", "new", "skipped", "planned", "wall_s", "eval_s_per_arch", "workers"}``.
     """
-    import torch
-
     from nas import training
-    from nas.data import shifted_views
+    from nas.data import check_views
 
     say = log or (lambda _msg: None)
     run_dir, out = Path(run_dir).resolve(), Path(out)
@@ -169,7 +167,7 @@ def collect_table(run_dir: str | os.PathLike, n: int, out: str | os.PathLike, *,
         raise NasError(f"workers must be an integer >= 1, got {workers!r}")
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
         raise NasError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    shifted_views(torch.zeros(1, 1, 1, 1), views)  # validates views before any work
+    check_views(views)
     run = training.load_run(run_dir)
     space = run.space
     rows = _check_resume(out, space, run_dir, run.epoch, views)

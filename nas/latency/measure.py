@@ -293,9 +293,6 @@ def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_s
     Example:
         >>> measure_arch(arch, space, device="cpu", threads=1)  # doctest: +SKIP
     """
-    spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
-    timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, clock=clock,
-                    rounds=rounds)
-    m = Measurer(spec.to_dict(), asdict(timing), num_classes=space.num_classes,
-                 in_chans=space.in_chans)
-    return m.measure_archs([arch.to_dict()], rounds=rounds)[0][stat]
+    return measure_archs([arch], space, device=device, batch_size=batch_size, dtype=dtype,
+                         threads=threads, min_run_time=min_run_time, warmup=warmup, stat=stat,
+                         clock=clock, rounds=rounds, settle_s=0.0)[0]

@@ -170,9 +170,8 @@ class _Trainer:
             if mixers not in self._family:
                 self._family[mixers] = (extreme_arch(self.space, "max", mixers),
                                         extreme_arch(self.space, "min", mixers))
-            top, bottom = self._family[mixers]
-            ends = [a for a in (top, self.smallest, bottom) if a not in (self.largest, self.smallest)]
-            ends.insert(1 if top != self.largest else 0, self.smallest)
+            ends = [self._family[mixers][0], self.smallest, self._family[mixers][1]]
+            ends = [a for i, a in enumerate(ends) if a != self.largest and a not in ends[:i]]
         rand = [sample_arch(self.space, self.arch_rng) for _ in range(self.cfg.num_random)]
         return [self.largest, *ends, *rand], len(ends)
 
