@@ -63,6 +63,7 @@ def measure_latency(model: torch.nn.Module, arch: Arch, *, in_chans: int,
     names = [f.name for f in dataclasses.fields(Timing)]
     tm = Timing(**{k: v for k, v in t.items() if k in names})
     x = torch.randn(spec.batch_size, in_chans, arch.resolution, arch.resolution)
+    time_module(model, (x,), spec, tm)  # untimed: a CPU that was idle a moment ago runs slow
     stats = time_module(model, (x,), spec, tm)
     return float(stats[tm.stat]), (f"{describe_device(device_fingerprint(spec))}, "
                                    f"{tm.stat} over blocks, {tm.clock} clock")

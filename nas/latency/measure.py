@@ -265,21 +265,22 @@ class Measurer:
 def measure_archs(archs: Sequence[Arch], space: SearchSpace, *, device: str = "cpu",
                   batch_size: int = 1, dtype: str = "fp32", threads: int | None = None,
                   min_run_time: float = 0.1, warmup: int = 10, stat: str = "min",
-                  clock: str = "auto", rounds: int = 3, settle_s: float = 0.5) -> list[float]:
+                  clock: str = "auto", rounds: int = 3, warm_round: bool = True) -> list[float]:
     """Ground truth for several archs: the list timed ``rounds`` times over, each arch's
     fastest round (ms, ``stat`` over blocks), as :func:`measure_arch`.
 
-    ``settle_s`` seconds of sleep come first: after multi-threaded work (an evaluation,
-    a Ray job) idle OpenMP workers keep spinning for a while, and on a VM whose vCPUs
-    share a core that slows a one-thread measurement by tens of percent.
+    ``warm_round`` runs one untimed round first: a VM's CPU that was idle or busy with
+    other threads a moment ago runs the first timings tens of percent slow.
     """
     spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
     timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, clock=clock,
                     rounds=rounds)
     m = Measurer(spec.to_dict(), asdict(timing), num_classes=space.num_classes,
                  in_chans=space.in_chans)
-    time.sleep(settle_s)
-    return [st[stat] for st in m.measure_archs([a.to_dict() for a in archs], rounds=rounds)]
+    dicts = [a.to_dict() for a in archs]
+    if warm_round:
+        m.measure_archs(dicts)
+    return [st[stat] for st in m.measure_archs(dicts, rounds=rounds)]
 
 
 def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_size: int = 1,
@@ -295,4 +296,4 @@ def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_s
     """
     return measure_archs([arch], space, device=device, batch_size=batch_size, dtype=dtype,
                          threads=threads, min_run_time=min_run_time, warmup=warmup, stat=stat,
-                         clock=clock, rounds=rounds, settle_s=0.0)[0]
+                         clock=clock, rounds=rounds, warm_round=False)[0]
