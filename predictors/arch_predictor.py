@@ -33,11 +33,12 @@ from nas.io import atomic_path, read_json, write_json
 from nas.space import SearchSpace
 from predictors.base import PREDICTORS, Predictor, PredictorError
 from predictors.features import COMPLEXITY_FEATURES, ArchEncoder, space_from_record, space_record
+from predictors.target import TargetMap
 
 __all__ = ["ArchPredictor", "load_predictor", "predictor_paths", "FORMAT"]
 
 FORMAT = "vitnas.accuracy_predictor"
-VERSION = 1
+VERSION = 2  # 2: target transforms (version 1 files are plain ``acc`` and still load)
 
 
 class ArchPredictor:
@@ -50,12 +51,14 @@ class ArchPredictor:
         model: a fitted predictor taking standardised features.
         x_mean, x_std: feature standardisation (one value per feature).
         y_mean, y_std: target standardisation.
+        target: the target transform and its map back to accuracy (default: plain ``acc``).
         complexity: whether ``log(params)``/``log(MACs)`` follow the encoding.
         info: JSON-able extras saved with the predictor (CV metrics, data summary).
     """
 
     def __init__(self, *, space: SearchSpace, model: Predictor, x_mean: Sequence[float],
-                 x_std: Sequence[float], y_mean: float, y_std: float, complexity: bool = False,
+                 x_std: Sequence[float], y_mean: float, y_std: float,
+                 target: TargetMap | None = None, complexity: bool = False,
                  info: Mapping[str, Any] | None = None):
         self.space = space
         self.model = model
@@ -66,6 +69,7 @@ class ArchPredictor:
             raise ArtifactError(f"feature normalisation has {self.x_mean.shape[0]} values, space "
                                 f"{space.name} has {self.encoder.dim} features")
         self.y_mean, self.y_std = float(y_mean), float(y_std)
+        self.target = target if target is not None else TargetMap("acc")
         self.complexity = complexity
         self.info: dict[str, Any] = dict(info or {})
 
@@ -117,14 +121,17 @@ class ArchPredictor:
         if len(archs) == 0:
             return np.zeros(0), (np.zeros(0) if self.has_std else None)
         mean, std = self.model.predict(self.features(archs))
-        mean = mean * self.y_std + self.y_mean
-        return mean, (None if std is None else std * self.y_std)
+        z = mean * self.y_std + self.y_mean
+        acc = self.target.to_acc(z)
+        return acc, (None if std is None else self.target.std_to_acc(z, std * self.y_std))
 
     # -- saving -------------------------------------------------------------------------
 
     def config(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """(tensors, JSON config) as saved."""
         tensors, model_config = self.model.state()
+        target_tensors, target_config = self.target.state()
+        tensors = {**tensors, **target_tensors}
         cfg = {
             "format": FORMAT, "version": VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -132,7 +139,7 @@ class ArchPredictor:
             "encoding_names": self.encoding_names,
             "features": {"names": self.feature_names, "complexity": self.complexity,
                          "mean": self.x_mean.tolist(), "std": self.x_std.tolist()},
-            "target": {"name": "acc", "mean": self.y_mean, "std": self.y_std},
+            "target": {**target_config, "mean": self.y_mean, "std": self.y_std},
             "model": {"family": self.family, "config": model_config},
             **_finite(self.info),
         }
@@ -179,7 +186,7 @@ def load_predictor(path: str | Path, *, space: SearchSpace | None = None) -> Arc
     cfg = read_json(json_path, what="predictor")
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise ArtifactError(f"{json_path} is not an accuracy predictor (format {FORMAT!r} expected)")
-    if cfg.get("version") != VERSION:
+    if cfg.get("version") not in (1, VERSION):
         raise ArtifactError(f"{what}: format version {cfg.get('version')!r}, this code reads {VERSION}")
     record = cfg.get("space")
     if space is not None:
@@ -206,14 +213,16 @@ def load_predictor(path: str | Path, *, space: SearchSpace | None = None) -> Arc
         if family not in PREDICTORS:
             raise ArtifactError(f"{what}: unknown model family {family!r}; known: "
                                 f"{', '.join(sorted(PREDICTORS))}")
+        target_map = TargetMap.from_state(tensors, target)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("target.")}
         model = PREDICTORS[family].from_state(tensors, model_cfg["config"])
         complexity = bool(feats["complexity"])
         if list(feats["names"]) != encoding_names(space) + (list(COMPLEXITY_FEATURES) if complexity else []):
             raise ArtifactError(f"{what}: feature names do not match the space's encoding")
         info = {k: v for k, v in cfg.items() if k not in _OWN_KEYS}
         return ArchPredictor(space=space, model=model, x_mean=feats["mean"], x_std=feats["std"],
-                             y_mean=target["mean"], y_std=target["std"], complexity=complexity,
-                             info=info)
+                             y_mean=target["mean"], y_std=target["std"], target=target_map,
+                             complexity=complexity, info=info)
     except ArtifactError:
         raise
     except (PredictorError, KeyError, TypeError, ValueError, AttributeError) as e:

@@ -26,8 +26,9 @@ from predictors.base import PREDICTORS, PredictorError, make_predictor, predicto
 from predictors.features import ArchEncoder
 from predictors.metrics import METRICS, kfold_indices, ranking_metrics
 from predictors.table import ArchTable, read_table, table_space
+from predictors.target import TARGETS, TargetMap
 
-__all__ = ["fit_predictor", "cross_validate", "table_features", "AUTO_FAMILIES"]
+__all__ = ["fit_predictor", "cross_validate", "table_features", "resolve_target", "AUTO_FAMILIES"]
 
 AUTO_FAMILIES = ("mlp", "gp", "ridge", "ensemble")
 
@@ -58,22 +59,26 @@ def _model_kwargs(family: str, seed: int, kwargs: dict[str, Any]) -> dict[str, A
     return kw
 
 
-def _fit_arrays(X: np.ndarray, y: np.ndarray, family: str, kwargs: dict[str, Any]):
+def _fit_arrays(X: np.ndarray, acc: np.ndarray, loss: np.ndarray | None, target: str, family: str,
+                kwargs: dict[str, Any]):
+    tmap, y = TargetMap.fit(target, acc, loss)
     x_mean, x_std = X.mean(0), X.std(0)
     x_std = np.where(x_std > 1e-12, x_std, 1.0)
     y_mean, y_std = float(y.mean()), float(y.std())
     y_std = y_std if y_std > 1e-12 else 1.0
     model = make_predictor(family, **kwargs).fit((X - x_mean) / x_std, (y - y_mean) / y_std)
-    return model, x_mean, x_std, y_mean, y_std
+    return model, x_mean, x_std, y_mean, y_std, tmap
 
 
-def _cv(X: np.ndarray, y: np.ndarray, family: str, kwargs: dict[str, Any], folds: int,
-        seed: int, top_frac: float) -> dict[str, Any]:
+def _cv(X: np.ndarray, acc: np.ndarray, loss: np.ndarray | None, target: str, family: str,
+        kwargs: dict[str, Any], folds: int, seed: int, top_frac: float) -> dict[str, Any]:
+    """Metrics against the measured accuracy of each held-out fold (whatever the target)."""
     per_fold = []
-    for train, test in kfold_indices(len(y), folds, np.random.default_rng(seed)):
-        model, xm, xs, ym, ys = _fit_arrays(X[train], y[train], family, kwargs)
+    for train, test in kfold_indices(len(acc), folds, np.random.default_rng(seed)):
+        model, xm, xs, ym, ys, tmap = _fit_arrays(
+            X[train], acc[train], None if loss is None else loss[train], target, family, kwargs)
         mean, _ = model.predict((X[test] - xm) / xs)
-        per_fold.append(ranking_metrics(y[test], mean * ys + ym, top_frac=top_frac))
+        per_fold.append(ranking_metrics(acc[test], tmap.to_acc(mean * ys + ym), top_frac=top_frac))
     summary: dict[str, Any] = {"family": family, "folds": folds, "top_frac": top_frac,
                                "per_fold": per_fold, "mean": {}, "std": {}}
     for m in METRICS:
@@ -92,9 +97,21 @@ def _check_folds(folds: int, n: int) -> None:
         raise PredictorError(f"folds={folds} is more than the {n} rows of the table")
 
 
+def resolve_target(target: str, tab: ArchTable) -> str:
+    """``auto`` is ``blend`` when the table has losses, else ``rank``; others are checked."""
+    if target == "auto":
+        return "blend" if tab.loss is not None else "rank"
+    if target not in TARGETS:
+        raise PredictorError(f"target must be auto or one of {', '.join(TARGETS)}, got {target!r}")
+    if target == "blend" and tab.loss is None:
+        raise PredictorError(f"{tab.source}: target 'blend' needs a loss column (or use --target "
+                             f"rank / acc)")
+    return target
+
+
 def cross_validate(table: Any, *, space: SearchSpace | None = None, model: str = "mlp",
                    folds: int = 5, seed: int = 0, complexity: bool = False, top_frac: float = 0.1,
-                   **kwargs: Any) -> dict[str, Any]:
+                   target: str = "auto", **kwargs: Any) -> dict[str, Any]:
     """k-fold cross-validation of one family on a table.
 
     Returns:
@@ -107,12 +124,14 @@ def cross_validate(table: Any, *, space: SearchSpace | None = None, model: str =
     tab = read_table(table, space=space)
     _check_folds(folds, len(tab))
     X = table_features(tab, ArchEncoder(space, complexity=complexity))
-    return _cv(X, tab.acc, model, _model_kwargs(model, seed, kwargs), folds, seed, top_frac)
+    return _cv(X, tab.acc, tab.loss, resolve_target(target, tab), model,
+               _model_kwargs(model, seed, kwargs), folds, seed, top_frac)
 
 
 def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None = None, seed: int = 0,
                   folds: int = 5, complexity: bool = False, top_frac: float = 0.1,
-                  log: Callable[[str], None] | None = None, **kwargs: Any) -> ArchPredictor:
+                  target: str = "auto", log: Callable[[str], None] | None = None,
+                  **kwargs: Any) -> ArchPredictor:
     """Fit an accuracy predictor on a table of evaluated archs.
 
     Args:
@@ -124,6 +143,9 @@ def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None =
         folds: k of the k-fold cross-validation; 0 skips it (not allowed with ``auto``).
         complexity: add ``log(params)``/``log(MACs)`` features (slow to predict on new archs).
         top_frac: the share of best archs scored by top-k precision.
+        target: what the model regresses on (:mod:`predictors.target`): ``acc``, ``rank``,
+            ``blend`` (accuracy and loss ranks), or ``auto`` (``blend`` when the table has
+            a loss column, else ``rank``). Predictions are accuracies whatever the target.
         log: called with one line per cross-validated family.
         **kwargs: hyperparameters of the family (not allowed with ``auto``).
 
@@ -149,10 +171,12 @@ def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None =
     encoder = ArchEncoder(space, complexity=complexity)
     X = table_features(tab, encoder)
     y = tab.acc
+    target = resolve_target(target, tab)
     results: dict[str, Any] = {}
     if folds:
         for fam in families:
-            results[fam] = _cv(X, y, fam, _model_kwargs(fam, seed, kwargs), folds, seed, top_frac)
+            results[fam] = _cv(X, y, tab.loss, target, fam, _model_kwargs(fam, seed, kwargs),
+                               folds, seed, top_frac)
             if log is not None:
                 m = results[fam]["mean"]
                 log(f"{fam}: kendall_tau {m['kendall_tau']:.3f}")
@@ -164,7 +188,8 @@ def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None =
         chosen = max(families, key=score)
     else:
         chosen = model
-    fitted, xm, xs, ym, ys = _fit_arrays(X, y, chosen, _model_kwargs(chosen, seed, kwargs))
+    fitted, xm, xs, ym, ys, tmap = _fit_arrays(X, y, tab.loss, target, chosen,
+                                               _model_kwargs(chosen, seed, kwargs))
     info = {
         "seed": seed,
         "data": {"source": tab.source, "rows": len(tab), "acc_min": float(y.min()),
@@ -172,6 +197,6 @@ def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None =
         "cv": {"selected": chosen, "requested": model, "families": results} if folds else None,
     }
     pred = ArchPredictor(space=space, model=fitted, x_mean=xm, x_std=xs, y_mean=ym, y_std=ys,
-                         complexity=complexity, info=info)
+                         target=tmap, complexity=complexity, info=info)
     pred.encoder = encoder  # keep the warm cache
     return pred

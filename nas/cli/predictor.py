@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--space", help="search space (default: the one recorded beside the table)")
     f.add_argument("--complexity", action="store_true",
                    help="add log(params)/log(MACs) features (slower prediction on new archs)")
+    f.add_argument("--target", default="auto", choices=("auto", "acc", "rank", "blend"),
+                   help="what the model regresses on: the accuracy, its rank-Gaussian scores, "
+                   "or the blend of accuracy and loss ranks (auto: blend when the table has "
+                   "a loss column; predictions are accuracies either way)")
     f.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="model hyperparameter, e.g. --param epochs=300 (repeatable)")
     f.set_defaults(func=_fit)
@@ -114,7 +118,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     space = load_space(args.space) if args.space else None
     pred = fit_predictor(args.data, model=args.model, space=space, seed=args.seed,
-                         folds=args.folds, complexity=args.complexity, **_params(args.param))
+                         folds=args.folds, complexity=args.complexity, target=args.target,
+                         **_params(args.param))
     cv = pred.info.get("cv")
     if cv:
         print(f"{cv['families'][cv['selected']]['folds']}-fold cross-validation on {args.data} "
@@ -123,7 +128,8 @@ def _fit(args: argparse.Namespace) -> int:
         if args.model == "auto":
             print(f"selected: {cv['selected']} (best Kendall tau)")
     path = pred.save(args.out)
-    print(f"fitted {pred.family} on {pred.info['data']['rows']} rows of space {pred.space.name} "
+    print(f"fitted {pred.family} (target {pred.target.kind}) on {pred.info['data']['rows']} rows "
+          f"of space {pred.space.name} "
           f"({pred.space_fingerprint}) -> {path}")
     return 0
 
