@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only-repeat", type=int, default=None, metavar="K",
                    help="with --scratch-only: train only repeat K (run one process per K "
                    "to fill the cache in parallel)")
+    p.add_argument("--compare-runs", default=str(ROOT / "runs" / "bench_train" / "ray2"),
+                   metavar="RUN[,RUN...]",
+                   help="other supernet runs of the same space (default: bench_train's Ray run; "
+                   "missing ones are skipped): how reproducible the inherited ranking is")
     p.add_argument("--repeats", type=int, default=3,
                    help="scratch trainings per subnet (seeds seed, seed+1, ...); their mean is "
                    "the reference and their mutual tau the noise ceiling")
@@ -127,6 +131,29 @@ def cached_scratch(cache: Path, arch: Arch, run_cfg: dict, epochs: int, seed: in
         fresh = read_json(cache, what="scratch cache") if cache.is_file() else {}
         write_json(cache, {**fresh, key: table[key]})
     return table[key]
+
+
+def compare_runs(spec: str, archs: list[Arch], rows: list[dict], x, y) -> str:
+    """Kendall tau of other supernet runs' inherited ranking with this run's and with scratch:
+    separates "weight sharing ranks noisily" from "it ranks reproducibly, but differently"."""
+    out = []
+    for path in [Path(p) for p in spec.split(",") if p]:
+        if not (path / "checkpoints" / "last.safetensors").is_file():
+            print(f"compare: no trained run at {path}, skipped")
+            continue
+        other = load_run(path)
+        loss = [evaluate(other.supernet, a, x, y)["loss"] for a in archs]
+        mine = kendalltau(loss, [r["inh"]["loss"] for r in rows]).statistic
+        scr = kendalltau(loss, [r["scr"]["loss"] for r in rows]).statistic
+        out.append(f"| `{path}` (workers {other.config.get('workers') or 1}, seed "
+                   f"{other.config['seed']}) | {mine:.3f} | {scr:.3f} |")
+    if not out:
+        return ""
+    return ("\n## Is the inherited ranking reproducible?\n\n"
+            "Inherited val loss of the same subnets in other supernet runs, ranked against this "
+            "run's inherited loss and against the from-scratch loss:\n\n"
+            "| other run | tau vs this run (inherited) | tau vs scratch |\n|---|---:|---:|\n"
+            + "\n".join(out) + "\n")
 
 
 def one_change_table(run, x, y) -> str:
@@ -244,8 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         tau = kendalltau([r["inh"]["loss"] for r in rows], loss.mean(1))
         pair = (f"; between two seeds {kendalltau(loss[:, 0], loss[:, 1]).statistic:.3f}"
                 if repeats >= 2 else "")
+        same = kendalltau([r["scr"]["loss"] for r in rows], loss.mean(1)).statistic
         text += (f"\nAgainst a {epochs}-epoch from-scratch budget (mean of {repeats} seeds): "
-                 f"Kendall tau (val loss) = {tau.statistic:.3f} (p = {tau.pvalue:.2g}){pair}.\n")
+                 f"Kendall tau (val loss) = {tau.statistic:.3f} (p = {tau.pvalue:.2g}){pair}; "
+                 f"its ranking vs the {args.epochs}-epoch one: tau {same:.3f}.\n")
+    text += compare_runs(args.compare_runs, archs, rows, x, y)
     text += one_change_table(run, x, y)
     path = write_result("ranking_cpu.md", text)
     print(text)

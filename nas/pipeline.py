@@ -78,7 +78,7 @@ class PredictorSection:
     """Subnets evaluated with inherited weights (``collect`` of them), and the predictor."""
 
     collect: int = 200
-    views: int = 5
+    views: int = 9
     model: str = "auto"
     folds: int = 5
     workers: int = 1
