@@ -4,7 +4,9 @@ Families (one per module, registered by name in :data:`PREDICTORS`): ``mlp`` (de
 ensemble of small MLPs with a ranking loss), ``gp`` (Gaussian process), ``ridge``
 (linear baseline) and ``ensemble`` (average of other families). Every family
 implements :class:`Predictor`; :class:`ArchPredictor` binds a fitted one to a search
-space and saves it without pickle.
+space and saves it without pickle. A :class:`TargetMap` (:mod:`predictors.target`)
+sets what a family regresses on (by default a blend of accuracy and loss ranks,
+less noisy than the accuracy alone) and maps predictions back to accuracy.
 
 Pipeline: ``nas predictor collect`` evaluates subnets of a trained supernet into a
 table (:mod:`predictors.collect`), ``nas predictor fit`` cross-validates and fits
@@ -31,9 +33,10 @@ from predictors.collect import collect_table
 from predictors.fitting import AUTO_FAMILIES, cross_validate, fit_predictor
 from predictors.metrics import ranking_metrics
 from predictors.table import ArchTable, read_table
+from predictors.target import TARGETS, TargetMap
 
 __all__ = [
     "Predictor", "PredictorError", "PREDICTORS", "register_predictor", "make_predictor",
     "ArchPredictor", "load_predictor", "fit_predictor", "cross_validate", "AUTO_FAMILIES",
-    "ArchTable", "read_table", "ranking_metrics", "collect_table",
+    "ArchTable", "read_table", "ranking_metrics", "collect_table", "TargetMap", "TARGETS",
 ]
