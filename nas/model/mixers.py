@@ -49,7 +49,27 @@ def mark_heads(heads: int, *, rows: tuple[nn.Module, ...] = (), cols: tuple[nn.M
         m.heads_in = heads
 
 
-class Attention(nn.Module):
+class _QKVMixer(nn.Module):
+    """Base of the attention mixers: ``q``/``k`` project to ``heads * qk_dim`` (a small QK
+    is the EfficientViT compression), ``v`` and the output ``proj`` keep the width; all
+    four are marked head by head for the supernet."""
+
+    def __init__(self, dim: int, *, heads: int, qk_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, heads * qk_dim)
+        self.k = nn.Linear(dim, heads * qk_dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        mark_heads(heads, rows=(self.q, self.k, self.v), cols=(self.proj,))
+
+    def _qkv(self, x: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Queries from ``x``, keys and values from ``kv``, each ``(B, heads, N, d)``."""
+        return (_heads(self.q(x), self.heads), _heads(self.k(kv), self.heads),
+                _heads(self.v(kv), self.heads))
+
+
+class Attention(_QKVMixer):
     """Multi-head self-attention with small QK (EfficientViT) and an optional sparse pattern.
 
     With ``pattern=None`` every head is global (``mhsa``). Otherwise the first
@@ -60,17 +80,11 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, *, heads: int, qk_dim: int, pattern: Pattern | None = None,
                  local_heads: int | None = None):
-        super().__init__()
-        self.heads, self.pattern, self.local_heads = heads, pattern, local_heads
-        self.q = nn.Linear(dim, heads * qk_dim)
-        self.k = nn.Linear(dim, heads * qk_dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
-        mark_heads(heads, rows=(self.q, self.k, self.v), cols=(self.proj,))
+        super().__init__(dim, heads=heads, qk_dim=qk_dim)
+        self.pattern, self.local_heads = pattern, local_heads
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
-        q, k, v = _heads(self.q(x), self.heads), _heads(self.k(x), self.heads), \
-            _heads(self.v(x), self.heads)
+        q, k, v = self._qkv(x, x)
         if self.pattern is None:
             o = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -79,19 +93,13 @@ class Attention(nn.Module):
         return self.proj(_merge_heads(o))
 
 
-class SRAttention(nn.Module):
+class SRAttention(_QKVMixer):
     """PVT spatial-reduction attention: keys and values from a strided-conv-reduced grid."""
 
     variant = "sra"
 
     def __init__(self, dim: int, *, heads: int, qk_dim: int, sr_ratio: int, norm: str = "layernorm"):
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(dim, heads * qk_dim)
-        self.k = nn.Linear(dim, heads * qk_dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
-        mark_heads(heads, rows=(self.q, self.k, self.v), cols=(self.proj,))
+        super().__init__(dim, heads=heads, qk_dim=qk_dim)
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
             self.sr.variant = f"sr{sr_ratio}"
@@ -107,29 +115,16 @@ class SRAttention(nn.Module):
             if img.shape[2] < r or img.shape[3] < r:  # grid smaller than the reduction window
                 img = F.pad(img, (0, max(0, r - img.shape[3]), 0, max(0, r - img.shape[2])))
             kv = self.sr_norm(to_tokens(self.sr(img)))
-        q = _heads(self.q(x), self.heads)
-        k, v = _heads(self.k(kv), self.heads), _heads(self.v(kv), self.heads)
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(*self._qkv(x, kv))))
 
 
-class LinearAttention(nn.Module):
+class LinearAttention(_QKVMixer):
     """Kernelised linear attention with the elu+1 feature map: O(N) in tokens."""
 
     variant = "linear"
 
-    def __init__(self, dim: int, *, heads: int, qk_dim: int):
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(dim, heads * qk_dim)
-        self.k = nn.Linear(dim, heads * qk_dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
-        mark_heads(heads, rows=(self.q, self.k, self.v), cols=(self.proj,))
-
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
-        q, k, v = _heads(self.q(x), self.heads), _heads(self.k(x), self.heads), \
-            _heads(self.v(x), self.heads)
-        return self.proj(_merge_heads(linear_attention(q, k, v)))
+        return self.proj(_merge_heads(linear_attention(*self._qkv(x, x))))
 
 
 class CascadedGroupAttention(nn.Module):
