@@ -249,3 +249,20 @@ def test_ray_train_two_workers_matches_single_process(tmp_path):
     x, y = load_val_data(run.config)
     res = evaluate(run.supernet, extreme_arch(run.space, "max"), x, y)
     assert res["acc"] == pytest.approx(float(one_rows[0]["val_acc_largest"]), abs=0.1)
+
+
+def test_tensorboard_events_match_metrics_csv(runs):
+    """The run's TensorBoard events hold the same per-epoch numbers as metrics.csv, and the
+    resumed run has each epoch once (purge_step drops the redone ones)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name in ("a", "b"):
+        acc = EventAccumulator(str(runs[name] / "tb"))
+        acc.Reload()
+        rows = read_metrics(runs[name])
+        assert "val_acc_largest" in acc.Tags()["scalars"]
+        for key in ("loss_largest", "val_acc_largest", "val_loss_smallest"):
+            events = {e.step: e.value for e in acc.Scalars(key)}
+            assert sorted(events) == [1, 2]
+            for r in rows:
+                assert events[int(r["epoch"])] == pytest.approx(float(r[key]), rel=1e-6)

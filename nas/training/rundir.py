@@ -5,7 +5,7 @@ Layout::
     RUN_DIR/config.json                 resolved TrainConfig + search space (canonical) + fingerprint
     RUN_DIR/metrics.csv                 one row per epoch
     RUN_DIR/log.txt                     human-readable log
-    RUN_DIR/tb/                         TensorBoard events (when tensorboard is installed)
+    RUN_DIR/tb/                         TensorBoard events (``tensorboard --logdir RUN_DIR/tb``)
     RUN_DIR/checkpoints/last.safetensors (+ last.json sidecar), rewritten atomically each epoch
 
 Example:
@@ -83,7 +83,7 @@ class RunWriter:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            pass  # TensorBoard is optional; metrics.csv holds the same numbers
+            pass  # a dependency, but a trimmed install still trains: metrics.csv has it all
         else:
             self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_epoch + 1)
 
