@@ -119,6 +119,7 @@ def main() -> int:
 
     # 2. sample efficiency ---------------------------------------------------------------
     taus: dict[tuple[str, int], list[float]] = {}
+    rmse: dict[tuple[str, int], list[float]] = {}
     fit_s: dict[tuple[str, int], list[float]] = {}
     last_fit = {}
     bases: list[dict[str, float]] = []
@@ -145,6 +146,7 @@ def main() -> int:
                         pred.encoder.seed_complexity(test.archs, test.params, test.macs)
                     m = ranking_metrics(test.acc, pred.predict(test.archs))
                     taus.setdefault((fam, size), []).append(m["kendall_tau"])
+                    rmse.setdefault((fam, size), []).append(m["rmse"])
                     if fam not in EXTRA:
                         last_fit[fam] = pred
                     print(f"split {split} size {size:4d} draw {r} {fam:9s} tau "
@@ -222,6 +224,14 @@ def main() -> int:
     for size in sizes:
         lines.append(f"| {size} | " + " | ".join(cell(f, size) for f in families + list(EXTRA))
                      + f" | {base['params']:.3f} | {base['MACs']:.3f} |")
+    lines += [
+        "",
+        f"RMSE of the predicted accuracy on the held-out subnets at {sizes[-1]} training subnets "
+        f"(accuracy points; the table's accuracies have a std of "
+        f"{100 * float(np.std(table.acc)):.2f} points): "
+        + ", ".join(f"{f} {100 * np.mean(rmse[(f, sizes[-1])]):.2f}" for f in families + list(EXTRA))
+        + ".",
+    ]
     if noise:
         lines += [
             "",
