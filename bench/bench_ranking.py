@@ -133,6 +133,19 @@ def cached_scratch(cache: Path, arch: Arch, run_cfg: dict, epochs: int, seed: in
     return table[key]
 
 
+def family_split_tau(archs: list[Arch], a: list[float], b: list[float]) -> tuple[float, float]:
+    """Kendall tau (tau-a over untied pairs) of ``a`` vs ``b`` over pairs of archs with the
+    same stage-0 mixer, and over pairs with different ones: is the disagreement only the
+    mixer family's offset?"""
+    score = {True: [0, 0], False: [0, 0]}
+    for i in range(len(archs)):
+        for j in range(i + 1, len(archs)):
+            s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
+            if s:
+                score[archs[i].stages[0].mixer == archs[j].stages[0].mixer][int(s < 0)] += 1
+    return tuple((c - d) / max(c + d, 1) for c, d in (score[True], score[False]))
+
+
 def compare_runs(spec: str, archs: list[Arch], rows: list[dict], x, y) -> str:
     """Kendall tau of other supernet runs' inherited ranking with this run's and with scratch:
     separates "weight sharing ranks noisily" from "it ranks reproducibly, but differently"."""
@@ -246,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
                         for k in range(loss.shape[1])])
         ceiling = (f"; noise ceiling: Kendall tau (val loss) between two from-scratch seeds = "
                    f"{pair:.3f}, between one seed and the mean of the others = {rest:.3f}")
+    within, across = family_split_tau(archs, [r["inh"]["loss"] for r in rows],
+                                      [r["scr"]["loss"] for r in rows])
+    ceiling += (f"; pairs with the same stage-0 mixer: tau {within:.3f}, pairs with different "
+                f"ones: tau {across:.3f}")
     cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run.config}
     text = header("Ranking fidelity: inherited weights vs from scratch (tiny32, digits)")
     text += (f"- supernet run: `{args.run}` (epoch {run.epoch}, {cfg['num_random']} "
