@@ -3,14 +3,17 @@
 For ``--subnets`` random tiny32 subnets (fixed seed), compares the validation loss
 with weights inherited from a trained supernet run against the validation loss of
 the same subnet trained alone from scratch (``nas.model.build_model``) on the same
-data with the same recipe (AdamW, cosine, label smoothing, shifts) for a fixed,
-equal budget of ``--epochs`` epochs. Reports Kendall's tau (scipy) between the two;
-target tau >= 0.5.
+data with the same recipe (AdamW, cosine, label smoothing, shifts; warmup at most one
+epoch) for the same budget: by default as many epochs as the supernet run was trained
+(``--epochs`` overrides it). Reports Kendall's tau (scipy) between the two; target
+tau >= 0.5. ``--also`` ranks against further (shorter) budgets, and a table shows,
+dimension by dimension, how each ranking depends on the architecture: where the two
+disagree.
 
 Usage:
     python bench/bench_train.py                 # trains runs/bench_train/single first
     python bench/bench_ranking.py               # writes bench/results/ranking_cpu.md
-    python bench/bench_ranking.py --run RUN_DIR --subnets 20 --epochs 12 --also 30:2
+    python bench/bench_ranking.py --run RUN_DIR --subnets 20 --epochs 60 --also 12:3
     python bench/bench_ranking.py --scratch-only   # fill the from-scratch cache only
 
 From-scratch results are cached in ``runs/bench_ranking/scratch.json`` keyed by the
@@ -35,7 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from common import header, write_result  # noqa: E402
-from scipy.stats import kendalltau, spearmanr  # noqa: E402
+from scipy.stats import kendalltau  # noqa: E402
 from timm.optim import create_optimizer_v2  # noqa: E402
 from timm.scheduler import create_scheduler_v2  # noqa: E402
 
@@ -54,10 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run", type=Path, default=ROOT / "runs" / "bench_train" / "single",
                    help="a nas train run of tiny32 on digits (default: bench_train's)")
     p.add_argument("--subnets", type=int, default=20, help="random subnets (>= 15)")
-    p.add_argument("--epochs", type=int, default=12, help="from-scratch budget per subnet")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="from-scratch budget per subnet (default: the supernet run's epochs)")
     p.add_argument("--seed", type=int, default=1, help="seed of the subnets and of scratch training")
-    p.add_argument("--also", default="30:2", metavar="EPOCHS:REPEATS[,...]",
-                   help="further from-scratch budgets to rank against (default 30:2; '' none)")
+    p.add_argument("--also", default="12:3", metavar="EPOCHS:REPEATS[,...]",
+                   help="further from-scratch budgets to rank against (default 12:3; '' none)")
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench_ranking" / "scratch.json",
                    help="from-scratch results cache (JSON)")
     p.add_argument("--scratch-only", action="store_true",
@@ -69,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    metavar="RUN[,RUN...]",
                    help="other supernet runs of the same space (default: bench_train's Ray run; "
                    "missing ones are skipped): how reproducible the inherited ranking is")
-    p.add_argument("--repeats", type=int, default=3,
+    p.add_argument("--repeats", type=int, default=2,
                    help="scratch trainings per subnet (seeds seed, seed+1, ...); their mean is "
                    "the reference and their mutual tau the noise ceiling")
     return p.parse_args(argv)
@@ -146,27 +150,74 @@ def family_split_tau(archs: list[Arch], a: list[float], b: list[float]) -> tuple
     return tuple((c - d) / max(c + d, 1) for c, d in (score[True], score[False]))
 
 
-def compare_runs(spec: str, archs: list[Arch], rows: list[dict], x, y) -> str:
+TRAINING_RULES = {"num_random": 1, "sandwich_rule": "family", "distill_from": "largest",
+                  "end_reduction": "extreme", "block_sharing": "mixer", "epochs": 60}
+
+
+def compare_runs(spec: str, archs: list[Arch], rows: list[dict], x, y, scratch,
+                 train_xy) -> str:
     """Kendall tau of other supernet runs' inherited ranking with this run's and with scratch:
-    separates "weight sharing ranks noisily" from "it ranks reproducibly, but differently"."""
+    separates "weight sharing ranks noisily" from "it ranks reproducibly, but differently",
+    and scores other training rules (their differences from this run are named)."""
     out = []
+    base = TRAINING_RULES
     for path in [Path(p) for p in spec.split(",") if p]:
         if not (path / "checkpoints" / "last.safetensors").is_file():
             print(f"compare: no trained run at {path}, skipped")
             continue
         other = load_run(path)
         loss = [evaluate(other.supernet, a, x, y)["loss"] for a in archs]
+        refit = [evaluate(other.supernet, a, x, y, refit=train_xy)["loss"] for a in archs]
         mine = kendalltau(loss, [r["inh"]["loss"] for r in rows]).statistic
-        scr = kendalltau(loss, [r["scr"]["loss"] for r in rows]).statistic
+        scr, scr_refit = (kendalltau(v, scratch).statistic for v in (loss, refit))
+        rules = ", ".join(f"{k} {other.config.get(k, d)}" for k, d in TRAINING_RULES.items()
+                          if other.config.get(k, d) != base.get(k, d))
         out.append(f"| `{path}` (workers {other.config.get('workers') or 1}, seed "
-                   f"{other.config['seed']}) | {mine:.3f} | {scr:.3f} |")
+                   f"{other.config['seed']}{', ' + rules if rules else ''}) | {mine:.3f} | "
+                   f"{scr:.3f} | {scr_refit:.3f} |")
     if not out:
         return ""
-    return ("\n## Is the inherited ranking reproducible?\n\n"
-            "Inherited val loss of the same subnets in other supernet runs, ranked against this "
-            "run's inherited loss and against the from-scratch loss:\n\n"
-            "| other run | tau vs this run (inherited) | tau vs scratch |\n|---|---:|---:|\n"
-            + "\n".join(out) + "\n")
+    return ("\n## Other supernet runs\n\n"
+            "Inherited val loss of the same subnets in other supernet runs of the space, "
+            "ranked against this run's inherited loss and against the from-scratch loss (same "
+            "budget):\n\n"
+            "| other run (its settings that differ from the defaults) | tau vs this run "
+            "(inherited) | tau vs scratch | tau vs scratch, classifier refit |\n"
+            "|---|---:|---:|---:|\n" + "\n".join(out) + "\n")
+
+
+def arch_features(space, archs: list[Arch]) -> dict[str, list[float]]:
+    """Per-arch values of the dimensions that move the rankings (for ``dimension_table``)."""
+    feats: dict[str, list[float]] = {}
+    for i, ss in enumerate(space.stages):
+        local = [m for m in ss.mixer if m in ("pool", "dwconv")]
+        if local and len(local) < len(ss.mixer):
+            feats[f"stage {i} mixer is {'/'.join(local)}"] = [
+                float(a.stages[i].mixer in local) for a in archs]
+        for name in ("embed_dim", "depth", "mlp_ratio", "low_rank", "keep_ratio"):
+            if len(ss.choices(name)) > 1:
+                feats[f"stage {i} {name}"] = [float(getattr(a.stages[i], name)) for a in archs]
+        if "prune" in ss.reduce_method and min(ss.keep_ratio) < 1:
+            feats[f"stage {i} tokens pruned"] = [
+                float(a.stages[i].keep_ratio < 1 and a.stages[i].reduce_method == "prune")
+                for a in archs]
+    feats["params"] = [float(count_params(a, num_classes=space.num_classes)) for a in archs]
+    return feats
+
+
+def dimension_table(space, archs: list[Arch], rankings: dict[str, list[float]]) -> str:
+    """Kendall tau of each dimension with each loss ranking: > 0, a larger value means a
+    higher loss. A row where inherited and scratch differ is a dimension that weight
+    sharing (or the budget) rates differently."""
+    head = " | ".join(rankings)
+    out = ["", "## What each ranking depends on", "",
+           "Kendall tau between a dimension's value and the val loss (> 0: larger value, higher "
+           "loss):", "", f"| dimension | {head} |", "|---|" + "---:|" * len(rankings)]
+    for name, values in arch_features(space, archs).items():
+        cells = " | ".join(f"{kendalltau(values, loss).statistic:+.2f}"
+                           for loss in rankings.values())
+        out.append(f"| {name} | {cells} |")
+    return "\n".join(out) + "\n"
 
 
 def one_change_table(run, x, y) -> str:
@@ -204,6 +255,22 @@ def one_change_table(run, x, y) -> str:
     return "\n".join(out) + "\n"
 
 
+def scratch_losses(args, archs, run_cfg, epochs: int, repeats: int, x, y) -> np.ndarray:
+    """(subnets, repeats) from-scratch val losses, trained (and cached) where missing."""
+    return np.array([[cached_scratch(args.cache, a, run_cfg, epochs, args.seed + k, x, y)["loss"]
+                      for k in range(repeats)] for a in archs])
+
+
+def noise_ceiling(loss: np.ndarray) -> str:
+    """Kendall tau between scratch seeds: two seeds, and one seed vs the mean of the rest."""
+    if loss.shape[1] < 2:
+        return "n/a (1 seed)"
+    pair = kendalltau(loss[:, 0], loss[:, 1]).statistic
+    rest = np.mean([kendalltau(loss[:, k], np.delete(loss, k, axis=1).mean(1)).statistic
+                    for k in range(loss.shape[1])])
+    return f"{pair:.3f} / {rest:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.subnets < 15:
@@ -222,77 +289,90 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run = load_run(args.run)
         run_cfg, space = run.config, run.space
+    if args.epochs is None:  # the same budget as the supernet
+        args.epochs = int(run_cfg["epochs"])
     x, y = load_val_data(run_cfg)
     archs = unique_archs(space, args.subnets, args.seed)
-    rows = []
-    t0 = time.perf_counter()
-    for i, arch in enumerate(archs):
-        t = time.perf_counter()
-        ks = [args.only_repeat] if args.scratch_only and args.only_repeat is not None \
-            else range(args.repeats)
-        reps = [cached_scratch(args.cache, arch, run_cfg, args.epochs, args.seed + k, x, y)
-                for k in ks]
-        if run is None:
+    if args.scratch_only:
+        t0 = time.perf_counter()
+        ks = [args.only_repeat] if args.only_repeat is not None else range(args.repeats)
+        for i, arch in enumerate(archs):
+            t = time.perf_counter()
+            reps = [cached_scratch(args.cache, arch, run_cfg, args.epochs, args.seed + k, x, y)
+                    for k in ks]
             print(f"subnet {i}: scratch losses {[round(r['loss'], 4) for r in reps]} "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
-            continue
+        print(f"scratch references cached in {args.cache} "
+              f"({(time.perf_counter() - t0) / 60:.1f} min)")
+        return 0
+    t0 = time.perf_counter()
+    train_xy = load_val_data(run_cfg, split="train")
+    rows = []
+    for i, arch in enumerate(archs):
+        t = time.perf_counter()
+        reps = [cached_scratch(args.cache, arch, run_cfg, args.epochs, args.seed + k, x, y)
+                for k in range(args.repeats)]
         inherited = evaluate(run.supernet, arch, x, y)
+        refit = evaluate(run.supernet, arch, x, y, refit=train_xy)
         scratch = {m: float(np.mean([r[m] for r in reps])) for m in ("loss", "acc")}
         rows.append({"i": i, "params": count_params(arch, num_classes=run.space.num_classes),
-                     "inh": inherited, "scr": scratch, "reps": reps,
-                     "time": time.perf_counter() - t, "mixers": "/".join(s.mixer for s in arch.stages)})
-        print(f"subnet {i}: inherited loss {inherited['loss']:.4f} acc {inherited['acc']:.4f} | "
-              f"scratch loss {scratch['loss']:.4f} acc {scratch['acc']:.4f} "
-              f"({rows[-1]['time']:.0f}s)", flush=True)
+                     "inh": inherited, "refit": refit, "scr": scratch, "reps": reps,
+                     "mixers": "/".join(s.mixer for s in arch.stages)})
+        print(f"subnet {i}: inherited loss {inherited['loss']:.4f} (refit {refit['loss']:.4f}) | "
+              f"scratch loss {scratch['loss']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
+    inh = {"inherited weights": [r["inh"]["loss"] for r in rows],
+           "inherited weights, classifier refit on the train split": [r["refit"]["loss"]
+                                                                      for r in rows]}
+    budgets = {args.epochs: np.array([[rep["loss"] for rep in r["reps"]] for r in rows])}
+    for spec in filter(None, args.also.split(",")):
+        epochs, repeats = (int(v) for v in spec.split(":"))
+        budgets[epochs] = scratch_losses(args, archs, run_cfg, epochs, repeats, x, y)
     total = time.perf_counter() - t0
-    if run is None:
-        print(f"scratch references cached in {args.cache} ({total / 60:.1f} min)")
-        return 0
-    tau_loss = kendalltau([r["inh"]["loss"] for r in rows], [r["scr"]["loss"] for r in rows])
+    main_loss = budgets[args.epochs].mean(1)
+    tau = kendalltau(inh["inherited weights"], main_loss)
+    tau_refit = kendalltau(inh["inherited weights, classifier refit on the train split"], main_loss)
     tau_acc = kendalltau([r["inh"]["acc"] for r in rows], [r["scr"]["acc"] for r in rows])
-    rho = spearmanr([r["inh"]["loss"] for r in rows], [r["scr"]["loss"] for r in rows])
-    ceiling = ""
-    if args.repeats >= 2:
-        loss = np.array([[rep["loss"] for rep in r["reps"]] for r in rows])
-        pair = kendalltau(loss[:, 0], loss[:, 1]).statistic
-        rest = np.mean([kendalltau(loss[:, k], np.delete(loss, k, axis=1).mean(1)).statistic
-                        for k in range(loss.shape[1])])
-        ceiling = (f"; noise ceiling: Kendall tau (val loss) between two from-scratch seeds = "
-                   f"{pair:.3f}, between one seed and the mean of the others = {rest:.3f}")
-    within, across = family_split_tau(archs, [r["inh"]["loss"] for r in rows],
-                                      [r["scr"]["loss"] for r in rows])
-    ceiling += (f"; pairs with the same stage-0 mixer: tau {within:.3f}, pairs with different "
-                f"ones: tau {across:.3f}")
+    within, across = family_split_tau(archs, inh["inherited weights"], main_loss.tolist())
     cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run.config}
     text = header("Ranking fidelity: inherited weights vs from scratch (tiny32, digits)")
     text += (f"- supernet run: `{args.run}` (epoch {run.epoch}, {cfg['num_random']} "
              f"random subnets per step, sandwich rule {cfg['sandwich_rule']}, block sharing "
-             f"{cfg['block_sharing']}, seed {cfg['seed']})\n"
-             f"- {len(rows)} random subnets (seed {args.seed}); from scratch: "
-             f"{args.epochs} epochs each (mean of {args.repeats} seeds), same data, batch "
-             "size, optimizer and schedule as the supernet run\n"
-             f"- time: {total / 60:.1f} min\n\n"
-             f"**Kendall tau (val loss) = {tau_loss.statistic:.3f}** (p = {tau_loss.pvalue:.2g}; "
-             f"target >= 0.5); Kendall tau (val acc) = {tau_acc.statistic:.3f}; "
-             f"Spearman rho (val loss) = {rho.statistic:.3f}{ceiling}\n\n"
-             "| # | mixers | params | inherited loss | inherited acc | scratch loss | "
-             "scratch acc |\n|---:|---|---:|---:|---:|---:|---:|\n")
+             f"{cfg['block_sharing']}, distill from {cfg.get('distill_from', 'largest')}, "
+             f"end reduction {cfg.get('end_reduction', 'extreme')}, seed {cfg['seed']})\n"
+             f"- {len(rows)} random subnets (seed {args.seed}); from scratch: the same budget "
+             f"as the supernet, {args.epochs} epochs each (mean of {args.repeats} seeds), same "
+             "data, batch size, optimizer and schedule (warmup at most 1 epoch)\n"
+             f"- time: {total / 60:.1f} min (cached references are not retrained)\n\n"
+             f"**Kendall tau (val loss), inherited weights vs {args.epochs}-epoch scratch = "
+             f"{tau.statistic:.3f}** (p = {tau.pvalue:.2g}; target >= 0.5); with the classifier "
+             f"refit: **{tau_refit.statistic:.3f}** (p = {tau_refit.pvalue:.2g}); Kendall tau (val "
+             f"acc) = {tau_acc.statistic:.3f}; pairs with the same stage-0 mixer: tau "
+             f"{within:.3f}, pairs with different ones: tau {across:.3f}\n\n")
+    names = [f"scratch {e} epochs ({b.shape[1]} seeds)" for e, b in budgets.items()]
+    text += ("| Kendall tau (val loss) | " + " | ".join(names) + " |\n|---|"
+             + "---:|" * len(budgets) + "\n")
+    for name, loss in inh.items():
+        text += (f"| {name} | " + " | ".join(f"{kendalltau(loss, b.mean(1)).statistic:.3f}"
+                                             for b in budgets.values()) + " |\n")
+    text += ("| noise ceiling: two scratch seeds / one seed vs the others' mean | "
+             + " | ".join(noise_ceiling(b) for b in budgets.values()) + " |\n")
+    if len(budgets) > 1:
+        e0 = next(iter(budgets))
+        text += (f"| this budget's ranking vs the {e0}-epoch one | "
+                 + " | ".join(f"{kendalltau(main_loss, b.mean(1)).statistic:.3f}"
+                              for b in budgets.values()) + " |\n")
+    text += ("\n| # | mixers | params | inherited loss | inherited acc | refit loss | "
+             "scratch loss | scratch acc |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
     for r in rows:
         text += (f"| {r['i']} | {r['mixers']} | {r['params']:,} | {r['inh']['loss']:.4f} | "
-                 f"{100 * r['inh']['acc']:.2f}% | {r['scr']['loss']:.4f} | "
-                 f"{100 * r['scr']['acc']:.2f}% |\n")
-    for spec in filter(None, args.also.split(",")):
-        epochs, repeats = (int(v) for v in spec.split(":"))
-        loss = np.array([[cached_scratch(args.cache, a, run_cfg, epochs, args.seed + k, x, y)["loss"]
-                          for k in range(repeats)] for a in archs])
-        tau = kendalltau([r["inh"]["loss"] for r in rows], loss.mean(1))
-        pair = (f"; between two seeds {kendalltau(loss[:, 0], loss[:, 1]).statistic:.3f}"
-                if repeats >= 2 else "")
-        same = kendalltau([r["scr"]["loss"] for r in rows], loss.mean(1)).statistic
-        text += (f"\nAgainst a {epochs}-epoch from-scratch budget (mean of {repeats} seeds): "
-                 f"Kendall tau (val loss) = {tau.statistic:.3f} (p = {tau.pvalue:.2g}){pair}; "
-                 f"its ranking vs the {args.epochs}-epoch one: tau {same:.3f}.\n")
-    text += compare_runs(args.compare_runs, archs, rows, x, y)
+                 f"{100 * r['inh']['acc']:.2f}% | {r['refit']['loss']:.4f} | "
+                 f"{r['scr']['loss']:.4f} | {100 * r['scr']['acc']:.2f}% |\n")
+    text += dimension_table(run.space, archs, {
+        "inherited": inh["inherited weights"],
+        "refit": inh["inherited weights, classifier refit on the train split"],
+        **{f"scratch {e} ep": b.mean(1).tolist() for e, b in budgets.items()}})
+    text += compare_runs(args.compare_runs, archs, rows, x, y, budgets[args.epochs].mean(1),
+                         train_xy)
     text += one_change_table(run, x, y)
     path = write_result("ranking_cpu.md", text)
     print(text)

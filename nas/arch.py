@@ -35,7 +35,8 @@ from nas.space import (
 
 __all__ = [
     "StageArch", "Arch", "walk_arch", "sample_arch", "space_contains", "canonicalize",
-    "mutate_arch", "crossover_arch", "extreme_arch", "extreme_pick", "sample_mixers", "encode_arch", "decode_arch",
+    "mutate_arch", "crossover_arch", "extreme_arch", "extreme_pick", "sample_mixers",
+    "resample_dims", "REDUCTION_DIMS", "encode_arch", "decode_arch",
     "encoding_names", "count_archs", "load_arch", "active_dims",
 ]
 
@@ -316,10 +317,17 @@ def sample_mixers(space: SearchSpace, rng: np.random.Generator) -> tuple[str, ..
     return tuple(out)
 
 
-def sample_arch(space: SearchSpace, rng: np.random.Generator) -> Arch:
-    """Sample an arch: each active dimension uniformly among its valid choices."""
+def sample_arch(space: SearchSpace, rng: np.random.Generator,
+                mixers: tuple[str, ...] | None = None) -> Arch:
+    """Sample an arch: each active dimension uniformly among its valid choices.
+
+    ``mixers`` (one per stage) fixes each stage's token mixer family.
+    """
+    pick = lambda where, name, valid: valid[int(rng.integers(len(valid)))]  # noqa: E731
+    if mixers is not None:
+        pick = _fixed_mixers(pick, mixers)
     for _ in range(100):
-        arch = walk_arch(space, lambda where, name, valid: valid[int(rng.integers(len(valid)))])
+        arch = walk_arch(space, pick)
         if not _grid_ok(space, arch):
             return arch
     raise ArchError(f"space {space.name}: could not sample an arch whose token grid stays >= 1x1")
@@ -428,6 +436,20 @@ def mutate_arch(space: SearchSpace, arch: Arch, rng: np.random.Generator, *, pro
             if child != arch:
                 break
     return child
+
+
+REDUCTION_DIMS = ("keep_ratio", "reduce_method", "reduce_at")  # in-stage token reduction
+
+
+def resample_dims(space: SearchSpace, arch: Arch, names: tuple[str, ...],
+                  rng: np.random.Generator) -> Arch:
+    """``arch`` with the stage dimensions ``names`` drawn uniformly anew (the rest kept).
+
+    Example: ``resample_dims(space, extreme_arch(space, "max"), REDUCTION_DIMS, rng)``
+    is the largest subnet with a random token pruning/merging setting.
+    """
+    return _propose(space, lambda where, name: None if name in names and where.startswith("stages[")
+                    else _value_at(arch, where, name), rng)
 
 
 def crossover_arch(space: SearchSpace, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:

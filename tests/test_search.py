@@ -121,6 +121,20 @@ def _config(tmp_path, searcher, **kw):
 # ----------------------------------------------------------------------------- contract
 
 
+def test_nsga2_sampler_pickles_and_keeps_sampling():
+    """Ray Tune pickles the searcher; optuna's genetic samplers hold a thread lock."""
+    import pickle
+
+    import optuna
+
+    from nas.search.searchers.optuna_search import NSGA2Searcher
+
+    sampler = pickle.loads(pickle.dumps(NSGA2Searcher.make_sampler(None, 0, population_size=4)))
+    study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
+    study.optimize(lambda t: (t.suggest_float("a", 0, 1), t.suggest_float("b", 0, 1)), n_trials=10)
+    assert len(study.trials) == 10 and isinstance(sampler, optuna.samplers.NSGAIISampler)
+
+
 @pytest.mark.parametrize("name", list(SEARCHERS))
 def test_every_searcher_contract(name, tiny, tmp_path, ray_local):
     """Any registered searcher, on Ray with a fake objective: outputs, best, rerun, refusal."""

@@ -10,13 +10,14 @@ import torch
 
 from nas.arch import extreme_arch
 from nas.cli import main
-from nas.errors import ArtifactError
+from nas.errors import ArtifactError, DataError
 from nas.supernet import Supernet
 from nas.training import (
     ConfigError,
     TrainConfig,
     calibrate_bn,
     evaluate,
+    evaluate_model,
     load_checkpoint,
     load_run,
     load_val_data,
@@ -191,6 +192,66 @@ def test_sandwich_rules_pick_the_documented_subnets(rule, tmp_path):
         assert len(seen) >= 10  # 16 combinations of tiny32's mixer families
 
 
+def test_random_end_reduction_varies_only_the_token_reduction(tmp_path):
+    """``end_reduction: random``: the family ends are the family extremes but for their
+    token pruning/merging setting, which varies; the global largest and smallest stay."""
+    from nas.arch import REDUCTION_DIMS
+    from nas.space import load_space
+    from nas.training.loop import LoopContext, _Trainer
+
+    space = load_space("tiny32")
+    trainer = _Trainer(_cfg(tmp_path, end_reduction="random"), space, LoopContext(verbose=False))
+    smallest = extreme_arch(space, "min")
+
+    def strip(a):  # the arch without its token reduction
+        return tuple(tuple(getattr(s, f) for f in s.__dataclass_fields__ if f not in REDUCTION_DIMS)
+                     for s in a.stages)
+
+    settings = set()
+    for _ in range(60):
+        archs, n_ends = trainer.archs()
+        assert archs[0] == extreme_arch(space, "max") and smallest in archs[1:1 + n_ends]
+        for end in archs[1:1 + n_ends]:
+            if end == smallest:
+                continue
+            mixers = tuple(s.mixer for s in end.stages)
+            assert strip(end) in {strip(extreme_arch(space, w, mixers)) for w in ("max", "min")}
+            settings.add(tuple((s.keep_ratio, s.reduce_method, s.reduce_at) for s in end.stages))
+    reduced = {s[1] for s in settings if s[1][0] < 1}
+    assert {m for _, m, _ in reduced} == {"prune", "merge"} and len(settings) >= 6
+    with pytest.raises(ConfigError, match="end_reduction must be one of random, extreme"):
+        TrainConfig.from_dict({**TINY, "out": "x", "end_reduction": "some"})
+
+
+def test_family_teacher_trains_the_family_largest_on_labels(tmp_path):
+    """``distill_from: family``: the step's family largest is trained on the labels after
+    the global largest, and the random subnets come from the same mixer families."""
+    from nas.space import load_space
+    from nas.training.loop import LoopContext, _Trainer, sandwich_step
+
+    space = load_space("tiny32")
+    trainer = _Trainer(_cfg(tmp_path, distill_from="family", num_random=2), space,
+                       LoopContext(verbose=False))
+    two = 0
+    for _ in range(30):
+        archs, n_ends = trainer.archs()
+        mixers = tuple(s.mixer for s in archs[-1].stages)
+        assert all(tuple(s.mixer for s in a.stages) == mixers for a in archs[-2:])
+        if trainer.labelled == 2:
+            two += 1
+            assert archs[1] == extreme_arch(space, "max", mixers) != archs[0]
+        else:
+            assert extreme_arch(space, "max", mixers) == archs[0]
+    assert two >= 20  # 15 of tiny32's 16 mixer combinations differ from the largest's
+    # two label-trained subnets: the losses are two cross-entropies, then distillations
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    archs = [extreme_arch(space, "max"), extreme_arch(space, "max", ("pool", "mlp")),
+             extreme_arch(space, "min")]
+    losses = sandwich_step(trainer.net, archs, x, y, cfg=trainer.cfg,
+                           autocast=trainer.autocast, labelled=2)
+    assert len(losses) == 3 and losses[1] > 1.0 > losses[2] >= 0  # CE at init ~ln 10; KL small
+
+
 def test_evaluate_matches_training_metrics(runs):
     run = load_run(runs["a"])
     assert not run.supernet.training and run.space.name == "tiny32"
@@ -203,6 +264,36 @@ def test_evaluate_matches_training_metrics(runs):
     assert res["loss"] == pytest.approx(float(last["val_loss_largest"]), rel=1e-5)
 
 
+def test_refit_classifier_changes_only_the_classifier_and_fits_better(runs):
+    """The refit classifier is the regularised optimum on the training features: its
+    objective is no worse than the inherited classifier's, and nothing else changes."""
+    import torch.nn.functional as F
+
+    from nas.training import refit_classifier
+
+    run = load_run(runs["a"])
+    arch = extreme_arch(run.space, "min")
+    xt, yt = load_val_data(run.config, split="train")
+    before = run.supernet.extract(arch).eval()
+    after = refit_classifier(run.supernet.extract(arch).eval(), xt, yt, l2=1e-3)
+
+    def objective(model):
+        with torch.no_grad():
+            feats = model.forward_head(model.forward_features(xt), pre_logits=True)
+            w = model.get_classifier().weight
+            return (F.cross_entropy(model.get_classifier()(feats), yt) + 1e-3 * w.square().sum()).item()
+
+    assert objective(after) < objective(before) - 1e-3
+    a, b = before.state_dict(), after.state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed == {"head.fc.weight", "head.fc.bias"}
+    x, y = load_val_data(run.config)
+    again = evaluate(run.supernet, arch, x, y, refit=(xt, yt))  # the same through evaluate
+    assert again == pytest.approx(evaluate_model(after, x, y))
+    with pytest.raises(DataError, match="as many images as labels"):
+        refit_classifier(before, xt[:3], yt[:2])
+
+
 def test_eval_cli(runs, tmp_path, capsys):
     out = tmp_path / "eval.csv"
     assert main(["eval", "--run", str(runs["a"]), "--sample", "2", "--out", str(out)]) == 0
@@ -211,6 +302,8 @@ def test_eval_cli(runs, tmp_path, capsys):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 2 and all(0 <= float(r["acc"]) <= 1 for r in rows)
     assert main(["eval", "--run", str(tmp_path / "missing"), "--reference", "largest"]) == 2
+    assert main(["eval", "--run", str(runs["a"]), "--reference", "smallest", "--refit-head"]) == 0
+    assert "classifiers refit on the training split" in capsys.readouterr().out
 
 
 def test_calibrate_bn_changes_running_stats(spaces):

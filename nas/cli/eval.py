@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--refit-head", action="store_true",
+                   help="refit each subnet's classifier on its features of the training split "
+                   "first (the rest keeps the inherited weights); ranks subnets closer to "
+                   "training them alone (bench/bench_ranking.py)")
     p.add_argument("--out", type=Path, metavar="CSV", help="also write the table as CSV")
     p.set_defaults(func=_eval)
 
@@ -59,14 +63,17 @@ def _eval(args: argparse.Namespace) -> int:
     if "batchnorm" in {n for s in run.space.stages for n in s.norm}:
         size = int(run.config.get("calib_size", 512))
         calib = (load_calib_data(run.config, size, seed=int(run.config.get("seed", 0))),)
+    refit = load_val_data(run.config, split="train") if args.refit_head else None
     kw = {"num_classes": run.space.num_classes, "in_chans": run.space.in_chans}
     rows = []
     for name, arch in archs:
-        res = evaluate(run.supernet, arch, x, y, batch_size=args.batch_size, calibrate=calib)
+        res = evaluate(run.supernet, arch, x, y, batch_size=args.batch_size, calibrate=calib,
+                       refit=refit)
         rows.append({"name": name, "acc": res["acc"], "loss": res["loss"],
                      "params": count_params(arch, **kw), "arch": arch.to_json()})
     print(f"run {run.run_dir} ({run.space.name} {run.space.fingerprint}, epoch {run.epoch}), "
-          f"{len(y)} validation images of {run.config['data']}")
+          f"{len(y)} validation images of {run.config['data']}"
+          + (", classifiers refit on the training split" if refit else ""))
     print(f"{'subnet':<12} {'top-1':>8} {'loss':>8} {'params':>10}")
     for r in rows:
         print(f"{r['name']:<12} {100 * r['acc']:>7.2f}% {r['loss']:>8.4f} {r['params']:>10,}")

@@ -22,12 +22,13 @@ from nas.training.evaluation import (
     evaluate_model,
     load_calib_data,
     load_val_data,
+    refit_classifier,
 )
 from nas.training.launch import train
 from nas.training.rundir import Run, load_run, read_metrics
 
 __all__ = [
     "ConfigError", "TrainConfig", "train", "Run", "load_run", "read_metrics", "evaluate",
-    "evaluate_model", "calibrate_bn", "load_val_data", "load_calib_data", "TrainState",
+    "evaluate_model", "calibrate_bn", "refit_classifier", "load_val_data", "load_calib_data", "TrainState",
     "save_checkpoint", "load_checkpoint",
 ]

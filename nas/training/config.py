@@ -28,6 +28,8 @@ __all__ = ["ConfigError", "TrainConfig", "DISTILL", "DEVICES", "EXECUTION_FIELDS
 
 DISTILL = ("kl", "soft_ce")
 SANDWICH_RULES = ("family", "classic")
+END_REDUCTION = ("random", "extreme")
+DISTILL_FROM = ("largest", "family")
 BLOCK_SHARING = ("mixer", "all")  # nas.supernet.BLOCK_SHARING (not imported: keeps config light)
 DEVICES = ("cpu", "cuda")
 # Fields that say *where* a run executes, not *what* it computes; they may change on --resume.
@@ -62,6 +64,16 @@ class TrainConfig:
             per stage and trains the largest and smallest subnets of that family, so
             every mixer family is trained at both ends of its width range; ``classic``:
             the global largest and smallest only (BigNAS).
+        end_reduction: ``random``: the family sandwich's ends draw their token
+            pruning/merging setting (keep ratio, method, block) at random each step, so wide
+            subnets are trained with reduced tokens too; ``extreme`` (the earlier rule): the
+            family largest keeps every token and the family smallest prunes the most. The
+            global largest and smallest are always the extremes.
+        distill_from: ``largest``: every subnet learns from the global largest one's soft
+            labels; ``family`` (with the family sandwich): the step's family largest is
+            trained on the labels too and is the teacher of the family smallest and of
+            the random subnets, which are drawn from the same mixer families, so no
+            family learns to imitate another's inductive bias.
         block_sharing: ``mixer`` (default): each mixer family has its own block weights
             (norms, FFNs); ``all``: blocks share everything but the mixers (see
             :class:`nas.supernet.Supernet`).
@@ -92,6 +104,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     num_random: int = 1
     sandwich_rule: str = "family"
+    end_reduction: str = "extreme"
+    distill_from: str = "largest"
     block_sharing: str = "mixer"
     distill: str = "kl"
     max_shift: int = 3
@@ -161,7 +175,9 @@ class TrainConfig:
                 and getattr(self, f.name) != getattr(other, f.name)]
 
 
-_STR_FIELDS = ("space", "data", "out", "distill", "sandwich_rule", "block_sharing", "address",
+_STR_FIELDS = ("space", "data", "out", "distill", "sandwich_rule", "end_reduction", "distill_from",
+               "block_sharing",
+               "address",
                "device")
 _FLOAT_FIELDS = ("lr", "weight_decay", "warmup_lr", "min_lr", "label_smoothing", "clip_grad")
 _FIELD_TYPES: dict[str, type] = {
@@ -184,6 +200,8 @@ def _check_range(c: TrainConfig) -> None:
     need(c.num_random >= 0, "num_random", ">= 0")
     need(c.distill in DISTILL, "distill", "one of " + ", ".join(DISTILL))
     need(c.sandwich_rule in SANDWICH_RULES, "sandwich_rule", "one of " + ", ".join(SANDWICH_RULES))
+    need(c.end_reduction in END_REDUCTION, "end_reduction", "one of " + ", ".join(END_REDUCTION))
+    need(c.distill_from in DISTILL_FROM, "distill_from", "one of " + ", ".join(DISTILL_FROM))
     need(c.block_sharing in BLOCK_SHARING, "block_sharing", "one of " + ", ".join(BLOCK_SHARING))
     need(c.max_shift >= 0, "max_shift", ">= 0")
     need(c.clip_grad >= 0, "clip_grad", ">= 0 (0 disables clipping)")

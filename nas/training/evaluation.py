@@ -31,8 +31,8 @@ from nas.supernet import Supernet
 from nas.training.batches import fit_resolution
 from nas.training.config import TrainConfig
 
-__all__ = ["evaluate", "evaluate_model", "calibrate_bn", "load_val_data", "load_calib_data",
-           "has_batchnorm"]
+__all__ = ["evaluate", "evaluate_model", "calibrate_bn", "refit_classifier", "load_val_data",
+           "load_calib_data", "has_batchnorm"]
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -96,9 +96,54 @@ def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 
     return {"acc": correct / len(y), "loss": loss / len(y)}
 
 
+def refit_classifier(model: nn.Module, x_train: Tensor, y_train: Tensor, *, l2: float = 1e-3,
+                     batch_size: int = 256, resolution: int | None = None,
+                     max_iter: int = 100) -> nn.Module:
+    """Refit ``model``'s linear classifier on its frozen features of ``(x_train, y_train)``.
+
+    A calibration step for the one tensor every subnet of a supernet shares whatever
+    its shape: the classifier. Multinomial logistic regression (mean cross-entropy +
+    ``l2`` * squared weight norm, L-BFGS from the inherited weights; the problem is
+    convex, so the result does not depend on them). The rest of the model keeps its
+    inherited weights. Returns ``model`` in eval mode, its classifier replaced in place.
+    """
+    if len(x_train) == 0 or len(x_train) != len(y_train):
+        raise DataError(f"refitting needs as many images as labels (> 0), got {len(x_train)} "
+                        f"and {len(y_train)}")
+    model.eval()
+    device = _device(model)
+    with torch.no_grad():
+        feats = []
+        for xb in x_train.split(batch_size):
+            xb = xb.to(device)
+            if resolution is not None and xb.shape[-1] != resolution:
+                xb = F.interpolate(xb, size=(resolution, resolution), mode="bilinear",
+                                   align_corners=False, antialias=True)
+            feats.append(model.forward_head(model.forward_features(xb), pre_logits=True).float())
+        feats = torch.cat(feats)
+    fc = model.get_classifier()
+    y = y_train.to(device)
+    w = fc.weight.detach().float().clone().requires_grad_(True)
+    b = fc.bias.detach().float().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(torch.addmm(b, feats, w.t()), y) + l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        fc.weight.copy_(w)
+        fc.bias.copy_(b)
+    return model
+
+
 def evaluate(supernet: Supernet, arch: Arch, x_val: Tensor, y_val: Tensor, *,
              batch_size: int = 256, calibrate: tuple[Tensor, ...] | None = None,
-             ) -> dict[str, float]:
+             refit: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
     """Accuracy and loss of ``arch`` with weights inherited from ``supernet``.
 
     Args:
@@ -109,6 +154,8 @@ def evaluate(supernet: Supernet, arch: Arch, x_val: Tensor, y_val: Tensor, *,
         batch_size: evaluation batch size.
         calibrate: ``(x_calib,)`` training images to recalibrate BatchNorm with
             (only used when ``arch`` has BatchNorm layers).
+        refit: ``(x_train, y_train)``: refit the classifier on the subnet's features of
+            these training images first (:func:`refit_classifier`).
 
     Returns:
         ``{"acc": float in [0, 1], "loss": float}``.
@@ -120,6 +167,8 @@ def evaluate(supernet: Supernet, arch: Arch, x_val: Tensor, y_val: Tensor, *,
         model = calibrate_bn(supernet, arch, calibrate[0], batch_size=batch_size)
     else:
         model = supernet.extract(arch).eval()
+    if refit is not None:
+        refit_classifier(model, *refit, batch_size=batch_size, resolution=arch.resolution)
     return evaluate_model(model, x_val, y_val, batch_size=batch_size, resolution=arch.resolution)
 
 

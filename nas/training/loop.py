@@ -33,7 +33,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm import tqdm
 
-from nas.arch import Arch, extreme_arch, sample_arch, sample_mixers
+from nas.arch import REDUCTION_DIMS, Arch, extreme_arch, resample_dims, sample_arch, sample_mixers
 from nas.space import SearchSpace, parse_space
 from nas.supernet import Supernet
 from nas.training.batches import TrainBatches, fit_resolution
@@ -75,15 +75,22 @@ def distill_loss(student: torch.Tensor, teacher_probs: torch.Tensor, kind: str) 
 
 
 def sandwich_step(net: Supernet, archs: list[Arch], x: torch.Tensor, y: torch.Tensor, *,
-                  cfg: TrainConfig, autocast: Callable[[], Any]) -> list[torch.Tensor]:
-    """Forward/backward every subnet of the sandwich (largest first); returns detached losses."""
-    with autocast():
-        logits = net(fit_resolution(x, archs[0]), archs[0]).float()
-    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-    loss.backward()
-    losses = [loss.detach()]
+                  cfg: TrainConfig, autocast: Callable[[], Any], labelled: int = 1
+                  ) -> list[torch.Tensor]:
+    """Forward/backward every subnet of the sandwich (teachers first); returns detached losses.
+
+    The first ``labelled`` subnets learn from the labels; the others from the soft
+    labels of the last of those (the step's teacher).
+    """
+    losses = []
+    for arch in archs[:labelled]:
+        with autocast():
+            logits = net(fit_resolution(x, arch), arch).float()
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        losses.append(loss.detach())
     soft = logits.detach().softmax(-1)
-    for arch in archs[1:]:
+    for arch in archs[labelled:]:
         with autocast():
             out = net(fit_resolution(x, arch), arch).float()
         loss = distill_loss(out, soft, cfg.distill)
@@ -139,6 +146,7 @@ class _Trainer:
         self.largest, self.smallest = extreme_arch(space, "max"), extreme_arch(space, "min")
         self._family: dict[tuple[str, ...], tuple[Arch, Arch]] = {}
         self.epoch, self.step, self.wall = 0, 0, 0.0
+        self.labelled = 1  # subnets of the step trained on labels (set by archs())
         cuda = ctx.device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda \
             else contextlib.nullcontext
@@ -162,7 +170,9 @@ class _Trainer:
 
         ``classic``: ``[largest, smallest, *random]``; ``family``: ``[largest,
         family largest, smallest, family smallest, *random]`` (a family end that is
-        the global largest or smallest is not repeated).
+        the global largest or smallest is not repeated). Sets ``self.labelled``, the
+        number of leading subnets trained on the labels: 2 with ``distill_from:
+        family`` (the family largest is the others' teacher), else 1.
         """
         ends = [self.smallest]
         if self.cfg.sandwich_rule == "family":
@@ -170,9 +180,24 @@ class _Trainer:
             if mixers not in self._family:
                 self._family[mixers] = (extreme_arch(self.space, "max", mixers),
                                         extreme_arch(self.space, "min", mixers))
-            ends = [self._family[mixers][0], self.smallest, self._family[mixers][1]]
+            big, small = self._family[mixers]
+            if self.cfg.end_reduction == "random":
+                big, small = (resample_dims(self.space, a, REDUCTION_DIMS, self.arch_rng)
+                              for a in (big, small))
+            ends = [big, self.smallest, small]
             ends = [a for i, a in enumerate(ends) if a != self.largest and a not in ends[:i]]
-        rand = [sample_arch(self.space, self.arch_rng) for _ in range(self.cfg.num_random)]
+        self.labelled = 1
+        if self.cfg.sandwich_rule == "family" and self.cfg.distill_from == "family":
+            # the family largest is this step's teacher: trained on the labels beside the
+            # global largest, and the family smallest and random subnets of the same
+            # families learn from it
+            if big != self.largest:
+                self.labelled = 2
+                ends = [big, *[a for a in ends if a != big]]
+            rand = [sample_arch(self.space, self.arch_rng, mixers=mixers)
+                    for _ in range(self.cfg.num_random)]
+        else:
+            rand = [sample_arch(self.space, self.arch_rng) for _ in range(self.cfg.num_random)]
         return [self.largest, *ends, *rand], len(ends)
 
     def train_epoch(self) -> dict[str, float]:
@@ -186,7 +211,8 @@ class _Trainer:
             x, y = x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
             archs, n_ends = self.archs()
-            losses = sandwich_step(self.net, archs, x, y, cfg=self.cfg, autocast=self.autocast)
+            losses = sandwich_step(self.net, archs, x, y, cfg=self.cfg, autocast=self.autocast,
+                                   labelled=self.labelled)
             if self.ctx.world > 1:
                 _all_reduce_grads(self.params, self.ctx.world)
             if self.cfg.clip_grad > 0:

@@ -33,6 +33,7 @@ state is saved as JSON (the completed trials), never as a pickle.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -300,6 +301,19 @@ class NSGA2Searcher(OptunaArchSearcher):
 
     def make_sampler(self, seed: int, *, population_size: int = 50, crossover_prob: float = 0.9,
                      mutation_prob: float | None = None) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size,
-                                             crossover_prob=crossover_prob,
-                                             mutation_prob=mutation_prob)
+        return _NSGAIISampler(seed=seed, population_size=population_size,
+                              crossover_prob=crossover_prob, mutation_prob=mutation_prob)
+
+
+class _NSGAIISampler(optuna.samplers.NSGAIISampler):
+    """NSGA-II that pickles: Ray Tune ships the searcher, and optuna 5.1's genetic
+    samplers hold a thread lock (not picklable), which is made anew on unpickling."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
