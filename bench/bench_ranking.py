@@ -150,8 +150,9 @@ def family_split_tau(archs: list[Arch], a: list[float], b: list[float]) -> tuple
     return tuple((c - d) / max(c + d, 1) for c, d in (score[True], score[False]))
 
 
-TRAINING_RULES = {"num_random": 1, "sandwich_rule": "family", "distill_from": "largest",
-                  "end_reduction": "extreme", "block_sharing": "mixer", "epochs": 60}
+# training settings whose non-default values are named in the "other runs" table
+TRAINING_RULES = ("num_random", "sandwich_rule", "distill_from", "end_reduction",
+                  "block_sharing", "epochs")
 
 
 def compare_runs(spec: str, archs: list[Arch], rows: list[dict], x, y, scratch,
@@ -160,7 +161,7 @@ def compare_runs(spec: str, archs: list[Arch], rows: list[dict], x, y, scratch,
     separates "weight sharing ranks noisily" from "it ranks reproducibly, but differently",
     and scores other training rules (their differences from this run are named)."""
     out = []
-    base = TRAINING_RULES
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for path in [Path(p) for p in spec.split(",") if p]:
         if not (path / "checkpoints" / "last.safetensors").is_file():
             print(f"compare: no trained run at {path}, skipped")
@@ -170,8 +171,8 @@ def compare_runs(spec: str, archs: list[Arch], rows: list[dict], x, y, scratch,
         refit = [evaluate(other.supernet, a, x, y, refit=train_xy)["loss"] for a in archs]
         mine = kendalltau(loss, [r["inh"]["loss"] for r in rows]).statistic
         scr, scr_refit = (kendalltau(v, scratch).statistic for v in (loss, refit))
-        rules = ", ".join(f"{k} {other.config.get(k, d)}" for k, d in TRAINING_RULES.items()
-                          if other.config.get(k, d) != base.get(k, d))
+        rules = ", ".join(f"{k} {other.config.get(k, defaults[k])}" for k in TRAINING_RULES
+                          if other.config.get(k, defaults[k]) != defaults[k])
         out.append(f"| `{path}` (workers {other.config.get('workers') or 1}, seed "
                    f"{other.config['seed']}{', ' + rules if rules else ''}) | {mine:.3f} | "
                    f"{scr:.3f} | {scr_refit:.3f} |")
@@ -320,19 +321,16 @@ def main(argv: list[str] | None = None) -> int:
                      "mixers": "/".join(s.mixer for s in arch.stages)})
         print(f"subnet {i}: inherited loss {inherited['loss']:.4f} (refit {refit['loss']:.4f}) | "
               f"scratch loss {scratch['loss']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
-    inh = {"inherited weights": [r["inh"]["loss"] for r in rows],
-           "inherited weights, classifier refit on the train split": [r["refit"]["loss"]
-                                                                      for r in rows]}
+    inh_loss, refit_loss = ([r[k]["loss"] for r in rows] for k in ("inh", "refit"))
     budgets = {args.epochs: np.array([[rep["loss"] for rep in r["reps"]] for r in rows])}
     for spec in filter(None, args.also.split(",")):
         epochs, repeats = (int(v) for v in spec.split(":"))
         budgets[epochs] = scratch_losses(args, archs, run_cfg, epochs, repeats, x, y)
     total = time.perf_counter() - t0
     main_loss = budgets[args.epochs].mean(1)
-    tau = kendalltau(inh["inherited weights"], main_loss)
-    tau_refit = kendalltau(inh["inherited weights, classifier refit on the train split"], main_loss)
+    tau, tau_refit = (kendalltau(v, main_loss) for v in (inh_loss, refit_loss))
     tau_acc = kendalltau([r["inh"]["acc"] for r in rows], [r["scr"]["acc"] for r in rows])
-    within, across = family_split_tau(archs, inh["inherited weights"], main_loss.tolist())
+    within, across = family_split_tau(archs, inh_loss, main_loss.tolist())
     cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run.config}
     text = header("Ranking fidelity: inherited weights vs from scratch (tiny32, digits)")
     text += (f"- supernet run: `{args.run}` (epoch {run.epoch}, {cfg['num_random']} "
@@ -351,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [f"scratch {e} epochs ({b.shape[1]} seeds)" for e, b in budgets.items()]
     text += ("| Kendall tau (val loss) | " + " | ".join(names) + " |\n|---|"
              + "---:|" * len(budgets) + "\n")
-    for name, loss in inh.items():
+    for name, loss in (("inherited weights", inh_loss),
+                       ("inherited weights, classifier refit on the train split", refit_loss)):
         text += (f"| {name} | " + " | ".join(f"{kendalltau(loss, b.mean(1)).statistic:.3f}"
                                              for b in budgets.values()) + " |\n")
     text += ("| noise ceiling: two scratch seeds / one seed vs the others' mean | "
@@ -368,8 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{100 * r['inh']['acc']:.2f}% | {r['refit']['loss']:.4f} | "
                  f"{r['scr']['loss']:.4f} | {100 * r['scr']['acc']:.2f}% |\n")
     text += dimension_table(run.space, archs, {
-        "inherited": inh["inherited weights"],
-        "refit": inh["inherited weights, classifier refit on the train split"],
+        "inherited": inh_loss, "refit": refit_loss,
         **{f"scratch {e} ep": b.mean(1).tolist() for e, b in budgets.items()}})
     text += compare_runs(args.compare_runs, archs, rows, x, y, budgets[args.epochs].mean(1),
                          train_xy)

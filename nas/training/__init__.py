@@ -29,6 +29,6 @@ from nas.training.rundir import Run, load_run, read_metrics
 
 __all__ = [
     "ConfigError", "TrainConfig", "train", "Run", "load_run", "read_metrics", "evaluate",
-    "evaluate_model", "calibrate_bn", "refit_classifier", "load_val_data", "load_calib_data", "TrainState",
-    "save_checkpoint", "load_checkpoint",
+    "evaluate_model", "calibrate_bn", "refit_classifier", "load_val_data", "load_calib_data",
+    "TrainState", "save_checkpoint", "load_checkpoint",
 ]

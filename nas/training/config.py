@@ -176,9 +176,7 @@ class TrainConfig:
 
 
 _STR_FIELDS = ("space", "data", "out", "distill", "sandwich_rule", "end_reduction", "distill_from",
-               "block_sharing",
-               "address",
-               "device")
+               "block_sharing", "address", "device")
 _FLOAT_FIELDS = ("lr", "weight_decay", "warmup_lr", "min_lr", "label_smoothing", "clip_grad")
 _FIELD_TYPES: dict[str, type] = {
     f.name: str if f.name in _STR_FIELDS else float if f.name in _FLOAT_FIELDS else int

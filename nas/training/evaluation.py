@@ -74,6 +74,14 @@ def calibrate_bn(supernet: Supernet, arch: Arch, x_calib: Tensor, *,
     return model.eval()
 
 
+def _resize(x: Tensor, resolution: int | None) -> Tensor:
+    """``x`` resized to ``resolution`` (antialiased bilinear) when it differs."""
+    if resolution is None or x.shape[-1] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear",
+                         align_corners=False, antialias=True)
+
+
 @torch.no_grad()
 def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 256,
                    resolution: int | None = None) -> dict[str, float]:
@@ -85,10 +93,7 @@ def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 
     device = _device(model)
     loss, correct = 0.0, 0
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        xb, yb = xb.to(device), yb.to(device)
-        if resolution is not None and xb.shape[-1] != resolution:
-            xb = F.interpolate(xb, size=(resolution, resolution), mode="bilinear",
-                               align_corners=False, antialias=True)
+        xb, yb = _resize(xb.to(device), resolution), yb.to(device)
         logits = model(xb).float()
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += int((logits.argmax(-1) == yb).sum())
@@ -115,10 +120,7 @@ def refit_classifier(model: nn.Module, x_train: Tensor, y_train: Tensor, *, l2: 
     with torch.no_grad():
         feats = []
         for xb in x_train.split(batch_size):
-            xb = xb.to(device)
-            if resolution is not None and xb.shape[-1] != resolution:
-                xb = F.interpolate(xb, size=(resolution, resolution), mode="bilinear",
-                                   align_corners=False, antialias=True)
+            xb = _resize(xb.to(device), resolution)
             feats.append(model.forward_head(model.forward_features(xb), pre_logits=True).float())
         feats = torch.cat(feats)
     fc = model.get_classifier()

@@ -191,9 +191,8 @@ class _Trainer:
             # the family largest is this step's teacher: trained on the labels beside the
             # global largest, and the family smallest and random subnets of the same
             # families learn from it
-            if big != self.largest:
+            if big != self.largest:  # then ends[0] is big
                 self.labelled = 2
-                ends = [big, *[a for a in ends if a != big]]
             rand = [sample_arch(self.space, self.arch_rng, mixers=mixers)
                     for _ in range(self.cfg.num_random)]
         else:
