@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of the subnets and of scratch training")
     p.add_argument("--also", default="12:3", metavar="EPOCHS:REPEATS[,...]",
                    help="further from-scratch budgets to rank against (default 12:3; '' none)")
-    p.add_argument("--cache", type=Path, default=ROOT / "bench" / "results" / "ranking_scratch_cache.json",
+    p.add_argument("--cache", type=Path,
+                   default=ROOT / "bench" / "results" / "ranking_scratch_cache.json",
                    help="from-scratch results cache (JSON; committed)")
     p.add_argument("--scratch-only", action="store_true",
                    help="only train (and cache) the from-scratch references")

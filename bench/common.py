@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def cpu_name() -> str:
 
 def header(title: str) -> str:
     """Markdown header: title, date, machine, torch, threads, and the exact command."""
-    cmd = " ".join(["python"] + [os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    cmd = shlex.join(["python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"# {title}\n\n"
             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
