@@ -224,6 +224,36 @@ def dimension_table(space, archs: list[Arch], rankings: dict[str, list[float]]) 
     return "\n".join(out) + "\n"
 
 
+def family_table(space, archs: list[Arch], inh: list[float], refit: list[float],
+                 scratch: np.ndarray) -> str:
+    """How much of the scratch ranking one bit (a stage's mixer family) explains, and how
+    well inherited weights rank inside each family, against each family's own noise ceiling.
+    ``scratch`` is (subnets, seeds)."""
+    mean = scratch.mean(1)
+    out = []
+    for name, bit in arch_features(space, archs).items():
+        if " mixer is " not in name:
+            continue
+        bit = np.array(bit, bool)
+        alone = abs(kendalltau(bit.astype(float), mean).statistic)
+        out.append(f"Ranking by `{name}` alone (the family with the lower scratch loss first, "
+                   f"ties inside): **tau {alone:.3f}** against scratch; the two-seed noise "
+                   f"ceiling is {noise_ceiling(scratch).split(' / ')[0]}.\n")
+        out.append("| subnets | n | inherited | refit | noise ceiling (two seeds) |")
+        out.append("|---|---:|---:|---:|---:|")
+        for label, m in ((name, bit), (name.replace(" is ", " is not "), ~bit)):
+            if m.sum() < 4:
+                continue
+            cells = [kendalltau(np.asarray(v)[m], mean[m]).statistic for v in (inh, refit)]
+            ceil = (kendalltau(scratch[m, 0], scratch[m, 1]).statistic
+                    if scratch.shape[1] > 1 else float("nan"))
+            out.append(f"| {label} | {m.sum()} | {cells[0]:.3f} | {cells[1]:.3f} | {ceil:.3f} |")
+        out.append("")
+    if not out:
+        return ""
+    return ("\n## What one mixer family bit explains\n\n" + "\n".join(out))
+
+
 def one_change_table(run, x, y) -> str:
     """Inherited accuracy of the largest subnet with one dimension changed: where sharing
     hurts (a diagnostic for the weight-sharing rules, not part of the target)."""
@@ -372,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     text += dimension_table(run.space, archs, {
         "inherited": inh_loss, "refit": refit_loss,
         **{f"scratch {e} ep": b.mean(1).tolist() for e, b in budgets.items()}})
+    text += family_table(run.space, archs, inh_loss, refit_loss, budgets[args.epochs])
     text += compare_runs(args.compare_runs, archs, rows, x, y, budgets[args.epochs].mean(1),
                          train_xy)
     text += one_change_table(run, x, y)
