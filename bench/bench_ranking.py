@@ -24,7 +24,9 @@ the recipe, so comparing several supernet runs trains each reference subnet once
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import sys
@@ -129,14 +131,28 @@ def scratch_key(arch: Arch, run_cfg: dict, epochs: int, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+@contextlib.contextmanager
+def locked(path: Path):
+    """Exclusive lock on ``path``'s sidecar ``.lock`` file (several ``--only-repeat``
+    processes merge their entries into one cache)."""
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def cached_scratch(cache: Path, arch: Arch, run_cfg: dict, epochs: int, seed: int, x, y) -> dict:
-    """``train_scratch`` through the JSON cache (written atomically after each new entry)."""
+    """``train_scratch`` through the JSON cache (merged under a lock and written atomically
+    after each new entry, so parallel processes keep each other's entries)."""
     table = read_json(cache, what="scratch cache") if cache.is_file() else {}
     key = scratch_key(arch, run_cfg, epochs, seed)
     if key not in table:
         table[key] = train_scratch(arch, run_cfg, epochs, seed, x, y)
-        fresh = read_json(cache, what="scratch cache") if cache.is_file() else {}
-        write_json(cache, {**fresh, key: table[key]})
+        with locked(cache):
+            fresh = read_json(cache, what="scratch cache") if cache.is_file() else {}
+            write_json(cache, {**fresh, key: table[key]})
     return table[key]
 
 
