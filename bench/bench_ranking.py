@@ -254,16 +254,15 @@ def family_table(space, archs: list[Arch], inh: list[float], refit: list[float],
         alone = abs(kendalltau(bit.astype(float), mean).statistic)
         out.append(f"Ranking by `{name}` alone (the family with the lower scratch loss first, "
                    f"ties inside): **tau {alone:.3f}** against scratch; the two-seed noise "
-                   f"ceiling is {noise_ceiling(scratch).split(' / ')[0]}.\n")
+                   f"ceiling is {seed_tau(scratch):.3f}.\n")
         out.append("| subnets | n | inherited | refit | noise ceiling (two seeds) |")
         out.append("|---|---:|---:|---:|---:|")
         for label, m in ((name, bit), (name.replace(" is ", " is not "), ~bit)):
             if m.sum() < 4:
                 continue
             cells = [kendalltau(np.asarray(v)[m], mean[m]).statistic for v in (inh, refit)]
-            ceil = (kendalltau(scratch[m, 0], scratch[m, 1]).statistic
-                    if scratch.shape[1] > 1 else float("nan"))
-            out.append(f"| {label} | {m.sum()} | {cells[0]:.3f} | {cells[1]:.3f} | {ceil:.3f} |")
+            out.append(f"| {label} | {m.sum()} | {cells[0]:.3f} | {cells[1]:.3f} | "
+                       f"{seed_tau(scratch[m]):.3f} |")
         out.append("")
     if not out:
         return ""
@@ -311,11 +310,17 @@ def scratch_losses(args, archs, run_cfg, epochs: int, repeats: int, x, y) -> np.
                       for k in range(repeats)] for a in archs])
 
 
+def seed_tau(loss: np.ndarray) -> float:
+    """Kendall tau between the first two scratch seeds of ``loss`` (subnets, seeds); nan
+    with one seed."""
+    return kendalltau(loss[:, 0], loss[:, 1]).statistic if loss.shape[1] > 1 else float("nan")
+
+
 def noise_ceiling(loss: np.ndarray) -> str:
     """Kendall tau between scratch seeds: two seeds, and one seed vs the mean of the rest."""
     if loss.shape[1] < 2:
         return "n/a (1 seed)"
-    pair = kendalltau(loss[:, 0], loss[:, 1]).statistic
+    pair = seed_tau(loss)
     rest = np.mean([kendalltau(loss[:, k], np.delete(loss, k, axis=1).mean(1)).statistic
                     for k in range(loss.shape[1])])
     return f"{pair:.3f} / {rest:.3f}"
