@@ -36,8 +36,8 @@ from nas.arch import canonicalize, sample_arch  # noqa: E402
 from nas.complexity import count_macs  # noqa: E402
 from nas.latency import LatencyTable, Measurer, profile_space  # noqa: E402
 from nas.latency import calibrate as calib  # noqa: E402
-from nas.latency.archs import read_archs  # noqa: E402
 from nas.latency.device import DeviceSpec, describe_device  # noqa: E402
+from nas.search.report import reference_archs  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
 REF = Path(__file__).resolve().parent.parent / "search_spaces" / "reference"
@@ -172,8 +172,10 @@ def main() -> None:
     ref_lines: list[str] = []
     if not args.skip_imagenet:
         inet = load_space("imagenet224")
-        names = sorted(p.stem for p in REF.glob("*.yaml"))
-        refs = [canonicalize(inet, read_archs(str(REF / f"{n}.yaml"))[0]) for n in names]
+        names, refs = [], []
+        for name, arch in reference_archs(inet, REF):
+            names.append(name)
+            refs.append(canonicalize(inet, arch))
         rng = np.random.default_rng(args.seed)
         cal: list = []
         while len(cal) < args.imagenet_calibrate:

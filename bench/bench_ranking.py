@@ -1,34 +1,31 @@
-"""Ranking fidelity of the trained supernet: inherited weights vs training from scratch.
+"""Ranking fidelity of a trained supernet: inherited weights vs standalone training.
 
-For ``--subnets`` random tiny32 subnets (fixed seed), compares the validation loss
-with weights inherited from a trained supernet run against the validation loss of
-the same subnet trained alone from scratch (``nas.model.build_model``) on the same
-data with the same recipe (AdamW, cosine, label smoothing, shifts; warmup at most one
-epoch) for the same budget: by default as many epochs as the supernet run was trained
-(``--epochs`` overrides it). Reports Kendall's tau (scipy) between the two; target
-tau >= 0.5. ``--also`` ranks against further (shorter) budgets, and a table shows,
-dimension by dimension, how each ranking depends on the architecture: where the two
-disagree.
+For ``--subnets`` random subnets of the run's space (fixed seed), compares the
+validation loss with weights inherited from a trained supernet run against the
+validation loss of the same subnet trained alone from scratch with the product's
+standalone training (``nas train --arch``: the supernet run's recipe, i.e. data,
+batch size, optimizer, schedule, augmentation) at a stated budget: by default the
+run's own epochs and training subset; ``--epochs`` and ``--limit-train`` set a smaller
+one. Reports Kendall's tau (scipy) between the two, overall and within/across stage-0
+mixer families, next to the noise ceiling (tau between two standalone seeds), and a
+table of how each ranking depends on each dimension.
 
 Usage:
-    python bench/bench_train.py                 # trains runs/bench_train/single first
-    python bench/bench_ranking.py               # writes bench/results/ranking_cpu.md
-    python bench/bench_ranking.py --run RUN_DIR --subnets 40 --epochs 60 --also 12:3
-    python bench/bench_ranking.py --scratch-only   # fill the from-scratch cache only
+    python bench/bench_train.py                 # digits: trains runs/bench_train/single first
+    python bench/bench_ranking.py               # digits: writes bench/results/ranking_cpu.md
+    nas run --config cifar10 --out runs/cifar10 --until train    # CIFAR-10 supernet
+    python bench/bench_ranking.py --run runs/cifar10/train --epochs 10 --limit-train 10000
+    python bench/bench_ranking.py ... --scratch-only [--only-repeat K]  # fill the cache only
 
-From-scratch results are cached in ``bench/results/ranking_scratch_cache.json``
-(committed, so the references outlive the machine that trained them: 60-epoch ones
-cost about 1.5-3 min per subnet and seed on one core) keyed by the arch, the seed and
-the recipe, so comparing several supernet runs trains each reference subnet once.
+Standalone results are cached in ``bench/results/standalone_<space>_<data>.json``
+(committed, so the references outlive the machine) keyed by the arch, the recipe and
+the seed (see ``bench/references.py``); each reference trains in its own resumable
+run directory under ``runs/references/``.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,41 +36,46 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from common import header, write_result  # noqa: E402
+from references import cached_reference, reference_recipe  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
-from timm.optim import create_optimizer_v2  # noqa: E402
-from timm.scheduler import create_scheduler_v2  # noqa: E402
 
 from nas.arch import Arch, canonicalize, extreme_arch, sample_arch  # noqa: E402
 from nas.complexity import count_params  # noqa: E402
+from nas.data import parse_data_spec  # noqa: E402
 from nas.errors import ArchError  # noqa: E402
-from nas.io import read_json, write_json  # noqa: E402
-from nas.model import build_model  # noqa: E402
-from nas.training import TrainConfig, evaluate, evaluate_model, load_run, load_val_data  # noqa: E402
-from nas.training.batches import TrainBatches  # noqa: E402
+from nas.io import read_json  # noqa: E402
+from nas.training import TrainConfig, evaluate, load_run, load_val_data  # noqa: E402
 from nas.training.config import auto_threads  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=ROOT / "runs" / "bench_train" / "single",
-                   help="a nas train run of tiny32 on digits (default: bench_train's)")
+                   help="a nas train supernet run (default: bench_train's tiny32 on digits)")
     p.add_argument("--subnets", type=int, default=40, help="random subnets (>= 15)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="from-scratch budget per subnet (default: the supernet run's epochs)")
+                   help="standalone budget per subnet (default: the supernet run's epochs)")
+    p.add_argument("--limit-train", type=int, default=None,
+                   help="standalone training subset (default: the supernet run's)")
     p.add_argument("--seed", type=int, default=1, help="seed of the subnets and of scratch training")
     p.add_argument("--also", default="", metavar="EPOCHS:REPEATS[,...]",
-                   help="further from-scratch budgets to rank against, e.g. 12:3 (default: none; "
-                   "the committed cache holds the 60-epoch references only)")
-    p.add_argument("--cache", type=Path,
-                   default=ROOT / "bench" / "results" / "ranking_scratch_cache.json",
-                   help="from-scratch results cache (JSON; committed)")
+                   help="further standalone budgets to rank against, e.g. 12:3 (default: none)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="standalone results cache (JSON; committed; default "
+                   "bench/results/standalone_<space>_<data>.json)")
+    p.add_argument("--out", default=None, help="results file name under bench/results "
+                   "(default ranking_cpu.md for digits, ranking_<data>_cpu.md otherwise)")
     p.add_argument("--scratch-only", action="store_true",
-                   help="only train (and cache) the from-scratch references")
+                   help="only train (and cache) the standalone references")
     p.add_argument("--only-repeat", type=int, default=None, metavar="K",
                    help="with --scratch-only: train only repeat K (run one process per K "
                    "to fill the cache in parallel)")
+    p.add_argument("--reverse", action="store_true",
+                   help="with --scratch-only: train the subnets last first (a second process "
+                   "filling the same cache meets the first in the middle)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of each standalone training (0: automatic)")
     p.add_argument("--compare-runs", default=str(ROOT / "runs" / "bench_train" / "ray2"),
                    metavar="RUN[,RUN...]",
                    help="other supernet runs of the same space (default: bench_train's Ray run; "
@@ -92,68 +94,6 @@ def unique_archs(space, n: int, seed: int) -> list[Arch]:
         if arch not in out:
             out.append(arch)
     return out
-
-
-def train_scratch(arch: Arch, run_cfg: dict, epochs: int, seed: int, x_val, y_val) -> dict:
-    """The supernet's recipe (minus the sandwich) applied to one standalone subnet."""
-    cfg = TrainConfig.from_dict({**run_cfg, "epochs": epochs, "seed": seed,
-                                 "warmup_epochs": min(run_cfg["warmup_epochs"], 1)})
-    batches = TrainBatches(cfg, image_size=int(run_cfg["image_size"]))
-    torch.manual_seed(seed)  # build_model initialises from the global generator
-    model = build_model(arch, num_classes=int(run_cfg["num_classes"]))
-    opt = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=epochs,
-                                   warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr,
-                                   min_lr=cfg.min_lr, step_on_epochs=False,
-                                   updates_per_epoch=batches.steps_per_epoch)
-    shuffle = torch.Generator().manual_seed(seed)
-    step = 0
-    for epoch in range(epochs):
-        model.train()
-        for x, y in batches.epoch(shuffle, epoch=epoch):
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            opt.step()
-            step += 1
-            sched.step_update(num_updates=step)
-    return evaluate_model(model, x_val, y_val)
-
-
-RECIPE_KEYS = ("data", "batch_size", "lr", "weight_decay", "warmup_epochs", "warmup_lr",
-               "min_lr", "label_smoothing", "max_shift", "clip_grad", "limit_train", "limit_val")
-
-
-def scratch_key(arch: Arch, run_cfg: dict, epochs: int, seed: int) -> str:
-    recipe = {k: run_cfg.get(k) for k in RECIPE_KEYS}
-    blob = json.dumps([arch.to_dict(), recipe, epochs, seed], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-@contextlib.contextmanager
-def locked(path: Path):
-    """Exclusive lock on ``path``'s sidecar ``.lock`` file (several ``--only-repeat``
-    processes merge their entries into one cache)."""
-    with open(path.with_name(path.name + ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def cached_scratch(cache: Path, arch: Arch, run_cfg: dict, epochs: int, seed: int, x, y) -> dict:
-    """``train_scratch`` through the JSON cache (merged under a lock and written atomically
-    after each new entry, so parallel processes keep each other's entries)."""
-    table = read_json(cache, what="scratch cache") if cache.is_file() else {}
-    key = scratch_key(arch, run_cfg, epochs, seed)
-    if key not in table:
-        table[key] = train_scratch(arch, run_cfg, epochs, seed, x, y)
-        with locked(cache):
-            fresh = read_json(cache, what="scratch cache") if cache.is_file() else {}
-            write_json(cache, {**fresh, key: table[key]})
-    return table[key]
 
 
 def family_split_tau(archs: list[Arch], a: list[float], b: list[float]) -> tuple[float, float]:
@@ -304,9 +244,9 @@ def one_change_table(run, x, y) -> str:
     return "\n".join(out) + "\n"
 
 
-def scratch_losses(args, archs, run_cfg, epochs: int, repeats: int, x, y) -> np.ndarray:
+def scratch_losses(args, archs, recipe: dict, repeats: int) -> np.ndarray:
     """(subnets, repeats) from-scratch val losses, trained (and cached) where missing."""
-    return np.array([[cached_scratch(args.cache, a, run_cfg, epochs, args.seed + k, x, y)["loss"]
+    return np.array([[cached_reference(args.cache, a, recipe, args.seed + k)["loss"]
                       for k in range(repeats)] for a in archs])
 
 
@@ -335,26 +275,35 @@ def main(argv: list[str] | None = None) -> int:
     if not args.scratch_only and not (args.run / "checkpoints" / "last.safetensors").is_file():
         raise SystemExit(f"no trained run at {args.run}; run bench/bench_train.py first "
                          "or pass --run")
-    torch.set_num_threads(auto_threads(1))
+    torch.set_num_threads(args.threads or auto_threads(1))
     if args.scratch_only:
-        from nas.space import load_space
+        from nas.space import parse_space
         run_cfg = read_json(args.run / "config.json", what="run config")
-        space = load_space(run_cfg["space"])
+        space = parse_space(run_cfg["search_space"], source=str(args.run / "config.json"))
         run = None
     else:
         run = load_run(args.run)
         run_cfg, space = run.config, run.space
     if args.epochs is None:  # the same budget as the supernet
         args.epochs = int(run_cfg["epochs"])
+    limit = int(run_cfg.get("limit_train", 0)) if args.limit_train is None else args.limit_train
+    recipe = reference_recipe(run_cfg, epochs=args.epochs, limit_train=limit)
+    spec = parse_data_spec(run_cfg["data"])
+    data_kind = spec.kind if spec.path is None else Path(spec.path).name.split(".")[0]
+    if args.cache is None:
+        args.cache = ROOT / "bench" / "results" / (
+            "ranking_scratch_cache.json" if data_kind == "digits"
+            else f"standalone_{space.name}_{data_kind}.json")
     x, y = load_val_data(run_cfg)
     archs = unique_archs(space, args.subnets, args.seed)
     if args.scratch_only:
         t0 = time.perf_counter()
         ks = [args.only_repeat] if args.only_repeat is not None else range(args.repeats)
-        for i, arch in enumerate(archs):
+        order = list(enumerate(archs))
+        for i, arch in order[::-1] if args.reverse else order:
             t = time.perf_counter()
-            reps = [cached_scratch(args.cache, arch, run_cfg, args.epochs, args.seed + k, x, y)
-                    for k in ks]
+            reps = [cached_reference(args.cache, arch, recipe, args.seed + k,
+                                     threads=args.threads) for k in ks]
             print(f"subnet {i}: scratch losses {[round(r['loss'], 4) for r in reps]} "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
         print(f"scratch references cached in {args.cache} "
@@ -365,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, arch in enumerate(archs):
         t = time.perf_counter()
-        reps = [cached_scratch(args.cache, arch, run_cfg, args.epochs, args.seed + k, x, y)
+        reps = [cached_reference(args.cache, arch, recipe, args.seed + k, threads=args.threads)
                 for k in range(args.repeats)]
         inherited = evaluate(run.supernet, arch, x, y)
         refit = evaluate(run.supernet, arch, x, y, refit=train_xy)
@@ -379,21 +328,23 @@ def main(argv: list[str] | None = None) -> int:
     budgets = {args.epochs: np.array([[rep["loss"] for rep in r["reps"]] for r in rows])}
     for spec in filter(None, args.also.split(",")):
         epochs, repeats = (int(v) for v in spec.split(":"))
-        budgets[epochs] = scratch_losses(args, archs, run_cfg, epochs, repeats, x, y)
+        budgets[epochs] = scratch_losses(args, archs, {**recipe, "epochs": epochs}, repeats)
     total = time.perf_counter() - t0
     main_loss = budgets[args.epochs].mean(1)
     tau, tau_refit = (kendalltau(v, main_loss) for v in (inh_loss, refit_loss))
     tau_acc = kendalltau([r["inh"]["acc"] for r in rows], [r["scr"]["acc"] for r in rows])
     within, across = family_split_tau(archs, inh_loss, main_loss.tolist())
     cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run.config}
-    text = header("Ranking fidelity: inherited weights vs from scratch (tiny32, digits)")
+    text = header(f"Ranking fidelity: inherited weights vs standalone training ({space.name}, "
+                  f"{data_kind})")
     text += (f"- supernet run: `{args.run}` (epoch {run.epoch}, {cfg['num_random']} "
              f"random subnets per step, sandwich rule {cfg['sandwich_rule']}, block sharing "
              f"{cfg['block_sharing']}, distill from {cfg.get('distill_from', 'largest')}, "
              f"end reduction {cfg.get('end_reduction', 'extreme')}, seed {cfg['seed']})\n"
-             f"- {len(rows)} random subnets (seed {args.seed}); from scratch: the same budget "
-             f"as the supernet, {args.epochs} epochs each (mean of {args.repeats} seeds), same "
-             "data, batch size, optimizer and schedule (warmup at most 1 epoch)\n"
+             f"- {len(rows)} random subnets (seed {args.seed}); standalone (`nas train --arch`, "
+             f"the supernet run's recipe): {args.epochs} epochs each on "
+             f"{f'a fixed {limit}-image subset' if limit else 'all'} of the training images "
+             f"(mean of {args.repeats} seeds), val loss on {len(y)} val images\n"
              f"- time: {total / 60:.1f} min (cached references are not retrained)\n\n"
              f"**Kendall tau (val loss), inherited weights vs {args.epochs}-epoch scratch = "
              f"{tau.statistic:.3f}** (p = {tau.pvalue:.2g}; target >= 0.5); with the classifier "
@@ -427,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     text += compare_runs(args.compare_runs, archs, rows, x, y, budgets[args.epochs].mean(1),
                          train_xy)
     text += one_change_table(run, x, y)
-    path = write_result("ranking_cpu.md", text)
+    name = args.out or ("ranking_cpu.md" if data_kind == "digits"
+                        else f"ranking_{data_kind}_cpu.md")
+    path = write_result(name, text)
     print(text)
     print(f"wrote {path}")
     return 0

@@ -5,7 +5,9 @@ Three kinds are registered in :data:`DATASETS`:
 * ``digits`` -- scikit-learn's bundled handwritten digits (1,797 real 8x8 images,
   no download), upscaled once and held in memory; a fixed stratified 80/20 split.
 * ``imagefolder:PATH`` -- ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``, or a
-  single ``PATH/<class>/*`` tree split 90/10 per class by sorted file name.
+  single ``PATH/<class>/*`` tree split 90/10 per class by sorted file name; ``PATH``
+  may also be a ``.tar``/``.tar.gz``/``.tar.xz`` archive of either. Decoded once into
+  a uint8 cache on disk (:mod:`nas.imagecache`) and held in memory.
 * ``cifar10:PATH`` -- the CIFAR-10 "python version" batches, read with a restricted
   unpickler that only rebuilds numpy arrays and never runs code from the file.
 
@@ -39,15 +41,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from nas.errors import DataError
+from nas.imagecache import IMAGE_EXTENSIONS, load_image_cache
 
 __all__ = [
     "DATASETS", "SPLITS", "IMAGE_EXTENSIONS", "DataSpec", "DatasetKind", "ClassificationDataset",
     "parse_data_spec", "register_dataset", "load_dataset", "to_tensors", "make_loader",
-    "augment_batch", "shifted_views", "check_views", "VIEW_SHIFTS",
+    "augment_batch", "shifted_views", "check_views", "VIEW_SHIFTS", "subset_indices",
 ]
 
 SPLITS = ("train", "val")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 # Mean/std of sklearn's digits scaled to [0, 1] (all pixels of the 8x8 images).
 DIGITS_MEAN, DIGITS_STD = 0.3053, 0.3760
@@ -194,6 +196,10 @@ class _InMemoryDataset(ClassificationDataset):
     def tensors(self) -> tuple[Tensor, Tensor]:
         return self._prepare(self._base), self.targets.clone()
 
+    def batch(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Items ``index`` as model input: the stored batch prepared in one step."""
+        return self._prepare(self._base[index]), self.targets[index]
+
 
 def _normalise(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
     mean_t = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
@@ -249,90 +255,20 @@ def _build_digits(path: Path | None, split: str, image_size: int) -> Classificat
 # ----------------------------------------------------------------------------- image folders
 
 
-class _ImageFileDataset(ClassificationDataset):
-    """Images read from disk with PIL: RGB, shorter side resized, center crop, ImageNet norm."""
+class _ImageFolderDataset(_InMemoryDataset):
+    """Decoded uint8 ``(N, 3, S, S)`` images (see :mod:`nas.imagecache`), ImageNet-normalised."""
 
-    def __init__(self, *, samples: list[tuple[Path, int]], classes: list[str], image_size: int):
-        targets = torch.tensor([label for _, label in samples], dtype=torch.int64)
-        super().__init__(classes=classes, targets=targets, image_size=image_size)
-        from torchvision import transforms
-
-        self.samples = samples
-        self._transform = transforms.Compose([
-            transforms.Resize(image_size),
-            transforms.CenterCrop(image_size),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        from PIL import Image, UnidentifiedImageError
-
-        path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"cannot read image {path}: {e}") from None
-        return self._transform(rgb), self.targets[index]
-
-
-def _class_dirs(root: Path) -> list[str]:
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
-def _scan_class_tree(root: Path) -> dict[str, list[Path]]:
-    """Map each class folder under ``root`` to its image files, sorted by relative path."""
-    expected = f"expected {root}/<class>/<image>{'|'.join(IMAGE_EXTENSIONS)}"
-    tree: dict[str, list[Path]] = {}
-    for name in _class_dirs(root):
-        folder = root / name
-        files = [p for p in folder.rglob("*")
-                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
-        tree[name] = sorted(files, key=lambda p: p.relative_to(folder).as_posix())
-    if not any(tree.values()):
-        raise DataError(f"no images found under {root} ({expected})")
-    empty = [name for name, files in tree.items() if not files]
-    if empty:
-        raise DataError(f"class folders without images under {root}: {', '.join(empty)} ({expected})")
-    return tree
-
-
-def _single_tree_split(tree: dict[str, list[Path]], split: str) -> dict[str, list[Path]]:
-    """Per class, every 10th file counted from the last (sorted by name) is val."""
-    out = {}
-    for name, files in tree.items():
-        n = len(files)
-        val_pos = set(range(n - 1, -1, -10)) if n >= 2 else set()
-        out[name] = [f for i, f in enumerate(files) if (i in val_pos) == (split == "val")]
-    return out
+    def _prepare(self, batch: Tensor) -> Tensor:
+        return _normalise(batch.float() / 255.0, IMAGENET_MEAN, IMAGENET_STD)
 
 
 @register_dataset("imagefolder", takes_path=True)
 def _build_imagefolder(path: Path | None, split: str, image_size: int) -> ClassificationDataset:
     assert path is not None
-    if not path.is_dir():
-        raise DataError(f"dataset path not found: {path}")
-    has_train, has_val = (path / "train").is_dir(), (path / "val").is_dir()
-    if has_train != has_val:
-        present, missing = ("train", "val") if has_train else ("val", "train")
-        raise DataError(f"{path} has {present}/ but no {missing}/; give both or neither")
-    if has_train:
-        train_classes, val_classes = _class_dirs(path / "train"), _class_dirs(path / "val")
-        if train_classes != val_classes:
-            only_train = sorted(set(train_classes) - set(val_classes))
-            only_val = sorted(set(val_classes) - set(train_classes))
-            raise DataError(f"class folders differ between {path}/train and {path}/val: "
-                            f"only in train: {only_train}; only in val: {only_val}")
-        tree = _scan_class_tree(path / split)
-    else:
-        tree = _single_tree_split(_scan_class_tree(path), split)
-        if not any(tree.values()):
-            raise DataError(f"too few images under {path} for a train/val split "
-                            "(a class needs at least 2 images to give one to val)")
-    classes = list(tree)
-    samples = [(f, label) for label, name in enumerate(classes) for f in tree[name]]
-    return _ImageFileDataset(samples=samples, classes=classes, image_size=image_size)
+    cache = load_image_cache(path, image_size)
+    images, labels = cache.splits[split]
+    return _ImageFolderDataset(base=images, classes=cache.classes, targets=labels,
+                               image_size=image_size)
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
@@ -449,6 +385,24 @@ def _build_cifar10(path: Path | None, split: str, image_size: int) -> Classifica
 # ----------------------------------------------------------------------------- batches
 
 
+def subset_indices(n: int, limit: int) -> Tensor:
+    """The items a ``limit_train`` / ``limit_val`` of ``limit`` keeps out of ``n``.
+
+    All of them when ``limit`` is 0 or at least ``n``; else a fixed random subset
+    (seed 0, in item order), the same in every run and every stage, so that a subset of
+    a class-sorted folder keeps every class in proportion.
+
+    Example:
+        >>> subset_indices(10, 0).tolist(), len(subset_indices(10, 4))
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 4)
+    """
+    if not limit or limit >= n:
+        return torch.arange(n)
+    picked = np.sort(np.random.default_rng(0).permutation(n)[:limit])
+    return torch.from_numpy(picked)
+
+
+
 def to_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
     """Return the whole dataset as ``(X float32 (N, 3, S, S), y int64 (N,))``.
 
@@ -480,17 +434,21 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool,
                       pin_memory=torch.cuda.is_available())
 
 
-def augment_batch(images: Tensor, *, generator: torch.Generator, max_shift: int) -> Tensor:
-    """Randomly translate each image by up to ``max_shift`` pixels in x and y.
+def augment_batch(images: Tensor, *, generator: torch.Generator, max_shift: int,
+                  hflip: bool = False) -> Tensor:
+    """Randomly translate each image by up to ``max_shift`` pixels in x and y, and flip it.
 
     Each image is padded by ``max_shift`` on every side (repeating its border, so the
     fill is background whatever the normalisation) and a window of the original size
-    is cropped at a per-image random offset. No flips: digits and text are chiral.
+    is cropped at a per-image random offset: the standard CIFAR "pad 4 + random crop"
+    with ``max_shift=4``. With ``hflip`` each image is also mirrored left-right with
+    probability 1/2 (off by default: digits and text are chiral).
 
     Args:
         images: ``(B, C, H, W)`` batch on any device.
-        generator: source of the offsets; the same seed gives the same result.
-        max_shift: largest shift in pixels; 0 returns a copy.
+        generator: source of the offsets and flips; the same seed gives the same result.
+        max_shift: largest shift in pixels; 0 shifts nothing.
+        hflip: random horizontal flips.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -501,19 +459,24 @@ def augment_batch(images: Tensor, *, generator: torch.Generator, max_shift: int)
         raise DataError(f"augment_batch expects (B, C, H, W) images, got shape {tuple(images.shape)}")
     if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
         raise DataError(f"max_shift must be a non-negative int, got {max_shift!r}")
-    if max_shift == 0:
-        return images.clone()
     b, _, h, w = images.shape
-    padded = F.pad(images, (max_shift,) * 4, mode="replicate")
-    offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator,
-                            device=generator.device).to(images.device)
-    rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # (B, H)
-    cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # (B, W)
-    batch = torch.arange(b, device=images.device)[:, None, None]
-    # Advanced indices split by a slice put their dims first: (B, H, W, C).
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
-
+    if max_shift == 0:
+        out = images.clone()
+    else:
+        padded = F.pad(images, (max_shift,) * 4, mode="replicate")
+        offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator,
+                                device=generator.device).to(images.device)
+        rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # (B, H)
+        cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # (B, W)
+        batch = torch.arange(b, device=images.device)[:, None, None]
+        # Advanced indices split by a slice put their dims first: (B, H, W, C).
+        out = padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        out = out.contiguous()
+    if hflip:
+        flip = (torch.rand(b, generator=generator, device=generator.device) < 0.5)
+        flip = flip.to(images.device)
+        out[flip] = out[flip].flip(-1)
+    return out
 
 
 # (dx, dy) of the evaluation views: the image itself, then 1-pixel shifts.

@@ -58,6 +58,8 @@ class TrainSection:
     batch_size: int = 128
     lr: float = 2e-3
     num_random: int = 1
+    max_shift: int = 3
+    hflip: bool = False
     limit_train: int = 0
     limit_val: int = 0
 
@@ -115,6 +117,7 @@ _RULES: dict[str, tuple[type, bool, tuple[Callable[[Any], bool], str] | None]] =
     "epochs": (int, False, _POS), "batch_size": (int, False, _POS),
     "lr": (float, False, (lambda v: v > 0, "> 0")), "num_random": (int, False, _NONNEG),
     "limit_train": (int, False, _NONNEG), "limit_val": (int, False, _NONNEG),
+    "max_shift": (int, False, _NONNEG), "hflip": (bool, False, None),
     "threads": (int, False, _POS), "calibrate": (int, False, _NONNEG), "rounds": (int, False, _POS),
     "min_run_time": (float, False, (lambda v: v > 0, "> 0")),
     "collect": (int, False, (lambda v: v >= 2, ">= 2")), "model": (str, False, None),
@@ -193,7 +196,7 @@ def _value(name: str, value: Any, where: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     rule = f" ({check[1]})" if check else ""
-    if isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is bool) != isinstance(value, bool) or not isinstance(value, kind):
         raise PipelineError(f"{where}: expected {kind.__name__}{rule}, got {value!r}")
     if check is not None and not check[0](value):
         raise PipelineError(f"{where}: must be {check[1]}, got {value!r}")
@@ -218,11 +221,40 @@ def _check_names(cfg: PipelineConfig, source: str) -> None:
                             f"valid: auto, {', '.join(PREDICTORS)}")
 
 
-def load_pipeline_config(path: str | Path | None, *, run_dir: str | Path | None = None
-                         ) -> PipelineConfig:
-    """Settings of ``nas run``: the YAML file at ``path`` over the defaults; without a file,
-    those saved in ``run_dir/pipeline.json`` when it exists (so a rerun resumes)."""
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def find_pipeline_config(name_or_path: str | Path) -> Path:
+    """A config file path, or the name of a shipped one (``nas/configs/NAME.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        return path
+    shipped = SHIPPED_CONFIGS / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+    raise PipelineError(f"pipeline config not found: {name_or_path} (neither a file nor a "
+                        f"shipped config; shipped: {', '.join(names)})")
+
+
+def load_pipeline_config(path: str | Path | None, *, run_dir: str | Path | None = None,
+                         data: str | None = None) -> PipelineConfig:
+    """Settings of ``nas run``: the YAML file at ``path`` (or a shipped config's name) over
+    the defaults; without one, those saved in ``run_dir/pipeline.json`` when it exists (so
+    a rerun resumes). ``data`` replaces the dataset spec."""
+    cfg = _load_pipeline_config(path, run_dir=run_dir)
+    if data is not None:
+        from nas.data import parse_data_spec
+
+        parse_data_spec(data)
+        cfg = dataclasses.replace(cfg, data=data)
+    return cfg
+
+
+def _load_pipeline_config(path: str | Path | None, *, run_dir: str | Path | None
+                          ) -> PipelineConfig:
     if path is not None:
+        path = find_pipeline_config(path)
         return PipelineConfig.from_dict(read_yaml(path, what="pipeline config"),
                                         source=str(path))
     saved = Path(run_dir) / "pipeline.json" if run_dir is not None else None
@@ -292,11 +324,13 @@ def _stage_train(ctx: _Ctx) -> dict[str, Any]:
     c = ctx.cfg.train
     tc = TrainConfig(space=_space_arg(ctx.cfg), data=ctx.cfg.data, out=str(ctx.train_dir),
                      epochs=c.epochs, seed=ctx.cfg.seed, batch_size=c.batch_size, lr=c.lr,
-                     num_random=c.num_random, limit_train=c.limit_train, limit_val=c.limit_val)
+                     num_random=c.num_random, max_shift=c.max_shift, hflip=c.hflip,
+                     limit_train=c.limit_train, limit_val=c.limit_val)
     train(tc, resume=True)
     cmd = (f"nas train --space {ctx.cfg.space} --data {ctx.cfg.data} --epochs {c.epochs} "
            f"--seed {ctx.cfg.seed} --batch-size {c.batch_size} --lr {c.lr} "
-           f"--num-random {c.num_random} --out {ctx.train_dir}"
+           f"--num-random {c.num_random} --max-shift {c.max_shift}"
+           f"{' --hflip' if c.hflip else ''} --out {ctx.train_dir}"
            + (f" --limit-train {c.limit_train}" if c.limit_train else "")
            + (f" --limit-val {c.limit_val}" if c.limit_val else ""))
     return {"command": cmd}

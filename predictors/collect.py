@@ -84,6 +84,11 @@ class SubnetEvaluator:
         if threads is not None:
             torch.set_num_threads(threads)
         self.run = run if run is not None else training.load_run(run_dir)
+        if getattr(self.run, "arch", None) is not None:
+            from nas.errors import ArtifactError
+
+            raise ArtifactError(f"{self.run.run_dir} is a standalone run (one arch trained "
+                                "alone); collecting subnets needs a supernet run")
         x, y = training.load_val_data(self.run.config, split="val")
         self.x_val, self.y_val = shifted_views(x, views), y.repeat(views)
         space = self.run.space

@@ -18,6 +18,16 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    """Decoded-image caches go to the test session's temp dir, never ~/.cache."""
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nas-cache"))
+
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CIFAR_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.xz"
+
+
 @pytest.fixture(scope="session")
 def spaces():
     return {name: load_space(name) for name in SHIPPED}

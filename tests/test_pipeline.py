@@ -28,11 +28,28 @@ def test_defaults_are_the_embedded_run():
     ({"predictor": {"model": "forest"}}, "valid: auto"),
     ({"export": {"formats": ["safetensors", "tflite"]}}, "unknown format"),
     ({"search": {"budget_quantile": 1.5}}, "in \\(0, 1\\]"),
+    ({"train": {"hflip": 1}}, "expected bool"),
+    ({"train": {"max_shift": True}}, "expected int"),
     ([1, 2], "expected a mapping"),
 ])
 def test_bad_settings_are_rejected(raw, match):
     with pytest.raises(PipelineError, match=match):
         PipelineConfig.from_dict(raw)
+
+
+def test_shipped_cifar10_config(tmp_path, capsys):
+    cfg = load_pipeline_config("cifar10")
+    assert (cfg.space, cfg.train.hflip, cfg.train.max_shift) == ("cifar32", True, 4)
+    assert cfg.data.startswith("imagefolder:") and cfg.train.limit_train == 20000
+    other = load_pipeline_config("cifar10", data=f"imagefolder:{tmp_path}")
+    assert other.data == f"imagefolder:{tmp_path}" and other.train == cfg.train
+    with pytest.raises(PipelineError, match="shipped: cifar10"):
+        load_pipeline_config("cifar100")
+    with pytest.raises(ValueError, match="unknown dataset kind"):
+        load_pipeline_config("cifar10", data="mnist:/x")
+    assert main(["run", "--config", "cifar10", "--data", "digits", "--show-config"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["data"] == "digits" and shown["train"]["hflip"] is True
 
 
 def test_config_file_overrides_defaults(tmp_path, capsys):

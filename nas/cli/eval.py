@@ -58,9 +58,11 @@ def _eval(args: argparse.Namespace) -> int:
         archs = _archs(args, run.space)
     except ValueError as e:
         raise ArchError(str(e)) from None
+    for _, arch in archs:
+        run.check_arch(arch)
     x, y = load_val_data(run.config)
     calib = None
-    if "batchnorm" in {n for s in run.space.stages for n in s.norm}:
+    if "batchnorm" in {n for s in run.space.stages for n in s.norm} and run.arch is None:
         size = int(run.config.get("calib_size", 512))
         calib = (load_calib_data(run.config, size, seed=int(run.config.get("seed", 0))),)
     refit = load_val_data(run.config, split="train") if args.refit_head else None

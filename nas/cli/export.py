@@ -10,14 +10,15 @@ from nas.export.formats import FORMATS
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="export a subnet as a standalone model (safetensors [+ onnx/pt2/ts])",
-        description="Extract ARCH from the supernet of RUN_DIR (BatchNorm recalibrated), "
+        description="Extract ARCH from the supernet of RUN_DIR (BatchNorm recalibrated), or "
+        "the arch a standalone run (nas train --arch) trained, "
         "optionally fine-tune it with distillation, fold BatchNorm, fuse attention "
         "projections, and write OUT/config.json, OUT/model.safetensors, the requested "
         "graph formats (each verified) and a model card, atomically.")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory of nas train")
-    p.add_argument("--arch", required=True,
+    p.add_argument("--arch",
                    help="arch YAML/JSON file (e.g. a search's best.yaml), a search run dir, "
-                   "or inline YAML/JSON")
+                   "or inline YAML/JSON (not needed for a standalone run of nas train --arch)")
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to create")
     p.add_argument("--formats", default="safetensors,onnx",
                    help=f"comma-separated subset of {', '.join(FORMATS)} (default: "

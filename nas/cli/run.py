@@ -12,9 +12,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "RUN_DIR/report.html. Each stage has a sub-directory of RUN_DIR; rerunning the same "
         "command skips finished stages and resumes an interrupted one.")
     p.add_argument("--config", metavar="YAML",
-                   help="settings overriding the defaults (sections: train, profile, predictor, "
+                   help="settings file, or a shipped config's name (cifar10), overriding the defaults (sections: train, profile, predictor, "
                    "search, export; top level: space, data, seed); unknown keys are errors. "
                    "Without it, a RUN_DIR of an earlier run resumes with its saved settings")
+    p.add_argument("--data", metavar="SPEC",
+                   help="dataset spec replacing the config's (digits | imagefolder:PATH | "
+                   "cifar10:PATH; PATH may be a .tar/.tar.gz/.tar.xz archive of image folders)")
     p.add_argument("--out", default="runs/default", metavar="RUN_DIR",
                    help="run directory (default: runs/default)")
     p.add_argument("--until", metavar="STAGE",
@@ -30,7 +33,7 @@ def _run(args) -> int:
 
     from nas.pipeline import load_pipeline_config, run_pipeline
 
-    cfg = load_pipeline_config(args.config, run_dir=args.out)
+    cfg = load_pipeline_config(args.config, run_dir=args.out, data=args.data)
     if args.show_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0

@@ -19,17 +19,22 @@ _FLAGS = {
     "space": "space", "data": "data", "out": "out", "epochs": "epochs", "seed": "seed",
     "batch_size": "batch_size", "lr": "lr", "num_random": "num_random", "workers": "workers",
     "address": "address", "device": "device", "threads": "threads",
-    "limit_train": "limit_train", "limit_val": "limit_val",
+    "limit_train": "limit_train", "limit_val": "limit_val", "arch": "arch",
+    "max_shift": "max_shift", "hflip": "hflip",
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a supernet of a search space",
+        "train", help="train a supernet of a search space, or one arch alone (--arch)",
         description="Train the weight-sharing supernet of a search space with the sandwich "
-        "rule and in-place distillation; write config, metrics, log and checkpoints to RUN_DIR.")
+        "rule and in-place distillation; or, with --arch, one architecture of the space alone "
+        "from scratch with the same recipe (standalone training, e.g. to retrain a found "
+        "subnet or a baseline). Write config, metrics, log and checkpoints to RUN_DIR.")
     p.add_argument("--space", help="search space YAML file or shipped name (e.g. tiny32)")
     p.add_argument("--data", help="dataset: digits | imagefolder:PATH | cifar10:PATH")
+    p.add_argument("--arch", help="train this arch (YAML/JSON file or inline) alone from "
+                   "scratch instead of the supernet; it must belong to --space")
     p.add_argument("--epochs", type=int, help=f"training epochs (default {_D['epochs']})")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
     p.add_argument("--seed", type=int, help="seed of weights, data order, augmentation, subnets")
@@ -37,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {_D['lr']}, AdamW)")
     p.add_argument("--num-random", type=int, help="random subnets per step besides the "
                    f"largest and smallest (default {_D['num_random']})")
+    p.add_argument("--max-shift", type=int, help="random translation in pixels (pad + random "
+                   f"crop; default {_D['max_shift']}, 4 is the CIFAR standard)")
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (default off: digits are chiral)")
     p.add_argument("--workers", type=int, help="data-parallel Ray Train workers "
                    "(default: train in this process without Ray)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")

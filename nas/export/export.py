@@ -20,7 +20,7 @@ import torch
 
 from nas.arch import Arch, canonicalize, extreme_arch, load_arch
 from nas.complexity import count_macs, count_params
-from nas.errors import NasError
+from nas.errors import ArchError, NasError
 from nas.export.card import model_card
 from nas.export.config import ModelConfig, preprocessing_for
 from nas.export.finetune import finetune
@@ -83,7 +83,7 @@ def _resolve_arch(arch: Arch | str | Path, space) -> Arch:
     return canonicalize(space, arch if isinstance(arch, Arch) else load_arch(arch))
 
 
-def export_subnet(run: Any, arch: Arch | str | Path, out: str | Path, *,
+def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
                   formats: str | tuple[str, ...] = ("safetensors",), finetune_epochs: int = 0,
                   fold_bn: bool = True, fuse_qkv: bool = True, table: str | Path | None = None,
                   measure: bool = True, evaluate: bool = True, overwrite: bool = False,
@@ -92,9 +92,11 @@ def export_subnet(run: Any, arch: Arch | str | Path, out: str | Path, *,
     """Export ``arch`` of a trained supernet as a standalone model directory.
 
     Args:
-        run: a run directory of ``nas train`` (or a loaded :class:`nas.training.Run`).
+        run: a run directory of ``nas train`` (or a loaded :class:`nas.training.Run`): a
+            supernet, or one arch trained alone (``nas train --arch``).
         arch: the architecture: an :class:`~nas.arch.Arch`, a YAML/JSON file (a search's
-            ``best.yaml``) or inline text; it must belong to the run's search space.
+            ``best.yaml``) or inline text; it must belong to the run's search space. For
+            a standalone run, ``None`` (or its own arch).
         out: the model directory to create (atomically).
         formats: ``safetensors`` (always) plus any of ``onnx``, ``pt2``, ``torchscript``.
         finetune_epochs: epochs of distillation from the largest subnet (0: none).
@@ -126,7 +128,12 @@ def export_subnet(run: Any, arch: Arch | str | Path, out: str | Path, *,
     out = check_output_dir(out, overwrite=overwrite)
     run = load_run(run) if isinstance(run, (str, Path)) else run
     space = run.space
+    if arch is None:
+        if run.arch is None:
+            raise ArchError(f"{run.run_dir} is a supernet run: give the arch to export")
+        arch = run.arch
     arch = _resolve_arch(arch, space)
+    run.check_arch(arch)
     lat_table = None
     if table is not None:
         from nas.latency import LatencyTable
@@ -135,8 +142,11 @@ def export_subnet(run: Any, arch: Arch | str | Path, out: str | Path, *,
 
     cfg = run.config
     _log(verbose, f"subnet of {space.name} from {run.run_dir} (epoch {run.epoch})")
-    calib = load_calib_data(cfg, int(cfg.get("calib_size", 512)), seed=int(cfg.get("seed", 0)))
-    model = calibrate_bn(run.supernet, arch, calib)
+    if run.arch is None:  # a subnet's BatchNorm statistics are recomputed for it alone
+        calib = load_calib_data(cfg, int(cfg.get("calib_size", 512)), seed=int(cfg.get("seed", 0)))
+        model = calibrate_bn(run.supernet, arch, calib)
+    else:  # trained alone: its statistics are its own
+        model = run.supernet.extract(arch).eval()
     x_val = y_val = None
     if evaluate or finetune_epochs:
         x_val, y_val = load_val_data(cfg)
@@ -147,6 +157,9 @@ def export_subnet(run: Any, arch: Arch | str | Path, out: str | Path, *,
     if evaluate:
         metrics["inherited_acc"] = evaluate_model(model, x_val, y_val,
                                                   resolution=arch.resolution)["acc"]
+    if finetune_epochs and run.arch is not None:
+        raise NasError("--finetune-epochs distils from the supernet's largest subnet; a "
+                       "standalone run has none (train it longer with nas train --resume)")
     if finetune_epochs:
         _log(verbose, f"fine-tuning {finetune_epochs} epoch(s) with distillation")
         teacher = calibrate_bn(run.supernet, extreme_arch(space, "max"), calib)

@@ -3,8 +3,9 @@
 Every worker draws the same permutation from the shared shuffle generator, cuts it
 into global batches (the last partial one is dropped) and keeps its own contiguous
 shard of each, so N workers together see exactly what one process sees. In-memory
-datasets (``digits``) are indexed as tensors from :func:`nas.data.to_tensors`; the
-others are read through :func:`nas.data.make_loader` over the shard's indices.
+datasets (digits, decoded image folders, CIFAR batches) are indexed as stored tensors
+and prepared one batch at a time; any other dataset is read through
+:func:`nas.data.make_loader` over the shard's indices.
 Augmentation (:func:`nas.data.augment_batch`) uses a per-epoch, per-worker generator
 derived from the run seed, so it needs no state in the checkpoint.
 
@@ -23,13 +24,11 @@ from torch import Tensor
 from torch.utils.data import Subset
 
 from nas.arch import Arch
-from nas.data import augment_batch, load_dataset, make_loader, parse_data_spec, to_tensors
+from nas.data import augment_batch, load_dataset, make_loader, subset_indices
 from nas.errors import DataError
 from nas.training.config import TrainConfig
 
-__all__ = ["IN_MEMORY_KINDS", "TrainBatches", "derived_generator", "fit_resolution"]
-
-IN_MEMORY_KINDS = ("digits",)
+__all__ = ["TrainBatches", "derived_generator", "fit_resolution"]
 
 
 def derived_generator(seed: int, *keys: int) -> torch.Generator:
@@ -59,24 +58,20 @@ class TrainBatches:
     def __init__(self, cfg: TrainConfig, *, image_size: int, rank: int = 0, world: int = 1):
         self.cfg, self.rank, self.world = cfg, rank, world
         dataset = load_dataset(cfg.data, split="train", image_size=image_size)
-        n = len(dataset) if not cfg.limit_train else min(cfg.limit_train, len(dataset))
+        self.index = subset_indices(len(dataset), cfg.limit_train)
+        n = len(self.index)
         if n < world:
             raise DataError(f"{cfg.data}: {n} training images cannot be split over {world} workers")
         self.n = n
         self.local_batch = max(1, min(cfg.batch_size, n) // world)
         self.global_batch = self.local_batch * world
         self.steps_per_epoch = n // self.global_batch
-        self.x: Tensor | None = None
-        self.y: Tensor | None = None
-        if parse_data_spec(cfg.data).kind in IN_MEMORY_KINDS:
-            x, y = to_tensors(dataset)
-            self.x, self.y = x[:n], y[:n]
         self.dataset = dataset
 
     def _order(self, shuffle_gen: torch.Generator) -> Tensor:
         """This worker's indices for one epoch, ``steps_per_epoch * local_batch`` of them."""
         perm = torch.randperm(self.n, generator=shuffle_gen)
-        used = perm[: self.steps_per_epoch * self.global_batch]
+        used = self.index[perm[: self.steps_per_epoch * self.global_batch]]
         per_step = used.view(self.steps_per_epoch, self.world, self.local_batch)
         return per_step[:, self.rank].reshape(-1)
 
@@ -88,13 +83,11 @@ class TrainBatches:
         """
         order = self._order(shuffle_gen)
         aug = derived_generator(self.cfg.seed, epoch, self.rank)
-        if self.x is not None:
-            assert self.y is not None
-            for idx in order.split(self.local_batch):
-                x = augment_batch(self.x[idx], generator=aug, max_shift=self.cfg.max_shift)
-                yield x, self.y[idx]
-            return
-        loader = make_loader(Subset(self.dataset, order.tolist()), batch_size=self.local_batch,
-                             shuffle=False, generator=None)
-        for x, y in loader:
-            yield augment_batch(x, generator=aug, max_shift=self.cfg.max_shift), y
+        if hasattr(self.dataset, "batch"):  # in memory: index, then prepare the batch
+            batches = (self.dataset.batch(idx) for idx in order.split(self.local_batch))
+        else:
+            batches = make_loader(Subset(self.dataset, order.tolist()),
+                                  batch_size=self.local_batch, shuffle=False, generator=None)
+        for x, y in batches:
+            yield augment_batch(x, generator=aug, max_shift=self.cfg.max_shift,
+                                hflip=self.cfg.hflip), y

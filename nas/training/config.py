@@ -44,7 +44,8 @@ class ConfigError(NasError):
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Supernet training settings (sandwich rule + in-place distillation, BigNAS-style).
+    """Training settings: a supernet (sandwich rule + in-place distillation, BigNAS-style),
+    or with ``arch`` one architecture alone from scratch with the same recipe.
 
     Args:
         space: search space YAML path or shipped name.
@@ -78,7 +79,13 @@ class TrainConfig:
             (norms, FFNs); ``all``: blocks share everything but the mixers (see
             :class:`nas.supernet.Supernet`).
         distill: ``kl`` or ``soft_ce`` against the largest subnet's soft labels.
-        max_shift: largest random translation of ``nas.data.augment_batch`` (pixels).
+        max_shift: largest random translation of ``nas.data.augment_batch`` (pixels; 4 is
+            the standard CIFAR pad-and-crop).
+        hflip: random horizontal flips (``nas.data.augment_batch``); keep off for digits.
+        arch: train this one architecture of the space alone, from scratch (standalone
+            training: same recipe, run dir, checkpoints and resume; the sandwich,
+            ``num_random`` and distillation do not apply). An arch file or inline
+            YAML/JSON; the resolved config holds it as canonical JSON.
         clip_grad: gradient-norm clipping after the sandwich (0 disables it).
         eval_batch_size: batch size of the per-epoch validation.
         calib_size: training images used to recalibrate BatchNorm before validation.
@@ -109,6 +116,8 @@ class TrainConfig:
     block_sharing: str = "mixer"
     distill: str = "kl"
     max_shift: int = 3
+    hflip: bool = False
+    arch: str | None = None
     clip_grad: float = 5.0
     eval_batch_size: int = 256
     calib_size: int = 512
@@ -128,7 +137,8 @@ class TrainConfig:
                 continue
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))
-            elif isinstance(value, bool) or not isinstance(value, kind):
+            elif kind is bool and not isinstance(value, bool) \
+                    or kind is not bool and (isinstance(value, bool) or not isinstance(value, kind)):
                 raise ConfigError(f"train config: {f.name} must be {kind.__name__}"
                                   f"{' or null' if optional else ''}, got {value!r}")
         _check_range(self)
@@ -148,6 +158,11 @@ class TrainConfig:
         if missing:
             raise ConfigError(f"{source}: missing {', '.join(missing)} (give --{missing[0]})")
         return cls(**{k: v for k, v in raw.items() if k in names})
+
+    @property
+    def standalone(self) -> bool:
+        """True when this config trains one architecture alone (``arch`` is set)."""
+        return self.arch is not None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,11 +191,12 @@ class TrainConfig:
 
 
 _STR_FIELDS = ("space", "data", "out", "distill", "sandwich_rule", "end_reduction", "distill_from",
-               "block_sharing", "address", "device")
+               "block_sharing", "address", "device", "arch")
+_BOOL_FIELDS = ("hflip",)
 _FLOAT_FIELDS = ("lr", "weight_decay", "warmup_lr", "min_lr", "label_smoothing", "clip_grad")
 _FIELD_TYPES: dict[str, type] = {
-    f.name: str if f.name in _STR_FIELDS else float if f.name in _FLOAT_FIELDS else int
-    for f in fields(TrainConfig)}
+    f.name: str if f.name in _STR_FIELDS else float if f.name in _FLOAT_FIELDS
+    else bool if f.name in _BOOL_FIELDS else int for f in fields(TrainConfig)}
 
 
 def _check_range(c: TrainConfig) -> None:
@@ -214,11 +230,14 @@ def _check_range(c: TrainConfig) -> None:
 def auto_threads(workers: int = 1) -> int:
     """Torch threads for one of ``workers`` processes on this machine.
 
-    The CPUs are divided among the workers, leaving out those already busy (1-minute
-    load average): OpenMP threads that outnumber free cores spin and slow small
-    models down several times over.
+    The CPUs this process may use are divided among the workers, leaving out those
+    already busy (1-minute load average): OpenMP threads that outnumber free cores spin
+    and slow small models down several times over.
     """
-    cpus = os.cpu_count() or 1
+    try:  # the CPUs this process may run on (taskset, cgroups), not all of the machine's
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
     try:
         busy = int(os.getloadavg()[0])
     except OSError:  # not available on this platform

@@ -24,7 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Subset
 
 from nas.arch import Arch
-from nas.data import SPLITS, load_dataset, to_tensors
+from nas.data import SPLITS, load_dataset, subset_indices, to_tensors
 from nas.errors import DataError
 from nas.space import load_space
 from nas.supernet import Supernet
@@ -199,11 +199,11 @@ def load_val_data(config: dict[str, Any] | TrainConfig, split: str = "val") -> t
     data, size, limit_train, limit_val = _settings(config)
     limit = limit_val if split == "val" else limit_train
     dataset = load_dataset(data, split=split, image_size=size)
-    if hasattr(dataset, "tensors"):  # in-memory datasets convert in one vectorised step
-        x, y = to_tensors(dataset)
-        return (x[:limit], y[:limit]) if limit else (x, y)
-    if limit:
-        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    keep = subset_indices(len(dataset), limit)
+    if hasattr(dataset, "batch"):  # in-memory datasets convert in one vectorised step
+        return dataset.batch(keep)
+    if len(keep) < len(dataset):
+        dataset = Subset(dataset, keep.tolist())
     return to_tensors(dataset)
 
 
@@ -211,8 +211,8 @@ def load_calib_data(config: dict[str, Any] | TrainConfig, size: int, *, seed: in
     """``size`` training images (a fixed random subset, un-augmented) for BN recalibration."""
     data, image_size, limit_train, _ = _settings(config)
     dataset = load_dataset(data, split="train", image_size=image_size)
-    n = min(len(dataset), limit_train or len(dataset))
-    idx = np.sort(np.random.default_rng(seed).permutation(n)[:size])
-    if hasattr(dataset, "tensors"):
-        return to_tensors(dataset)[0][torch.from_numpy(idx)]
+    keep = subset_indices(len(dataset), limit_train)
+    idx = keep[np.sort(np.random.default_rng(seed).permutation(len(keep))[:size])]
+    if hasattr(dataset, "batch"):
+        return dataset.batch(idx)[0]
     return to_tensors(Subset(dataset, idx.tolist()))[0]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from nas.data import parse_data_spec
+from nas.arch import canonicalize, load_arch
+from nas.data import load_dataset, parse_data_spec
 from nas.errors import ArtifactError
 from nas.io import read_json
 from nas.space import SearchSpace, load_space
@@ -75,7 +76,8 @@ def _check_run_dir(cfg: TrainConfig, space: SearchSpace, resume: bool) -> int:
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
           verbose: bool = True) -> Path:
-    """Train the supernet of ``cfg`` and return the run directory.
+    """Train the supernet of ``cfg`` (or, with ``cfg.arch``, that arch alone) and return
+    the run directory.
 
     Args:
         cfg: training settings.
@@ -91,7 +93,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     """
     cfg = resolve_config(cfg)
     space = load_space(cfg.space)
+    if cfg.arch is not None:  # the arch itself goes into config.json, canonical
+        cfg = cfg.replace(arch=canonicalize(space, load_arch(cfg.arch)).to_json())
     done = _check_run_dir(cfg, space, resume)
+    # the data is checked (and an image folder decoded into its cache) before anything is
+    # written, so a wrong --data leaves no run directory behind
+    load_dataset(cfg.data, split="val", image_size=max(space.resolution))
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)

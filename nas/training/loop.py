@@ -11,6 +11,12 @@ accumulated, all-reduced across workers when there are several, and applied in o
 AdamW step with a cosine schedule (timm). All workers draw the same subnets from a
 shared seeded ``numpy.random.Generator``.
 
+With ``cfg.arch`` (standalone training) every step trains that one architecture on the
+labels: the same weights, data, augmentation, optimizer, schedule, checkpoints and
+metrics, with no sandwich and no distillation. Its weights live in the supernet's
+tensors (the arch's slices; nothing else is touched), so everything that reads a
+run (``nas eval``, ``nas export``) reads a standalone run too.
+
 :func:`train_loop` is the single loop body for every launch mode: in this process
 (rank 0 of 1) or inside a Ray Train worker (rank r of N, ``torch.distributed``
 already initialised). Rank 0 writes the run directory.
@@ -33,7 +39,16 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm import tqdm
 
-from nas.arch import REDUCTION_DIMS, Arch, extreme_arch, resample_dims, sample_arch, sample_mixers
+from nas.arch import (
+    REDUCTION_DIMS,
+    Arch,
+    canonicalize,
+    extreme_arch,
+    load_arch,
+    resample_dims,
+    sample_arch,
+    sample_mixers,
+)
 from nas.space import SearchSpace, parse_space
 from nas.supernet import Supernet
 from nas.training.batches import TrainBatches, fit_resolution
@@ -48,7 +63,7 @@ from nas.training.checkpoint import (
 )
 from nas.training.config import TrainConfig
 from nas.training.evaluation import evaluate, load_calib_data, load_val_data
-from nas.training.rundir import RunWriter, checkpoint_path, run_config_dict
+from nas.training.rundir import RunWriter, checkpoint_path, metric_fields, run_config_dict
 
 __all__ = ["LoopContext", "train_loop", "sandwich_step", "distill_loss"]
 
@@ -144,6 +159,7 @@ class _Trainer:
         self.arch_rng = np.random.default_rng(cfg.seed)
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
         self.largest, self.smallest = extreme_arch(space, "max"), extreme_arch(space, "min")
+        self.arch = canonicalize(space, load_arch(cfg.arch)) if cfg.standalone else None
         self._family: dict[tuple[str, ...], tuple[Arch, Arch]] = {}
         self.epoch, self.step, self.wall = 0, 0, 0.0
         self.labelled = 1  # subnets of the step trained on labels (set by archs())
@@ -172,8 +188,12 @@ class _Trainer:
         family largest, smallest, family smallest, *random]`` (a family end that is
         the global largest or smallest is not repeated). Sets ``self.labelled``, the
         number of leading subnets trained on the labels: 2 with ``distill_from:
-        family`` (the family largest is the others' teacher), else 1.
+        family`` (the family largest is the others' teacher), else 1. Standalone:
+        ``[arch]`` and no ends.
         """
+        self.labelled = 1
+        if self.arch is not None:
+            return [self.arch], 0
         ends = [self.smallest]
         if self.cfg.sandwich_rule == "family":
             mixers = sample_mixers(self.space, self.arch_rng)
@@ -220,17 +240,23 @@ class _Trainer:
             self.step += 1
             self.scheduler.step_update(num_updates=self.step)
             ends, rand = losses[1:1 + n_ends], losses[1 + n_ends:]
-            rand = torch.stack(rand).mean() if rand else losses[0] * math.nan
-            sums += torch.stack([losses[0], torch.stack(ends).mean(), rand]).double().cpu()
+            nan = losses[0] * math.nan
+            sums += torch.stack([losses[0], torch.stack(ends).mean() if ends else nan,
+                                 torch.stack(rand).mean() if rand else nan]).double().cpu()
         bar.close()
         sums /= max(1, steps)
         if self.ctx.world > 1:
             dist.all_reduce(sums)
             sums /= self.ctx.world
             _average_buffers(self.net, self.ctx.world)
+        if self.arch is not None:
+            return {"loss": sums[0].item()}
         return dict(zip(("loss_largest", "loss_smallest", "loss_random"), sums.tolist()))
 
     def validate(self, x_val, y_val, calib) -> dict[str, float]:
+        if self.arch is not None:  # its BatchNorm statistics are its own: no recalibration
+            r = evaluate(self.net, self.arch, x_val, y_val, batch_size=self.cfg.eval_batch_size)
+            return {"val_acc": r["acc"], "val_loss": r["loss"]}
         kw = {"batch_size": self.cfg.eval_batch_size, "calibrate": calib}
         big = evaluate(self.net, self.largest, x_val, y_val, **kw)
         small = evaluate(self.net, self.smallest, x_val, y_val, **kw)
@@ -245,6 +271,13 @@ class _Trainer:
             numpy_rng=numpy_rng_state(self.arch_rng), torch_rng=torch_rng_state(self.shuffle_gen),
             extra={"wall_time_s": self.wall, "world": self.ctx.world})
         save_checkpoint(checkpoint_path(self.run_dir), state)
+
+
+def _summary(row: dict[str, Any]) -> str:
+    if "val_acc" in row:  # standalone
+        return f"loss {row['loss']:.3f} val acc {row['val_acc']:.4f} val loss {row['val_loss']:.4f}"
+    return (f"loss {row['loss_largest']:.3f}/{row['loss_smallest']:.3f}/{row['loss_random']:.3f} "
+            f"val acc largest {row['val_acc_largest']:.4f} smallest {row['val_acc_smallest']:.4f}")
 
 
 def train_loop(cfg: TrainConfig, space_dict: dict[str, Any], ctx: LoopContext) -> dict[str, Any]:
@@ -264,15 +297,16 @@ def train_loop(cfg: TrainConfig, space_dict: dict[str, Any], ctx: LoopContext) -
     if ctx.world > 1:
         for t in [*trainer.net.parameters(), *trainer.net.buffers()]:
             dist.broadcast(t.data, src=0)
-    writer = RunWriter(trainer.run_dir, start_epoch=trainer.epoch, verbose=ctx.verbose) \
-        if trainer.main else None
+    writer = RunWriter(trainer.run_dir, start_epoch=trainer.epoch, verbose=ctx.verbose,
+                       fields=metric_fields(cfg)) if trainer.main else None
     x_val = y_val = calib = None
     if trainer.main:
         run_config = run_config_dict(cfg, space)  # has the image size: no YAML file needed
         x_val, y_val = load_val_data(run_config)
-        if "batchnorm" in {n for s in space.stages for n in s.norm}:
+        if "batchnorm" in {n for s in space.stages for n in s.norm} and not cfg.standalone:
             calib = (load_calib_data(run_config, cfg.calib_size, seed=cfg.seed),)
-        writer.log(f"training {space.name} ({space.fingerprint}) on {cfg.data}: epochs "
+        what = "one arch of " if cfg.standalone else ""
+        writer.log(f"training {what}{space.name} ({space.fingerprint}) on {cfg.data}: epochs "
                    f"{trainer.epoch + 1}..{cfg.epochs}, {trainer.batches.steps_per_epoch} steps of "
                    f"{trainer.batches.global_batch} images, {ctx.world} worker(s) on {ctx.device}, "
                    f"{torch.get_num_threads()} threads")
@@ -292,10 +326,7 @@ def train_loop(cfg: TrainConfig, space_dict: dict[str, Any], ctx: LoopContext) -
                 writer.metrics(row)
                 trainer.save()
                 writer.log(f"epoch {trainer.epoch}/{cfg.epochs} step {trainer.step} "
-                           f"lr {row['lr']:.2e} loss {row['loss_largest']:.3f}/"
-                           f"{row['loss_smallest']:.3f}/{row['loss_random']:.3f} val acc "
-                           f"largest {row['val_acc_largest']:.4f} smallest "
-                           f"{row['val_acc_smallest']:.4f} ({row['epoch_time_s']:.1f}s)")
+                           f"lr {row['lr']:.2e} {_summary(row)} ({row['epoch_time_s']:.1f}s)")
             if ctx.report is not None:
                 ctx.report({k: v for k, v in row.items() if isinstance(v, (int, float))})
             last = row

@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from nas.errors import ArtifactError, NasError
+from nas.arch import Arch, canonicalize, load_arch
+from nas.errors import ArchError, ArtifactError, NasError
 from nas.io import read_json, write_json, write_text
 from nas.space import SearchSpace, parse_space
 from nas.supernet import Supernet
@@ -35,11 +36,19 @@ from nas.training.checkpoint import load_checkpoint
 from nas.training.config import TrainConfig
 
 __all__ = ["Run", "RunWriter", "load_run", "run_config_dict", "checkpoint_path", "METRIC_FIELDS",
-           "read_metrics"]
+           "STANDALONE_METRIC_FIELDS", "metric_fields", "read_metrics"]
 
 METRIC_FIELDS = ("epoch", "step", "lr", "loss_largest", "loss_smallest", "loss_random",
                  "val_acc_largest", "val_acc_smallest", "val_loss_largest", "val_loss_smallest",
                  "epoch_time_s", "wall_time_s")
+# a standalone run (one arch trained alone): its train loss and val metrics
+STANDALONE_METRIC_FIELDS = ("epoch", "step", "lr", "loss", "val_acc", "val_loss", "epoch_time_s",
+                            "wall_time_s")
+
+
+def metric_fields(cfg: TrainConfig) -> tuple[str, ...]:
+    """The columns of ``metrics.csv`` for a run of ``cfg``."""
+    return STANDALONE_METRIC_FIELDS if cfg.standalone else METRIC_FIELDS
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
@@ -73,9 +82,11 @@ def _fmt(value: Any) -> str:
 class RunWriter:
     """Rank-0 writer of a run dir's log, metrics CSV and TensorBoard events."""
 
-    def __init__(self, run_dir: str | Path, *, start_epoch: int, verbose: bool = True):
+    def __init__(self, run_dir: str | Path, *, start_epoch: int, verbose: bool = True,
+                 fields: tuple[str, ...] = METRIC_FIELDS):
         self.run_dir = Path(run_dir)
         self.verbose = verbose
+        self.fields = fields
         # A run killed after its metrics row but before its checkpoint redoes that epoch.
         self.rows = [r for r in read_metrics(self.run_dir) if int(r["epoch"]) <= start_epoch]
         self._log = (self.run_dir / "log.txt").open("a", encoding="utf-8")
@@ -96,14 +107,14 @@ class RunWriter:
             sys.stdout.flush()
 
     def metrics(self, row: dict[str, Any]) -> None:
-        self.rows.append({k: _fmt(row[k]) for k in METRIC_FIELDS})
+        self.rows.append({k: _fmt(row[k]) for k in self.fields})
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=self.fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         write_text(self.run_dir / "metrics.csv", buf.getvalue())
         if self._tb is not None:
-            for k in METRIC_FIELDS[2:]:
+            for k in self.fields[2:]:
                 if isinstance(row[k], float) and not math.isnan(row[k]):
                     self._tb.add_scalar(k, row[k], global_step=row["epoch"])
             self._tb.flush()
@@ -119,7 +130,8 @@ class Run:
     """A trained supernet loaded from its run directory.
 
     Attributes:
-        space: the search space it was trained on.
+        space: the search space it was trained on (a standalone run: the space its
+            arch belongs to).
         supernet: the supernet, weights loaded, in eval mode.
         config: ``config.json`` as a dict (TrainConfig fields, ``search_space``,
             ``fingerprint``, ``image_size``, ``num_classes``, ``versions``).
@@ -132,6 +144,20 @@ class Run:
     config: dict[str, Any]
     run_dir: Path
     epoch: int
+
+    @property
+    def arch(self) -> Arch | None:
+        """The one architecture a standalone run trained (None for a supernet run)."""
+        raw = self.config.get("arch")
+        return None if raw is None else canonicalize(self.space, load_arch(raw))
+
+    def check_arch(self, arch: Arch) -> None:
+        """Refuse an arch whose weights this run did not train (a standalone run's other
+        subnets are untrained slices)."""
+        own = self.arch
+        if own is not None and canonicalize(self.space, arch) != own:
+            raise ArchError(f"run {self.run_dir} trained one arch alone (standalone); its "
+                            "weights are only meaningful for that arch (see its config.json)")
 
 
 def read_run_config(run_dir: str | Path) -> tuple[dict[str, Any], SearchSpace]:

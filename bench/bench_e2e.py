@@ -1,0 +1,161 @@
+"""The end-to-end claim: at a latency budget, the searched subnet beats the hand-designed ones.
+
+For each budget (the latency of the EfficientViT-like and of the DeiT-like reference of
+the space, measured on this CPU at the latency table's setting), searches the space with
+the run's latency table and accuracy predictor (``nas search``, objective
+``predictor``), then trains the found subnet and every reference that fits the budget
+standalone (``nas train --arch``) with one recipe (the supernet run's, at a stated
+subset and epochs), 2 seeds each, and times all of them end to end in one interleaved
+measurement. The goal a NAS tool exists for: at each budget the found subnet is no
+slower (measured) and at least 1 point more accurate than the best reference that fits.
+
+Usage (after ``nas run --config cifar10 --out runs/cifar10``):
+    python bench/bench_e2e.py --pipeline runs/cifar10 --epochs 10 --limit-train 10000
+    python bench/bench_e2e.py --pipeline runs/cifar10 ... --train-refs-only   # background
+
+Standalone results share the cache of ``bench/bench_ranking.py``
+(``bench/results/standalone_<space>_<data>.json``); searches go to ``runs/e2e/``.
+Writes ``bench/results/e2e_<data>_cpu.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from common import header, write_result  # noqa: E402
+from references import cached_reference, reference_recipe  # noqa: E402
+
+from nas.arch import Arch, canonicalize, load_arch  # noqa: E402
+from nas.complexity import count_macs, count_params  # noqa: E402
+from nas.data import parse_data_spec  # noqa: E402
+from nas.latency import LatencyTable  # noqa: E402
+from nas.latency.measure import measure_archs  # noqa: E402
+from nas.search import SearchConfig, run_search  # noqa: E402
+from nas.search.report import reference_archs  # noqa: E402
+from nas.training import evaluate, load_run, load_val_data  # noqa: E402
+
+BUDGET_REFS = ("efficientvit_cifar", "deit_cifar")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pipeline", type=Path, default=ROOT / "runs" / "cifar10",
+                   help="a nas run directory (train/, latency/table.json, predictor/model/)")
+    p.add_argument("--epochs", type=int, default=10, help="standalone epochs (default 10)")
+    p.add_argument("--limit-train", type=int, default=10000,
+                   help="standalone training subset (default 10000 images)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="standalone seeds")
+    p.add_argument("--trials", type=int, default=1000, help="search trials per budget")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    p.add_argument("--threads", type=int, default=0, help="threads of standalone training")
+    p.add_argument("--train-refs-only", action="store_true",
+                   help="only train (and cache) the references; needs just the train run")
+    p.add_argument("--cache", type=Path, default=None, help="standalone results cache")
+    return p.parse_args(argv)
+
+
+def _standalone(args, arch: Arch, recipe: dict) -> dict:
+    reps = [cached_reference(args.cache, arch, recipe, s, threads=args.threads)
+            for s in args.seeds]
+    accs = [r["acc"] for r in reps]
+    return {"acc": float(np.mean(accs)), "accs": accs, "loss": float(np.mean([r["loss"] for r in reps]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = load_run(args.pipeline / "train")
+    space = run.space
+    spec = parse_data_spec(run.config["data"])
+    data = spec.kind if spec.path is None else Path(spec.path).name.split(".")[0]
+    if args.cache is None:
+        args.cache = ROOT / "bench" / "results" / f"standalone_{space.name}_{data}.json"
+    recipe = reference_recipe(run.config, epochs=args.epochs, limit_train=args.limit_train)
+    refs = {name: canonicalize(space, arch) for name, arch in reference_archs(space)}
+    missing = [n for n in BUDGET_REFS if n not in refs]
+    if missing:
+        raise SystemExit(f"space {space.name} has no reference {', '.join(missing)}")
+    if args.train_refs_only:
+        for name, arch in refs.items():
+            t = time.perf_counter()
+            res = _standalone(args, arch, recipe)
+            print(f"{name}: standalone acc {res['accs']} ({time.perf_counter() - t:.0f}s)",
+                  flush=True)
+        return 0
+    table = LatencyTable.load(args.pipeline / "latency" / "table.json", space=space)
+    dev = table.device
+    timing = {"batch_size": int(dev.get("batch_size", 1)), "threads": dev.get("threads"),
+              "rounds": args.rounds}
+    ref_ms = dict(zip(refs, measure_archs(list(refs.values()), space, **timing)))
+    x, y = load_val_data(run.config)
+    found: dict[str, Arch] = {}
+    t0 = time.perf_counter()
+    for name in BUDGET_REFS:
+        budget = round(ref_ms[name], 4)
+        out = ROOT / "runs" / "e2e" / f"{args.pipeline.name}_{name}_{budget}ms"  # resumable
+        cfg = SearchConfig(space=str(run.config["space"]), budget_ms=budget,
+                           out=str(out), objective="predictor", trials=args.trials,
+                           table=str(args.pipeline / "latency" / "table.json"),
+                           predictor=str(args.pipeline / "predictor" / "model"), seed=0)
+        result = run_search(cfg, echo=None)
+        found[name] = canonicalize(space, load_arch(out / "best.yaml"))
+        print(f"budget {name} {ref_ms[name]:.3f} ms: found predicted acc "
+              f"{result.best['acc']:.4f}, table {result.best['latency_ms']:.3f} ms", flush=True)
+    names = [f"found@{n}" for n in BUDGET_REFS] + list(refs)
+    archs = [found[n] for n in BUDGET_REFS] + list(refs.values())
+    measured = dict(zip(names, measure_archs(archs, space, **timing)))
+    predicted = dict(zip(names, table.predict(archs)))
+    rows = {}
+    for name, arch in zip(names, archs):
+        rows[name] = {"arch": arch, **_standalone(args, arch, recipe)}
+        print(f"{name}: {measured[name]:.3f} ms, standalone acc {rows[name]['accs']}", flush=True)
+    inherited = {n: evaluate(run.supernet, found[n], x, y)["acc"] for n in BUDGET_REFS}
+    total = time.perf_counter() - t0
+
+    text = header(f"End to end: searched subnet vs hand-designed references ({space.name}, {data})")
+    text += (f"- supernet, table, predictor: `{args.pipeline}` (supernet epoch {run.epoch})\n"
+             f"- standalone (`nas train --arch`, the supernet's recipe): {args.epochs} epochs on "
+             f"a fixed {args.limit_train}-image subset of the training images, seeds "
+             f"{args.seeds}; accuracy on all {len(y)} val images\n"
+             f"- latency: batch {timing['batch_size']}, {timing['threads']} thread(s) (the "
+             f"table's setting), {args.rounds} interleaved rounds, fastest kept; the budgets "
+             f"are the references' latency measured in the same run\n"
+             f"- time: {total / 60:.1f} min (cached standalone results are not retrained)\n\n")
+    text += ("| arch | params | MMACs | measured ms | table ms | standalone acc (mean, seeds) "
+             "| inherited acc |\n|---|---:|---:|---:|---:|---:|---:|\n")
+    for name, arch in zip(names, archs):
+        r = rows[name]
+        inh = f"{100 * inherited[name[6:]]:.2f}%" if name.startswith("found@") else ""
+        text += (f"| {name} | {count_params(arch, num_classes=space.num_classes):,} | "
+                 f"{count_macs(arch, num_classes=space.num_classes) / 1e6:.1f} | "
+                 f"{measured[name]:.3f} | {predicted[name]:.3f} | {100 * r['acc']:.2f}% "
+                 f"({', '.join(f'{100 * a:.2f}' for a in r['accs'])}) | {inh} |\n")
+    text += "\n| budget | found: measured ms, acc | best reference that fits (measured) | " \
+            "goal: no slower and >= +1 point |\n|---|---|---|---|\n"
+    for n in BUDGET_REFS:
+        budget = measured[n]  # this run's measurement of the budget reference
+        fits = [m for m in refs if measured[m] <= budget]
+        best = max(fits, key=lambda m: rows[m]["acc"])
+        f = f"found@{n}"
+        gain = 100 * (rows[f]["acc"] - rows[best]["acc"])
+        ok = measured[f] <= budget and gain >= 1.0
+        text += (f"| {n} ({budget:.3f} ms) | {measured[f]:.3f} ms, {100 * rows[f]['acc']:.2f}% | "
+                 f"{best}: {measured[best]:.3f} ms, {100 * rows[best]['acc']:.2f}% | "
+                 f"{'met' if ok else 'missed'} ({gain:+.2f} points, "
+                 f"{measured[f] / budget:.3f}x the budget) |\n")
+    for n in BUDGET_REFS:
+        text += f"\nfound@{n}: `{found[n].to_json()}`\n"
+    path = write_result(f"e2e_{data}_cpu.md", text)
+    print(text)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
