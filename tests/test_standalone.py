@@ -138,3 +138,22 @@ def test_a_space_of_one_arch_trains(tmp_path):
                 verbose=False)
     row = read_metrics(run)[0]
     assert math.isnan(float(row["loss_smallest"])) and float(row["val_acc_largest"]) > 0
+
+
+def test_overwrite_only_replaces_a_model_this_tool_wrote(standalone, tmp_path, capsys):
+    kw = {"measure": False, "evaluate": False, "verbose": False}
+    out = tmp_path / "model"
+    export_subnet(standalone["a"], None, out, **kw)
+    assert (out / ".vitnas-model").is_file()
+    export_subnet(standalone["a"], None, out, overwrite=True, **kw)  # its own export: replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    run_files = sorted(p.name for p in standalone["a"].rglob("*"))
+    for target in (mine, standalone["a"], standalone["a"].parent):
+        code = main(["export", "--run", str(standalone["a"]), "--out", str(target),
+                     "--overwrite", "--formats", "safetensors", "--no-measure", "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (mine / "thesis.tex").read_text() == "precious"
+    assert sorted(p.name for p in standalone["a"].rglob("*")) == run_files

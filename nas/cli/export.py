@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip timing the model on this machine")
     p.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="skip validation accuracy")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out that nas export wrote (never anything else)")
     p.add_argument("--seed", type=int, default=0, help="seed of fine-tuning (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_export)

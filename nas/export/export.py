@@ -125,7 +125,8 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) \
             or finetune_epochs < 0:
         raise NasError(f"finetune_epochs must be an integer >= 0, got {finetune_epochs!r}")
-    out = check_output_dir(out, overwrite=overwrite)
+    run_dir = run.run_dir if hasattr(run, "run_dir") else Path(run)
+    out = check_output_dir(out, overwrite=overwrite, keep=(run_dir,))
     run = load_run(run) if isinstance(run, (str, Path)) else run
     space = run.space
     if arch is None:
@@ -196,5 +197,5 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
                          bn_folded=fold_bn, qkv_fused=fuse_qkv, source=source, metrics=metrics)
     _log(verbose, f"writing {', '.join(formats)} to {out}")
     checks = write_model_dir(fast, config, out, formats=formats, overwrite=overwrite,
-                             card=model_card)
+                             card=model_card, keep=(run_dir,))
     return ExportResult(out=out, config=config, checks=checks)

@@ -40,14 +40,41 @@ from nas.model import VisionTransformer
 __all__ = ["atomic_dir", "check_output_dir", "write_model_dir", "load_model", "is_model_dir"]
 
 
-def check_output_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Validate an output directory before any work: creatable, writable, not in use."""
+# written into every model directory: --overwrite only ever replaces a directory holding it
+MARKER = ".vitnas-model"
+
+
+def made_by_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a model directory this tool wrote (its marker file, or, for
+    directories written before the marker, nothing but the files an export writes)."""
+    path = Path(path)
+    if (path / MARKER).is_file():
+        return True
+    known = {MARKER, "config.json", "README.md", *FILE_NAMES.values()}
+    return is_model_dir(path) and all(p.name in known for p in path.iterdir())
+
+
+def check_output_dir(out: str | os.PathLike, *, overwrite: bool = False,
+                     keep: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Validate an output directory before any work: creatable, writable, not in use.
+
+    ``--overwrite`` replaces only a model directory this tool wrote, never anything else
+    nor a directory holding one of ``keep`` (the inputs: a run directory).
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ArtifactError(f"--out {out} exists and is not empty; choose another path or pass "
-                            "--overwrite")
+    for path in keep:
+        inside = Path(path).resolve()
+        if inside == out.resolve() or out.resolve() in inside.parents:
+            raise ArtifactError(f"--out {out} holds the input {path}; choose another path")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ArtifactError(f"--out {out} exists and is not empty; choose another path or "
+                                "pass --overwrite")
+        if not made_by_export(out):
+            raise ArtifactError(f"--out {out} is not a model directory written by nas export; "
+                                "--overwrite only replaces those (choose another path)")
     parent = out.resolve().parent
     probe = parent
     while not probe.exists():
@@ -58,12 +85,13 @@ def check_output_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Path
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(out: str | os.PathLike, *, overwrite: bool = False,
+               keep: tuple[str | os.PathLike, ...] = ()) -> Iterator[Path]:
     """Yield a temp directory beside ``out``; on success it replaces ``out``.
 
     On an exception (or a kill) the temp directory is removed and ``out`` is untouched.
     """
-    out = check_output_dir(out, overwrite=overwrite)
+    out = check_output_dir(out, overwrite=overwrite, keep=keep)
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +130,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 def write_model_dir(model: VisionTransformer, config: ModelConfig, out: str | os.PathLike, *,
                     formats: tuple[str, ...] | str = ("safetensors",), overwrite: bool = False,
                     card: Callable[[ModelConfig, dict[str, float]], str] | None = None,
-                    ) -> dict[str, float]:
+                    keep: tuple[str | os.PathLike, ...] = ()) -> dict[str, float]:
     """Write an exported model directory atomically.
 
     Args:
@@ -110,7 +138,7 @@ def write_model_dir(model: VisionTransformer, config: ModelConfig, out: str | os
         config: its :class:`ModelConfig`.
         out: the model directory to create.
         formats: ``safetensors`` (always) plus any of ``onnx``, ``pt2``, ``torchscript``.
-        overwrite: replace an existing non-empty ``out``.
+        overwrite: replace an existing ``out`` that this tool wrote (see :func:`made_by_export`).
         card: builds ``README.md`` from the config and the per-format check results.
 
     Returns:
@@ -119,7 +147,7 @@ def write_model_dir(model: VisionTransformer, config: ModelConfig, out: str | os
     formats = parse_formats(formats)
     model = model.eval().cpu()
     checks: dict[str, float] = {}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, keep=keep) as tmp:
         meta = {"format": "pt", "vitnas_format_version": str(FORMAT_VERSION),
                 "space_fingerprint": config.space_fingerprint}
         save_file(_state(model), str(tmp / FILE_NAMES["safetensors"]), metadata=meta)
@@ -127,6 +155,7 @@ def write_model_dir(model: VisionTransformer, config: ModelConfig, out: str | os
             checks[name] = write_format(name, model, tmp, in_chans=config.in_chans,
                                         resolution=config.arch.resolution)
         write_json(tmp / "config.json", config.to_dict())
+        write_text(tmp / MARKER, "written by nas export; --overwrite may replace this directory\n")
         if card is not None:
             write_text(tmp / "README.md", card(config, checks))
     return checks
