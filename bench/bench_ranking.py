@@ -47,6 +47,7 @@ from nas.errors import ArchError  # noqa: E402
 from nas.io import read_json  # noqa: E402
 from nas.training import TrainConfig, evaluate, load_run, load_val_data  # noqa: E402
 from nas.training.config import auto_threads  # noqa: E402
+from predictors.proxies import PROXIES, ProxyScorer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,6 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    metavar="RUN[,RUN...]",
                    help="other supernet runs of the same space (default: bench_train's Ray run; "
                    "missing ones are skipped): how reproducible the inherited ranking is")
+    p.add_argument("--proxies", default=",".join(PROXIES),
+                   help=f"signals at initialisation to rank with (default {','.join(PROXIES)}; "
+                   "'' for none)")
+    p.add_argument("--proxy-steps", type=int, default=100,
+                   help="training steps of the train_speed signal (default 100)")
     p.add_argument("--repeats", type=int, default=2,
                    help="scratch trainings per subnet (seeds seed, seed+1, ...); their mean is "
                    "the reference and their mutual tau the noise ceiling")
@@ -266,6 +272,34 @@ def noise_ceiling(loss: np.ndarray) -> str:
     return f"{pair:.3f} / {rest:.3f}"
 
 
+def proxy_table(args, run, archs: list[Arch], train_xy, scratch: np.ndarray) -> str:
+    """Kendall tau of each signal at initialisation with the standalone loss (overall, and
+    over pairs of archs with the same / different stage-0 mixer) and its CPU cost."""
+    names = [n for n in args.proxies.split(",") if n]
+    if not names:
+        return ""
+    cfg = run.config
+    scorer = ProxyScorer(run.space, *train_xy, seed=args.seed, steps=args.proxy_steps,
+                         lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
+                         max_shift=int(cfg.get("max_shift", 0)), hflip=bool(cfg.get("hflip")))
+    mean = scratch.mean(1)
+    out = ["", "## Signals at initialisation (no shared weights)", "",
+           f"Each subnet scored at its standalone initialisation on {scorer.batch_size} training "
+           f"images (`predictors/proxies.py`; train_speed: {args.proxy_steps} steps); tau of "
+           "minus the score with the standalone val loss (> 0: the signal ranks like standalone "
+           f"training; two-seed noise ceiling {seed_tau(scratch):.3f}):", "",
+           "| signal | tau, all | tau, same stage-0 mixer | tau, different | CPU s per arch |",
+           "|---|---:|---:|---:|---:|"]
+    for name in names:
+        score = [-scorer.score(a, name) for a in archs]
+        tau = kendalltau(score, mean).statistic
+        within, across = family_split_tau(archs, score, mean.tolist())
+        out.append(f"| {name} | {tau:.3f} | {within:.3f} | {across:.3f} | "
+                   f"{np.mean(scorer.seconds[name]):.2f} |")
+        print(f"signal {name}: tau {tau:.3f}", flush=True)
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.subnets < 15:
@@ -375,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "inherited": inh_loss, "refit": refit_loss,
         **{f"scratch {e} ep": b.mean(1).tolist() for e, b in budgets.items()}})
     text += family_table(run.space, archs, inh_loss, refit_loss, budgets[args.epochs])
+    text += proxy_table(args, run, archs, train_xy, budgets[args.epochs])
     text += compare_runs(args.compare_runs, archs, rows, x, y, budgets[args.epochs].mean(1),
                          train_xy)
     text += one_change_table(run, x, y)
