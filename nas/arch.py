@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from nas.errors import ArchError
+from nas.errors import ArchError, ArtifactError
+from nas.io import parse_yaml, read_text
 from nas.space import (
     ATTENTION_MIXERS,
     GLOBAL_DIMS,
@@ -169,14 +170,13 @@ def load_arch(text_or_path: str | Path) -> Arch:
     p = None if looks_inline else Path(text_or_path)
     if p is not None and not p.is_file():
         raise ArchError(f"arch file not found: {p}")
-    if p is not None:
-        text, source = p.read_text(encoding="utf-8"), str(p)
-    else:
-        source = "inline arch"
+    source = "inline arch" if p is None else str(p)
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ArchError(f"{source}: malformed YAML/JSON: {str(e).splitlines()[0]}") from None
+        if p is not None:
+            text = read_text(p, what="arch file")
+        raw = parse_yaml(text, source=source)
+    except ArtifactError as e:
+        raise ArchError(str(e)) from None
     if isinstance(raw, dict) and "arch" in raw and "stages" not in raw:
         raw = raw["arch"]  # files written by search/export wrap the arch
     return Arch.from_dict(raw, source=source)

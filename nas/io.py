@@ -17,7 +17,8 @@ import yaml
 
 from nas.errors import ArtifactError
 
-__all__ = ["atomic_path", "write_text", "write_json", "read_json", "read_yaml", "write_yaml"]
+__all__ = ["atomic_path", "write_text", "write_json", "read_text", "read_json", "read_yaml",
+           "parse_yaml", "write_yaml"]
 
 
 @contextlib.contextmanager
@@ -68,26 +69,75 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
-def read_json(path: str | os.PathLike, *, what: str = "file") -> Any:
-    """Read JSON, turning a missing or corrupted file into an :class:`ArtifactError`."""
+# Files a user hands us are read whole: refuse anything larger than any config could be.
+MAX_TEXT_BYTES = 64 * 2**20
+
+
+def read_text(path: str | os.PathLike, *, what: str = "file",
+              max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """A UTF-8 text file; missing, too large or not UTF-8 is one :class:`ArtifactError` line."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{what} not found: {path}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ArtifactError(f"{what} {path} is {size / 2**20:.0f} MiB, larger than any "
+                            f"{what} can be ({max_bytes / 2**20:.0f} MiB at most)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{what} {path} is not UTF-8 text (byte {e.start}: "
+                            f"{e.object[e.start:e.start + 1]!r})") from None
+    except OSError as e:
+        raise ArtifactError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without aliases: ``*name`` lets a 2 KB file expand to gigabytes
+    (billion laughs), and no file of this tool needs one."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _yaml_error(source: str, e: yaml.YAMLError) -> ArtifactError:
+    mark = getattr(e, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return ArtifactError(f"{source}: malformed YAML{where}: {str(problem)[:200]}")
+
+
+def parse_yaml(text: str, *, source: str = "YAML text", all_documents: bool = False) -> Any:
+    """Parse YAML safely: no code, no aliases, nesting bounded by Python's recursion limit;
+    every failure is one :class:`ArtifactError` line naming ``source``."""
+    try:
+        if all_documents:
+            return list(yaml.load_all(text, Loader=_SafeLoader))
+        return yaml.load(text, Loader=_SafeLoader)
+    except yaml.YAMLError as e:
+        raise _yaml_error(source, e) from None
+    except RecursionError:
+        raise ArtifactError(f"{source}: YAML nested too deeply") from None
+
+
+def read_json(path: str | os.PathLike, *, what: str = "file") -> Any:
+    """Read JSON, turning a missing, corrupted, non-UTF-8 or absurdly nested file into an
+    :class:`ArtifactError`."""
+    path = Path(path)
+    text = read_text(path, what=what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
         raise ArtifactError(f"{what} {path} is corrupted or truncated: {e}") from None
+    except RecursionError:
+        raise ArtifactError(f"{what} {path} is nested too deeply") from None
 
 
 def read_yaml(path: str | os.PathLike, *, what: str = "file") -> Any:
-    """Read YAML with ``safe_load``; a missing or malformed file is an :class:`ArtifactError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{what} not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ArtifactError(f"{path}: malformed YAML{where}: {problem}") from None
+    """Read YAML safely (:func:`parse_yaml`); a missing or malformed file is an
+    :class:`ArtifactError`."""
+    return parse_yaml(read_text(path, what=what), source=str(path))

@@ -165,9 +165,8 @@ class PipelineConfig:
         raw = {} if raw is None else raw
         values = _parse(raw, [f.name for f in fields(cls)], source)
         for name, section in _SECTIONS.items():
-            if name in values:
-                sub = {} if values[name] is None else values[name]
-                values[name] = section(**_parse(sub, [f.name for f in fields(section)],
+            if name in values:  # a section must be a mapping: `train:` alone is a mistake
+                values[name] = section(**_parse(values[name], [f.name for f in fields(section)],
                                                 f"{source}: {name}"))
         cfg = cls(**values)
         _check_names(cfg, source)
@@ -189,18 +188,23 @@ def _value(name: str, value: Any, where: str) -> Any:
     if value is None and nullable:
         return None
     if kind is tuple:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
-            raise PipelineError(f"{where}: expected a list of names, got {value!r}")
-        return tuple(items)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise PipelineError(f"{where}: expected a list of names (e.g. [safetensors, onnx]), "
+                                f"got {_short(value)}")
+        return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     rule = f" ({check[1]})" if check else ""
     if (kind is bool) != isinstance(value, bool) or not isinstance(value, kind):
-        raise PipelineError(f"{where}: expected {kind.__name__}{rule}, got {value!r}")
+        raise PipelineError(f"{where}: expected {kind.__name__}{rule}, got {_short(value)}")
     if check is not None and not check[0](value):
-        raise PipelineError(f"{where}: must be {check[1]}, got {value!r}")
+        raise PipelineError(f"{where}: must be {check[1]}, got {_short(value)}")
     return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_names(cfg: PipelineConfig, source: str) -> None:
@@ -506,6 +510,15 @@ def _diff(saved: dict[str, Any], given: dict[str, Any], prefix: str = "") -> lis
     return out
 
 
+def _check_data(cfg: PipelineConfig) -> None:
+    """Load the dataset (an image folder is decoded into its cache) before anything is
+    written: a wrong ``data`` must not leave a run directory behind."""
+    from nas.data import load_dataset
+    from nas.space import load_space
+
+    load_dataset(cfg.data, split="val", image_size=max(load_space(cfg.space).resolution))
+
+
 def run_pipeline(cfg: PipelineConfig, out: str | Path, *, until: str | None = None,
                  echo: Callable[[str], None] | None = print) -> Path:
     """Run (or resume) every stage of ``nas run`` into ``out``; returns ``out/report.html``.
@@ -523,6 +536,7 @@ def run_pipeline(cfg: PipelineConfig, out: str | Path, *, until: str | None = No
     if until is not None and until not in STAGES:
         raise PipelineError(f"unknown stage {until!r}; valid: {', '.join(STAGES)}")
     say = echo or (lambda line: None)
+    _check_data(cfg)
     ctx = _open(cfg, Path(out), say)
     t_start = time.perf_counter()
     redo = False

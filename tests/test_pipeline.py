@@ -29,6 +29,8 @@ def test_defaults_are_the_embedded_run():
     ({"export": {"formats": ["safetensors", "tflite"]}}, "unknown format"),
     ({"search": {"budget_quantile": 1.5}}, "in \\(0, 1\\]"),
     ({"train": {"hflip": 1}}, "expected bool"),
+    ({"train": None}, "train: expected a mapping"),
+    ({"export": {"formats": "onnx"}}, "expected a list of names"),
     ({"train": {"max_shift": True}}, "expected int"),
     ([1, 2], "expected a mapping"),
 ])

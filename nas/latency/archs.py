@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 
-import yaml
-
 from nas.arch import Arch
-from nas.errors import ArchError
-from nas.io import read_yaml
+from nas.errors import ArchError, ArtifactError
+from nas.io import parse_yaml, read_text
 
 __all__ = ["read_archs"]
 
@@ -20,17 +18,15 @@ def read_archs(path: str) -> list[Arch]:
     """Archs from a file: one arch, a list, YAML documents, ``{arch: ...}`` wrappers, JSON lines."""
     if not os.path.isfile(path):
         raise ArchError(f"arch list not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
     try:
+        text = read_text(path, what="arch list")
+        lines = [ln for ln in text.splitlines() if ln.strip()]
         if lines and all(ln.lstrip().startswith("{") for ln in lines) and len(lines) > 1:
-            docs = [yaml.safe_load(ln) for ln in lines]
+            docs = [parse_yaml(ln, source=f"{path} line {i + 1}") for i, ln in enumerate(lines)]
         else:
-            docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        read_yaml(path, what="arch list")  # raises a located error
-        raise ArchError(f"{path}: malformed YAML/JSON: {e}") from None
+            docs = parse_yaml(text, source=path, all_documents=True)
+    except ArtifactError as e:
+        raise ArchError(str(e)) from None
     items = [x for d in docs if d is not None for x in (d if isinstance(d, list) else [d])]
     if not items:
         raise ArchError(f"{path}: no architectures in the file")

@@ -1,0 +1,53 @@
+"""nas.io: the one reader of YAML/JSON files users hand the tool (safe, bounded, one error line)."""
+from __future__ import annotations
+
+import pytest
+
+from nas.arch import load_arch
+from nas.cli import main
+from nas.errors import ArchError, ArtifactError
+from nas.io import parse_yaml, read_json, read_text, read_yaml
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+def test_aliases_are_refused_before_expansion(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    with pytest.raises(ArtifactError, match=r"aliases \(\*name\) are not allowed") as e:
+        read_yaml(path)
+    assert len(str(e.value)) < 300
+    assert parse_yaml("a: &x 1\nb: 2") == {"a": 1, "b": 2}  # an anchor alone is harmless
+
+
+def test_deep_nesting_non_utf8_and_size_are_one_line(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(ArtifactError, match="nested too deeply"):
+        read_yaml(deep)
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ArtifactError, match="nested too deeply"):
+        read_json(deep_json)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ArtifactError, match="not UTF-8"):
+        read_yaml(latin)
+    with pytest.raises(ArtifactError, match="larger than any"):
+        read_text(latin, max_bytes=4)
+
+
+def test_cli_reports_bad_files_in_one_line(tmp_path, capsys):
+    bomb = tmp_path / "space.yaml"
+    bomb.write_text(BOMB)
+    latin = tmp_path / "arch.yaml"
+    latin.write_bytes(b"resolution: 32\nstem: \xff\n")
+    for argv in (["space", "validate", str(bomb)], ["run", "--config", str(bomb)],
+                 ["arch", "info", str(latin), "--space", "tiny32"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and len(err) < 400, err
+    with pytest.raises(ArchError, match="not UTF-8"):
+        load_arch(latin)
