@@ -37,14 +37,15 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import header, write_result  # noqa: E402
-from references import cached_reference, reference_recipe  # noqa: E402
+from references import cached_reference, locked, reference_recipe  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
 from nas.arch import Arch, canonicalize, extreme_arch, sample_arch  # noqa: E402
 from nas.complexity import count_params  # noqa: E402
 from nas.data import parse_data_spec  # noqa: E402
 from nas.errors import ArchError  # noqa: E402
-from nas.io import read_json  # noqa: E402
+from nas.io import read_json, write_json  # noqa: E402
+from nas.space import parse_space  # noqa: E402
 from nas.training import TrainConfig, evaluate, load_run, load_val_data  # noqa: E402
 from nas.training.config import auto_threads  # noqa: E402
 from predictors.proxies import PROXIES, ProxyScorer  # noqa: E402
@@ -72,6 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only-repeat", type=int, default=None, metavar="K",
                    help="with --scratch-only: train only repeat K (run one process per K "
                    "to fill the cache in parallel)")
+    p.add_argument("--inherited-only", action="store_true",
+                   help="only evaluate (and cache) what needs the supernet: inherited results "
+                   "and the signals at initialisation")
+    p.add_argument("--cached-only", action="store_true",
+                   help="rank only the subnets whose references are all cached (a preliminary "
+                   "table while they are trained; the header says how many)")
     p.add_argument("--reverse", action="store_true",
                    help="with --scratch-only: train the subnets last first (a second process "
                    "filling the same cache meets the first in the middle)")
@@ -272,31 +279,111 @@ def noise_ceiling(loss: np.ndarray) -> str:
     return f"{pair:.3f} / {rest:.3f}"
 
 
-def proxy_table(args, run, archs: list[Arch], train_xy, scratch: np.ndarray) -> str:
-    """Kendall tau of each signal at initialisation with the standalone loss (overall, and
-    over pairs of archs with the same / different stage-0 mixer) and its CPU cost."""
+def proxy_scores(args, run_cfg: dict, space, archs: list[Arch], train_xy,
+                 cache: InheritedCache) -> tuple[dict, dict]:
+    """Each signal's loss-like ranking of ``archs`` (minus its score) and its CPU s per arch
+    (cached beside the inherited results: train_speed costs seconds per arch)."""
     names = [n for n in args.proxies.split(",") if n]
-    if not names:
-        return ""
-    cfg = run.config
-    scorer = ProxyScorer(run.space, *train_xy, seed=args.seed, steps=args.proxy_steps,
-                         lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
-                         max_shift=int(cfg.get("max_shift", 0)), hflip=bool(cfg.get("hflip")))
-    mean = scratch.mean(1)
-    out = ["", "## Signals at initialisation (no shared weights)", "",
-           f"Each subnet scored at its standalone initialisation on {scorer.batch_size} training "
-           f"images (`predictors/proxies.py`; train_speed: {args.proxy_steps} steps); tau of "
-           "minus the score with the standalone val loss (> 0: the signal ranks like standalone "
-           f"training; two-seed noise ceiling {seed_tau(scratch):.3f}):", "",
-           "| signal | tau, all | tau, same stage-0 mixer | tau, different | CPU s per arch |",
-           "|---|---:|---:|---:|---:|"]
+    scorer = None
+    scores, costs = {}, {}
     for name in names:
-        score = [-scorer.score(a, name) for a in archs]
-        tau = kendalltau(score, mean).statistic
-        within, across = family_split_tau(archs, score, mean.tolist())
-        out.append(f"| {name} | {tau:.3f} | {within:.3f} | {across:.3f} | "
-                   f"{np.mean(scorer.seconds[name]):.2f} |")
-        print(f"signal {name}: tau {tau:.3f}", flush=True)
+        key = f"{name}:{args.seed}:{args.proxy_steps}"
+        got = [cache.signal(key, a) for a in archs]
+        if any(g is None for g in got):
+            if scorer is None:
+                scorer = ProxyScorer(space, *train_xy, seed=args.seed, steps=args.proxy_steps,
+                                     lr=float(run_cfg["lr"]),
+                                     weight_decay=float(run_cfg["weight_decay"]),
+                                     max_shift=int(run_cfg.get("max_shift", 0)),
+                                     hflip=bool(run_cfg.get("hflip")))
+            got = [g if g is not None else cache.put_signal(
+                key, a, scorer.score(a, name), scorer.seconds[name]) for a, g in zip(archs, got)]
+        scores[name] = [-g["score"] for g in got]
+        costs[name] = float(np.mean([g["cpu_s"] for g in got]))
+        print(f"signal {name}: {costs[name]:.2f} CPU s per arch", flush=True)
+    return scores, costs
+
+
+class InheritedCache:
+    """What the bench computes from the trained supernet (inherited and classifier-refit
+    val loss/acc per subnet) and the signals at initialisation, cached in
+    ``bench/results/ranking_inherited.json`` under the run's path with its config, so the
+    table can be written after the run directory is gone (its checkpoint is too large to
+    commit, and the references may take several sittings)."""
+
+    PATH = ROOT / "bench" / "results" / "ranking_inherited.json"
+
+    def __init__(self, run_dir: Path):
+        path = Path(run_dir).resolve()
+        self.key = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+        table = read_json(self.PATH, what="inherited cache") if self.PATH.is_file() else {}
+        self.entry = table.get(self.key)
+
+    def _save(self) -> None:
+        with locked(self.PATH):
+            table = read_json(self.PATH, what="inherited cache") if self.PATH.is_file() else {}
+            table[self.key] = self.entry
+            write_json(self.PATH, table)
+
+    def get(self, run, arch: Arch, x, y, train_xy) -> tuple[dict, dict]:
+        """Inherited and refit results of ``arch`` (computed with ``run`` when not cached)."""
+        aj = arch.to_json()
+        if run is not None:
+            fresh = {"fingerprint": run.space.fingerprint, "epoch": run.epoch}
+            if self.entry is None or {k: self.entry.get(k) for k in fresh} != fresh:
+                self.entry = {**fresh, "config": run.config, "archs": {}, "signals": {}}
+        got = (self.entry or {}).get("archs", {}).get(aj)
+        if got is None:
+            if run is None:
+                raise SystemExit(f"no cached inherited result for {aj} and no supernet")
+            got = {"inh": evaluate(run.supernet, arch, x, y),
+                   "refit": evaluate(run.supernet, arch, x, y, refit=train_xy)}
+            self.entry["archs"][aj] = got
+            self._save()
+        return got["inh"], got["refit"]
+
+    def signal(self, key: str, arch: Arch) -> dict | None:
+        return ((self.entry or {}).get("signals", {}).get(key) or {}).get(arch.to_json())
+
+    def put_signal(self, key: str, arch: Arch, score: float, seconds: list[float]) -> dict:
+        got = {"score": score, "cpu_s": seconds[-1]}
+        if self.entry is not None:
+            self.entry.setdefault("signals", {}).setdefault(key, {})[arch.to_json()] = got
+            self._save()
+        return got
+
+
+def tau_cells(archs: list[Arch], score, ref, *, boots: int = 1000, seed: int = 0) -> list[str]:
+    """Kendall tau of ``score`` with ``ref`` overall, over pairs with the same stage-0 mixer
+    and over pairs with different ones, each with a bootstrap 90% interval (subnets
+    resampled with replacement)."""
+    score, ref = np.asarray(score, float), np.asarray(ref, float)
+
+    def stats(idx: np.ndarray) -> tuple[float, float, float]:
+        return (kendalltau(score[idx], ref[idx]).statistic,
+                *family_split_tau([archs[i] for i in idx], score[idx].tolist(), ref[idx].tolist()))
+
+    n = len(archs)
+    point = stats(np.arange(n))
+    rng = np.random.default_rng(seed)
+    draws = np.array([stats(rng.integers(0, n, n)) for _ in range(boots)])
+    lo, hi = np.nanpercentile(draws, [5, 95], axis=0)
+    return [f"{p:.3f} [{a:.2f}, {b:.2f}]" for p, a, b in zip(point, lo, hi)]
+
+
+def summary_table(archs: list[Arch], rankings: dict[str, list[float]], scratch: np.ndarray,
+                  costs: dict[str, float]) -> str:
+    """One row per ranking: tau with the standalone loss (mean of seeds), overall, within and
+    across stage-0 mixer families, bootstrap 90% intervals; the seeds' own agreement last."""
+    mean = scratch.mean(1)
+    out = ["| ranking vs standalone val loss | tau, all | same stage-0 mixer | different "
+           "stage-0 mixers | CPU s per arch |", "|---|---:|---:|---:|---:|"]
+    for name, score in rankings.items():
+        cost = f"{costs[name]:.2f}" if name in costs else ""
+        out.append(f"| {name} | " + " | ".join(tau_cells(archs, score, mean)) + f" | {cost} |")
+    if scratch.shape[1] > 1:
+        out.append("| noise ceiling: standalone seed 1 vs seed 2 | "
+                   + " | ".join(tau_cells(archs, scratch[:, 0], scratch[:, 1])) + " | |")
     return "\n".join(out) + "\n"
 
 
@@ -306,18 +393,21 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--subnets must be >= 15")
     if args.scratch_only and not (args.run / "config.json").is_file():
         raise SystemExit(f"--scratch-only still needs a run's config (recipe): {args.run}")
-    if not args.scratch_only and not (args.run / "checkpoints" / "last.safetensors").is_file():
-        raise SystemExit(f"no trained run at {args.run}; run bench/bench_train.py first "
-                         "or pass --run")
     torch.set_num_threads(args.threads or auto_threads(1))
+    inherited_cache = InheritedCache(args.run)
     if args.scratch_only:
-        from nas.space import parse_space
         run_cfg = read_json(args.run / "config.json", what="run config")
-        space = parse_space(run_cfg["search_space"], source=str(args.run / "config.json"))
         run = None
-    else:
+    elif (args.run / "checkpoints" / "last.safetensors").is_file():
         run = load_run(args.run)
-        run_cfg, space = run.config, run.space
+        run_cfg = run.config
+    elif inherited_cache.entry is not None:  # the supernet is gone: its cached results
+        run, run_cfg = None, inherited_cache.entry["config"]
+        print(f"{args.run} has no checkpoint: ranking from the cached inherited results")
+    else:
+        raise SystemExit(f"no trained run at {args.run} (nor cached results of it); run "
+                         "bench/bench_train.py first or pass --run")
+    space = parse_space(run_cfg["search_space"], source=f"{args.run}/config.json")
     if args.epochs is None:  # the same budget as the supernet
         args.epochs = int(run_cfg["epochs"])
     limit = int(run_cfg.get("limit_train", 0)) if args.limit_train is None else args.limit_train
@@ -343,17 +433,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scratch references cached in {args.cache} "
               f"({(time.perf_counter() - t0) / 60:.1f} min)")
         return 0
+    if args.cached_only:  # a preliminary table while the references are still training
+        done = [all(cached_reference(args.cache, a, recipe, args.seed + k, train_missing=False)
+                    for k in range(args.repeats)) for a in archs]
+        archs = [a for a, ok in zip(archs, done) if ok]
+        print(f"--cached-only: {len(archs)} of {args.subnets} subnets have all their references")
+        if len(archs) < 15:
+            raise SystemExit("--cached-only: fewer than 15 subnets have their references")
     t0 = time.perf_counter()
     train_xy = load_val_data(run_cfg, split="train")
+    if args.inherited_only:  # the supernet-dependent part, cached (references may follow later)
+        for i, arch in enumerate(archs):
+            inherited_cache.get(run, arch, x, y, train_xy)
+            print(f"subnet {i}: inherited results cached", flush=True)
+        proxy_scores(args, run_cfg, space, archs, train_xy, inherited_cache)
+        return 0
     rows = []
     for i, arch in enumerate(archs):
         t = time.perf_counter()
         reps = [cached_reference(args.cache, arch, recipe, args.seed + k, threads=args.threads)
                 for k in range(args.repeats)]
-        inherited = evaluate(run.supernet, arch, x, y)
-        refit = evaluate(run.supernet, arch, x, y, refit=train_xy)
+        inherited, refit = inherited_cache.get(run, arch, x, y, train_xy)
         scratch = {m: float(np.mean([r[m] for r in reps])) for m in ("loss", "acc")}
-        rows.append({"i": i, "params": count_params(arch, num_classes=run.space.num_classes),
+        rows.append({"i": i, "params": count_params(arch, num_classes=space.num_classes),
                      "inh": inherited, "refit": refit, "scr": scratch, "reps": reps,
                      "mixers": "/".join(s.mixer for s in arch.stages)})
         print(f"subnet {i}: inherited loss {inherited['loss']:.4f} (refit {refit['loss']:.4f}) | "
@@ -368,14 +470,17 @@ def main(argv: list[str] | None = None) -> int:
     tau, tau_refit = (kendalltau(v, main_loss) for v in (inh_loss, refit_loss))
     tau_acc = kendalltau([r["inh"]["acc"] for r in rows], [r["scr"]["acc"] for r in rows])
     within, across = family_split_tau(archs, inh_loss, main_loss.tolist())
-    cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run.config}
+    cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run_cfg}
+    epoch = run.epoch if run is not None else inherited_cache.entry["epoch"]
+    partial = (f" (of {args.subnets}: --cached-only, the others' references are not trained "
+               "yet)") if len(rows) < args.subnets else ""
     text = header(f"Ranking fidelity: inherited weights vs standalone training ({space.name}, "
                   f"{data_kind})")
-    text += (f"- supernet run: `{args.run}` (epoch {run.epoch}, {cfg['num_random']} "
+    text += (f"- supernet run: `{args.run}` (epoch {epoch}, {cfg['num_random']} "
              f"random subnets per step, sandwich rule {cfg['sandwich_rule']}, block sharing "
              f"{cfg['block_sharing']}, distill from {cfg.get('distill_from', 'largest')}, "
              f"end reduction {cfg.get('end_reduction', 'extreme')}, seed {cfg['seed']})\n"
-             f"- {len(rows)} random subnets (seed {args.seed}); standalone (`nas train --arch`, "
+             f"- {len(rows)} random subnets (seed {args.seed}){partial}; standalone (`nas train --arch`, "
              f"the supernet run's recipe): {args.epochs} epochs each on "
              f"{f'a fixed {limit}-image subset' if limit else 'all'} of the training images "
              f"(mean of {args.repeats} seeds), val loss on {len(y)} val images\n"
@@ -385,6 +490,16 @@ def main(argv: list[str] | None = None) -> int:
              f"refit: **{tau_refit.statistic:.3f}** (p = {tau_refit.pvalue:.2g}); Kendall tau (val "
              f"acc) = {tau_acc.statistic:.3f}; pairs with the same stage-0 mixer: tau "
              f"{within:.3f}, pairs with different ones: tau {across:.3f}\n\n")
+    signals, costs = proxy_scores(args, run_cfg, space, archs, train_xy, inherited_cache)
+    text += ("Every ranking against the standalone val loss (mean of the seeds), with bootstrap "
+             "90% intervals; signals at initialisation (`predictors/proxies.py`, scored on "
+             f"the run's training images, train_speed over {args.proxy_steps} steps) rank by "
+             "minus their score:\n\n")
+    text += summary_table(archs, {"inherited weights": inh_loss,
+                                  "inherited weights, classifier refit": refit_loss,
+                                  **{f"signal: {k}": v for k, v in signals.items()}},
+                          budgets[args.epochs],
+                          {f"signal: {k}": v for k, v in costs.items()}) + "\n"
     names = [f"scratch {e} epochs ({b.shape[1]} seeds)" for e, b in budgets.items()]
     text += ("| Kendall tau (val loss) | " + " | ".join(names) + " |\n|---|"
              + "---:|" * len(budgets) + "\n")
@@ -405,14 +520,14 @@ def main(argv: list[str] | None = None) -> int:
         text += (f"| {r['i']} | {r['mixers']} | {r['params']:,} | {r['inh']['loss']:.4f} | "
                  f"{100 * r['inh']['acc']:.2f}% | {r['refit']['loss']:.4f} | "
                  f"{r['scr']['loss']:.4f} | {100 * r['scr']['acc']:.2f}% |\n")
-    text += dimension_table(run.space, archs, {
+    text += dimension_table(space, archs, {
         "inherited": inh_loss, "refit": refit_loss,
         **{f"scratch {e} ep": b.mean(1).tolist() for e, b in budgets.items()}})
-    text += family_table(run.space, archs, inh_loss, refit_loss, budgets[args.epochs])
-    text += proxy_table(args, run, archs, train_xy, budgets[args.epochs])
-    text += compare_runs(args.compare_runs, archs, rows, x, y, budgets[args.epochs].mean(1),
-                         train_xy)
-    text += one_change_table(run, x, y)
+    text += family_table(space, archs, inh_loss, refit_loss, budgets[args.epochs])
+    if run is not None:  # these need the supernet itself
+        text += compare_runs(args.compare_runs, archs, rows, x, y, budgets[args.epochs].mean(1),
+                             train_xy)
+        text += one_change_table(run, x, y)
     name = args.out or ("ranking_cpu.md" if data_kind == "digits"
                         else f"ranking_{data_kind}_cpu.md")
     path = write_result(name, text)
