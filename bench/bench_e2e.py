@@ -9,9 +9,11 @@ subset and epochs), 2 seeds each, and times all of them end to end in one interl
 measurement. The goal a NAS tool exists for: at each budget the found subnet is no
 slower (measured) and at least 1 point more accurate than the best reference that fits.
 
-Usage (after ``nas run --config cifar10 --out runs/cifar10``):
-    python bench/bench_e2e.py --pipeline runs/cifar10 --epochs 10 --limit-train 10000
-    python bench/bench_e2e.py --pipeline runs/cifar10 ... --train-refs-only   # background
+Usage (after ``nas run --config cifar10 --out runs/cifar10``), in phases that outlive
+the run directory (each phase's results are cached under ``bench/results/``):
+    python bench/bench_e2e.py --pipeline runs/cifar10 --search-only    # quiet machine: times
+    python bench/bench_e2e.py --pipeline runs/cifar10 --train-refs-only  # any time, background
+    python bench/bench_e2e.py --pipeline runs/cifar10    # trains what is missing, times, table
 
 Standalone results share the cache of ``bench/bench_ranking.py``
 (``bench/results/standalone_<space>_<data>.json``); searches go to ``runs/e2e/``.
@@ -34,11 +36,12 @@ from references import cached_reference, reference_recipe  # noqa: E402
 
 from nas.arch import Arch, canonicalize, load_arch  # noqa: E402
 from nas.complexity import count_macs, count_params  # noqa: E402
-from nas.data import parse_data_spec  # noqa: E402
+from nas.io import read_json, write_json  # noqa: E402
 from nas.latency import LatencyTable  # noqa: E402
 from nas.latency.measure import measure_archs  # noqa: E402
 from nas.search import SearchConfig, run_search  # noqa: E402
 from nas.search.report import reference_archs  # noqa: E402
+from nas.space import parse_space  # noqa: E402
 from nas.training import evaluate, load_run, load_val_data  # noqa: E402
 
 BUDGET_REFS = ("efficientvit_cifar", "deit_cifar")
@@ -55,8 +58,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=1000, help="search trials per budget")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--threads", type=int, default=0, help="threads of standalone training")
+    p.add_argument("--label", default="cifar10-jpeg",
+                   help="names the result and cache files (default cifar10-jpeg)")
     p.add_argument("--train-refs-only", action="store_true",
                    help="only train (and cache) the references; needs just the train run")
+    p.add_argument("--search-only", action="store_true",
+                   help="only the part that needs the supernet, table and predictor (budgets, "
+                   "searches, inherited accuracy), cached in bench/results/e2e_<label>_state.json")
+    p.add_argument("--research", action="store_true",
+                   help="redo the search phase even when its results are cached")
     p.add_argument("--cache", type=Path, default=None, help="standalone results cache")
     return p.parse_args(argv)
 
@@ -65,93 +75,122 @@ def _standalone(args, arch: Arch, recipe: dict) -> dict:
     reps = [cached_reference(args.cache, arch, recipe, s, threads=args.threads)
             for s in args.seeds]
     accs = [r["acc"] for r in reps]
-    return {"acc": float(np.mean(accs)), "accs": accs, "loss": float(np.mean([r["loss"] for r in reps]))}
+    return {"acc": float(np.mean(accs)), "accs": accs,
+            "loss": float(np.mean([r["loss"] for r in reps]))}
+
+
+def search_phase(args, state: dict) -> None:
+    """What needs the supernet, table and predictor: the budgets (references timed at the
+    table's setting), a search per budget, the found subnets' inherited accuracy."""
+    run = load_run(args.pipeline / "train")
+    space = run.space
+    table = LatencyTable.load(args.pipeline / "latency" / "table.json", space=space)
+    refs = {name: canonicalize(space, arch) for name, arch in reference_archs(space)}
+    timing = _timing(table, args.rounds)
+    ref_ms = dict(zip(refs, measure_archs(list(refs.values()), space, **timing)))
+    x, y = load_val_data(run.config)
+    state.update(pipeline=str(args.pipeline), epoch=run.epoch, timing=timing,
+                 budgets={}, found={}, inherited={}, predicted={})
+    for name in BUDGET_REFS:
+        budget = round(ref_ms[name], 4)
+        out = ROOT / "runs" / "e2e" / f"{args.pipeline.name}_{name}_{budget}ms"  # resumable
+        cfg = SearchConfig(space=str(run.config["space"]), budget_ms=budget, out=str(out),
+                           objective="predictor", trials=args.trials, seed=0,
+                           table=str(args.pipeline / "latency" / "table.json"),
+                           predictor=str(args.pipeline / "predictor" / "model"))
+        result = run_search(cfg, echo=None)
+        found = canonicalize(space, load_arch(out / "best.yaml"))
+        state["budgets"][name] = budget
+        state["found"][name] = found.to_json()
+        state["inherited"][name] = evaluate(run.supernet, found, x, y)["acc"]
+        state["predicted"][name] = result.best["acc"]
+        print(f"budget {name} {budget:.3f} ms: found predicted acc {result.best['acc']:.4f}, "
+              f"table {result.best['latency_ms']:.3f} ms", flush=True)
+    state["table"] = {n: float(v) for n, v in zip(
+        [*refs, *(f"found@{n}" for n in BUDGET_REFS)],
+        table.predict([*refs.values(), *(load_arch(state["found"][n]) for n in BUDGET_REFS)]))}
+
+
+def _timing(table, rounds: int) -> dict:
+    dev = table.device
+    return {"batch_size": int(dev.get("batch_size", 1)), "threads": dev.get("threads"),
+            "rounds": rounds}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    run = load_run(args.pipeline / "train")
-    space = run.space
-    spec = parse_data_spec(run.config["data"])
-    data = spec.kind if spec.path is None else Path(spec.path).name.split(".")[0]
+    state_path = ROOT / "bench" / "results" / f"e2e_{args.label}_state.json"
+    state = read_json(state_path, what="e2e state") if state_path.is_file() else {}
+    cfg_path = args.pipeline / "train" / "config.json"
+    run_cfg = read_json(cfg_path, what="run config") if cfg_path.is_file() else state.get("config")
+    if run_cfg is None:
+        raise SystemExit(f"no run at {args.pipeline} and no cached state in {state_path}")
+    space = parse_space(run_cfg["search_space"], source=str(cfg_path))
     if args.cache is None:
-        args.cache = ROOT / "bench" / "results" / f"standalone_{space.name}_{data}.json"
-    recipe = reference_recipe(run.config, epochs=args.epochs, limit_train=args.limit_train)
+        args.cache = ROOT / "bench" / "results" / f"standalone_{space.name}_{args.label}.json"
+    recipe = reference_recipe(run_cfg, epochs=args.epochs, limit_train=args.limit_train)
     refs = {name: canonicalize(space, arch) for name, arch in reference_archs(space)}
     missing = [n for n in BUDGET_REFS if n not in refs]
     if missing:
         raise SystemExit(f"space {space.name} has no reference {', '.join(missing)}")
+    t0 = time.perf_counter()
     if args.train_refs_only:
         for name, arch in refs.items():
-            t = time.perf_counter()
             res = _standalone(args, arch, recipe)
-            print(f"{name}: standalone acc {res['accs']} ({time.perf_counter() - t:.0f}s)",
-                  flush=True)
+            print(f"{name}: standalone acc {res['accs']}", flush=True)
         return 0
-    table = LatencyTable.load(args.pipeline / "latency" / "table.json", space=space)
-    dev = table.device
-    timing = {"batch_size": int(dev.get("batch_size", 1)), "threads": dev.get("threads"),
-              "rounds": args.rounds}
-    ref_ms = dict(zip(refs, measure_archs(list(refs.values()), space, **timing)))
-    x, y = load_val_data(run.config)
-    found: dict[str, Arch] = {}
-    t0 = time.perf_counter()
-    for name in BUDGET_REFS:
-        budget = round(ref_ms[name], 4)
-        out = ROOT / "runs" / "e2e" / f"{args.pipeline.name}_{name}_{budget}ms"  # resumable
-        cfg = SearchConfig(space=str(run.config["space"]), budget_ms=budget,
-                           out=str(out), objective="predictor", trials=args.trials,
-                           table=str(args.pipeline / "latency" / "table.json"),
-                           predictor=str(args.pipeline / "predictor" / "model"), seed=0)
-        result = run_search(cfg, echo=None)
-        found[name] = canonicalize(space, load_arch(out / "best.yaml"))
-        print(f"budget {name} {ref_ms[name]:.3f} ms: found predicted acc "
-              f"{result.best['acc']:.4f}, table {result.best['latency_ms']:.3f} ms", flush=True)
+    if "found" not in state or args.research:
+        search_phase(args, state)
+        write_json(state_path, {**state, "config": run_cfg})
+    if args.search_only:
+        print(f"search results cached in {state_path}")
+        return 0
+    found = {n: load_arch(state["found"][n]) for n in BUDGET_REFS}
     names = [f"found@{n}" for n in BUDGET_REFS] + list(refs)
     archs = [found[n] for n in BUDGET_REFS] + list(refs.values())
-    measured = dict(zip(names, measure_archs(archs, space, **timing)))
-    predicted = dict(zip(names, table.predict(archs)))
+    measured = dict(zip(names, measure_archs(archs, space, **state["timing"])))
     rows = {}
     for name, arch in zip(names, archs):
-        rows[name] = {"arch": arch, **_standalone(args, arch, recipe)}
+        rows[name] = _standalone(args, arch, recipe)
         print(f"{name}: {measured[name]:.3f} ms, standalone acc {rows[name]['accs']}", flush=True)
-    inherited = {n: evaluate(run.supernet, found[n], x, y)["acc"] for n in BUDGET_REFS}
     total = time.perf_counter() - t0
-
-    text = header(f"End to end: searched subnet vs hand-designed references ({space.name}, {data})")
-    text += (f"- supernet, table, predictor: `{args.pipeline}` (supernet epoch {run.epoch})\n"
+    timing = state["timing"]
+    text = header(f"End to end: searched subnet vs hand-designed references ({space.name}, "
+                  f"{args.label})")
+    text += (f"- supernet, table, predictor: `{state['pipeline']}` (supernet epoch "
+             f"{state['epoch']}); search and budgets cached in `{state_path.name}`\n"
              f"- standalone (`nas train --arch`, the supernet's recipe): {args.epochs} epochs on "
              f"a fixed {args.limit_train}-image subset of the training images, seeds "
-             f"{args.seeds}; accuracy on all {len(y)} val images\n"
+             f"{args.seeds}; accuracy on the {run_cfg.get('limit_val') or 'all'} val images\n"
              f"- latency: batch {timing['batch_size']}, {timing['threads']} thread(s) (the "
-             f"table's setting), {args.rounds} interleaved rounds, fastest kept; the budgets "
-             f"are the references' latency measured in the same run\n"
+             f"table's setting), {timing['rounds']} interleaved rounds, fastest kept; the "
+             "verdict compares the measurements of this run\n"
              f"- time: {total / 60:.1f} min (cached standalone results are not retrained)\n\n")
-    text += ("| arch | params | MMACs | measured ms | table ms | standalone acc (mean, seeds) "
+    text += ("| arch | params | MMACs | measured ms | table ms | standalone acc (mean; seeds) "
              "| inherited acc |\n|---|---:|---:|---:|---:|---:|---:|\n")
     for name, arch in zip(names, archs):
         r = rows[name]
-        inh = f"{100 * inherited[name[6:]]:.2f}%" if name.startswith("found@") else ""
+        inh = f"{100 * state['inherited'][name[6:]]:.2f}%" if name.startswith("found@") else ""
         text += (f"| {name} | {count_params(arch, num_classes=space.num_classes):,} | "
                  f"{count_macs(arch, num_classes=space.num_classes) / 1e6:.1f} | "
-                 f"{measured[name]:.3f} | {predicted[name]:.3f} | {100 * r['acc']:.2f}% "
+                 f"{measured[name]:.3f} | {state['table'][name]:.3f} | {100 * r['acc']:.2f}% "
                  f"({', '.join(f'{100 * a:.2f}' for a in r['accs'])}) | {inh} |\n")
-    text += "\n| budget | found: measured ms, acc | best reference that fits (measured) | " \
-            "goal: no slower and >= +1 point |\n|---|---|---|---|\n"
+    text += ("\n| budget (reference) | found: measured ms, acc | best reference that fits "
+             "(measured) | goal: no slower and >= +1 point |\n|---|---|---|---|\n")
     for n in BUDGET_REFS:
-        budget = measured[n]  # this run's measurement of the budget reference
+        budget = measured[n]  # this run's measurement of the budget's reference
         fits = [m for m in refs if measured[m] <= budget]
         best = max(fits, key=lambda m: rows[m]["acc"])
         f = f"found@{n}"
         gain = 100 * (rows[f]["acc"] - rows[best]["acc"])
         ok = measured[f] <= budget and gain >= 1.0
-        text += (f"| {n} ({budget:.3f} ms) | {measured[f]:.3f} ms, {100 * rows[f]['acc']:.2f}% | "
-                 f"{best}: {measured[best]:.3f} ms, {100 * rows[best]['acc']:.2f}% | "
-                 f"{'met' if ok else 'missed'} ({gain:+.2f} points, "
-                 f"{measured[f] / budget:.3f}x the budget) |\n")
+        text += (f"| {n} ({budget:.3f} ms) | {measured[f]:.3f} ms, {100 * rows[f]['acc']:.2f}% "
+                 f"| {best}: {measured[best]:.3f} ms, {100 * rows[best]['acc']:.2f}% | "
+                 f"{'met' if ok else 'missed'} ({gain:+.2f} points, {measured[f] / budget:.3f}x "
+                 "the budget) |\n")
     for n in BUDGET_REFS:
         text += f"\nfound@{n}: `{found[n].to_json()}`\n"
-    path = write_result(f"e2e_{data}_cpu.md", text)
+    path = write_result(f"e2e_{args.label}_cpu.md", text)
     print(text)
     print(f"wrote {path}")
     return 0

@@ -289,8 +289,8 @@ def test_cli_export(run_dir, tmp_path, capsys):
     rc = main(["export", "--run", str(run_dir / "train"), "--arch", arch.to_json(), "--out",
                str(out), "--formats", "safetensors,onnx", "--finetune-epochs", "1", "--quiet"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.onnx",
-                                                     "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".vitnas-model", "README.md", "config.json", "model.onnx", "model.safetensors"]
     cfg = ModelConfig.load(out)
     assert cfg.arch == arch and cfg.space_name == "micro16" and cfg.bn_folded
     assert cfg.preprocessing.resolution == 16 and len(cfg.preprocessing.mean) == 3
