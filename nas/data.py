@@ -319,8 +319,10 @@ def _read_batch_pickle(path: Path) -> dict[str, object]:
     except DataError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {path}: corrupted or not a CIFAR pickle ({e})") from None
+            IndexError, KeyError, UnicodeDecodeError, MemoryError, OverflowError,
+            RecursionError) as e:
+        raise DataError(f"cannot read {path}: corrupted or not a CIFAR pickle "
+                        f"({type(e).__name__}: {str(e)[:160]})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a dict, got {type(obj).__name__}")
     return {k.decode("latin-1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}

@@ -17,8 +17,24 @@ import yaml
 
 from nas.errors import ArtifactError
 
-__all__ = ["atomic_path", "write_text", "write_json", "read_text", "read_json", "read_yaml",
+__all__ = ["atomic_path", "check_output_file", "write_text", "write_json", "read_text", "read_json", "read_yaml",
            "parse_yaml", "write_yaml"]
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """``path`` as a file to (over)write: refuse a directory, or a parent that is a file,
+    before any work is done (the messages name ``path``, never a temp file)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory; give a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ArtifactError(f"cannot write {path}: {parent} is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ArtifactError(f"cannot write {path}: {parent} is not writable")
+            break
+    return path
 
 
 @contextlib.contextmanager
@@ -29,7 +45,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         >>> with atomic_path("out.bin") as tmp:  # doctest: +SKIP
         ...     torch.save(obj, tmp)
     """
-    path = Path(path)
+    path = check_output_file(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         try:
@@ -47,7 +63,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         # mkstemp makes 0600 (and some writers recreate the file): give the usual permissions
         os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise ArtifactError(f"cannot write {path}: {e.strerror}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -51,3 +51,19 @@ def test_cli_reports_bad_files_in_one_line(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and len(err) < 400, err
     with pytest.raises(ArchError, match="not UTF-8"):
         load_arch(latin)
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
+    from nas.io import write_text
+
+    with pytest.raises(ArtifactError, match="is a directory; give a file path"):
+        write_text(tmp_path, "x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArtifactError, match="is not a directory"):
+        write_text(tmp_path / "file" / "out.csv", "x")
+    assert main(["profile", "--space", "tiny32", "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["eval", "--run", str(tmp_path / "no-run"), "--reference", "largest",
+                 "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err  # said before looking at the run
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left

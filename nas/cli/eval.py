@@ -10,7 +10,7 @@ import numpy as np
 
 from nas.arch import Arch, canonicalize, extreme_arch, load_arch, sample_arch
 from nas.complexity import count_params
-from nas.io import write_text
+from nas.io import check_output_file, write_text
 
 _REFERENCES = {"largest": "max", "smallest": "min"}
 
@@ -53,6 +53,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ArchError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.out is not None:
+        check_output_file(args.out)  # before the evaluation, not after it
     run = load_run(args.run, device=args.device)
     try:
         archs = _archs(args, run.space)

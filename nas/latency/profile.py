@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from nas.arch import Arch, canonicalize, sample_arch
 from nas.errors import ArtifactError, NasError
+from nas.io import check_output_file
 from nas.latency import calibrate as cal
 from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
 from nas.latency.measure import Measurer, Timing
@@ -203,7 +204,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
             raise NasError(f"{name} must be an integer >= {lo}, got {v!r}")
     cal._cols(features)
-    out = Path(out)
+    out = check_output_file(out)  # a directory or an unwritable place fails before any timing
     t0 = time.perf_counter()
     cal_archs = ([canonicalize(space, a) for a in calibrate_on] if calibrate_on is not None
                  else calibration_archs(space, calibrate, seed))
