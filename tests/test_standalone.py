@@ -157,3 +157,16 @@ def test_overwrite_only_replaces_a_model_this_tool_wrote(standalone, tmp_path, c
         assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert (mine / "thesis.tex").read_text() == "precious"
     assert sorted(p.name for p in standalone["a"].rglob("*")) == run_files
+
+
+def test_export_removes_the_temp_dir_of_a_killed_export(standalone, tmp_path):
+    out = tmp_path / "model"
+    dead = tmp_path / ".model.abc123.tmp"  # what a kill -9 mid-export leaves
+    dead.mkdir()
+    (dead / ".owner-pid").write_text("999999999")
+    (dead / "model.safetensors").write_bytes(b"half")
+    foreign = tmp_path / ".model.zzz.tmp"  # same pattern, not ours (no owner file): kept
+    foreign.mkdir()
+    export_subnet(standalone["a"], None, out, measure=False, evaluate=False, verbose=False)
+    assert not dead.exists() and foreign.exists()
+    assert not (out / ".owner-pid").exists()

@@ -95,11 +95,14 @@ def atomic_dir(out: str | os.PathLike, *, overwrite: bool = False,
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(parent, out.name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+        (tmp / _OWNER).write_text(str(os.getpid()))
     except OSError as e:
         raise ArtifactError(f"cannot write {out}: {e.strerror}") from None
     try:
         yield tmp
+        (tmp / _OWNER).unlink()
         _share(tmp)
         old = None
         if out.exists():
@@ -111,6 +114,25 @@ def atomic_dir(out: str | os.PathLike, *, overwrite: bool = False,
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_OWNER = ".owner-pid"  # inside a temp model directory while an export writes it
+
+
+def _remove_orphans(parent: Path, name: str) -> None:
+    """Remove temp directories of earlier exports to ``name`` that were killed (kill -9
+    runs no cleanup): ours by their name and owner file, and their process is gone."""
+    for tmp in parent.glob(f".{name}.*.tmp"):
+        try:
+            pid = int((tmp / _OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # not one of ours (or not readable): leave it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def _share(folder: Path) -> None:
