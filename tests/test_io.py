@@ -67,3 +67,21 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err  # said before looking at the run
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.parametrize("value, problem", [(None, "missing"), ("fast", "not a number"),
+                                            (float("nan"), "not finite"), (-1.0, "negative"),
+                                            (True, "not a number")])
+def test_bad_table_entries_are_named(value, problem):
+    import json
+
+    from nas.latency import LatencyTable
+    from nas.space import load_space
+
+    table = LatencyTable.new(load_space("tiny32"), {"type": "cpu", "name": "x", "dtype": "fp32",
+                                                    "batch_size": 1, "threads": 1}, {})
+    data = json.loads(json.dumps(table._data, default=str))
+    data.pop("_space", None)
+    data["entries"] = [{"kind": "head", "params": {"dim": 8}, "ms": value}]
+    with pytest.raises(ArtifactError, match=f"entries\\[0\\].ms is {problem}"):
+        LatencyTable(data, source="t.json")

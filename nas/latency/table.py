@@ -67,6 +67,17 @@ def _check_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _ms_problem(ms: Any) -> str:
+    """What is wrong with a stored latency ("" when nothing)."""
+    if ms is None:
+        return "missing"
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
+        return "not a number"
+    if not math.isfinite(ms):
+        return "not finite"
+    return "negative" if ms < 0 else ""
+
+
 def _validate(data: Any, source: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _bad(source, f"expected a JSON object, got {type(data).__name__}")
@@ -94,12 +105,20 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
             raise _bad(source, f"device lacks {key!r}")
     records: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(data["entries"]):
-        if not (isinstance(r, dict) and r.get("kind") in KINDS and isinstance(r.get("params"), dict)
-                and _check_number(r.get("ms")) and r["ms"] >= 0
-                and (isinstance(r.get("ops", 0), int) and r.get("ops", 0) >= 0)):
-            raise _bad(source, f"entries[{i}] needs a kind ({', '.join(KINDS)}), params, a "
-                               f"non-negative ms (and ops, if any, a non-negative integer)")
-        records[Signature.make(r["kind"], **r["params"]).key] = r
+        if not (isinstance(r, dict) and r.get("kind") in KINDS and isinstance(r.get("params"), dict)):
+            raise _bad(source, f"entries[{i}] needs a kind ({', '.join(KINDS)}) and params")
+        problem = _ms_problem(r.get("ms"))
+        if problem:
+            raise _bad(source, f"entries[{i}].ms is {problem} ({str(r.get('ms'))[:40]}); a "
+                               "latency is a non-negative number of milliseconds")
+        if not (isinstance(r.get("ops", 0), int) and not isinstance(r.get("ops", 0), bool)
+                and r.get("ops", 0) >= 0):
+            raise _bad(source, f"entries[{i}].ops must be a non-negative integer, got "
+                               f"{str(r.get('ops'))[:40]}")
+        try:
+            records[Signature.make(r["kind"], **r["params"]).key] = r
+        except (TypeError, ValueError) as e:
+            raise _bad(source, f"entries[{i}].params: {str(e)[:120]}") from None
     c = data.get("calibration")
     if c is not None:
         if not isinstance(c, dict) or not isinstance(c.get("samples"), list):
@@ -386,7 +405,8 @@ class LatencyTable:
                     if not self.complete else
                     "profile the archs you predict for (nas profile --archs FILE)"
                     if self._data["scope"]["kind"] == "archs" else
-                    "the arch is probably outside the table's space")
+                    "the file says it is complete, so it was edited or truncated, or the arch "
+                    "is outside the table's space (check with nas arch info ARCH --space ...)")
             raise ArtifactError(f"latency table {self.source} has no entry for {sig.key}; "
                                 f"{hint}") from None
 
