@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,28 @@ def check_output_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def remove_dead_temps(parent: Path, name: str) -> None:
+    """Delete the temp files that writers of ``parent/name`` killed with SIGKILL left.
+
+    Only files named as :func:`atomic_path` names them (``.NAME.PID.XXXX.tmp``) whose
+    process ``PID`` no longer exists: never a file this tool did not write, never one a
+    live process is writing.
+    """
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
+    try:
+        candidates = [p for p in parent.iterdir() if pattern.match(p.name)]
+    except OSError:
+        return
+    for p in candidates:
+        try:
+            os.kill(int(pattern.match(p.name).group(1)), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        except (PermissionError, OverflowError, ValueError):
+            continue
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it over ``path``.
@@ -54,7 +77,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise ArtifactError(f"cannot create directory {parent}: {e.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise ArtifactError(f"output directory {parent} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    remove_dead_temps(parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)

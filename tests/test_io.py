@@ -85,3 +85,18 @@ def test_bad_table_entries_are_named(value, problem):
     data["entries"] = [{"kind": "head", "params": {"dim": 8}, "ms": value}]
     with pytest.raises(ArtifactError, match=f"entries\\[0\\].ms is {problem}"):
         LatencyTable(data, source="t.json")
+
+
+def test_temp_files_of_killed_writers_are_removed_and_nothing_else(tmp_path):
+    import os
+
+    from nas.io import write_json
+
+    dead = tmp_path / ".x.json.999999999.ab12cd.tmp"  # a writer that was killed
+    alive = tmp_path / f".x.json.{os.getpid()}.ef34gh.tmp"  # one still writing
+    theirs = tmp_path / ".x.json.backup.tmp"  # not named by this tool
+    for p in (dead, alive, theirs):
+        p.write_text("partial")
+    write_json(tmp_path / "x.json", {"a": 1})
+    assert not dead.exists() and alive.exists() and theirs.exists()
+    assert read_json(tmp_path / "x.json") == {"a": 1}

@@ -19,7 +19,7 @@ import torch
 from nas.arch import canonicalize, load_arch
 from nas.data import load_dataset, parse_data_spec
 from nas.errors import ArtifactError
-from nas.io import read_json
+from nas.io import read_json, remove_dead_temps
 from nas.space import SearchSpace, load_space
 from nas.training.checkpoint import load_checkpoint
 from nas.training.config import TrainConfig, auto_threads, check_resume_compatible
@@ -102,6 +102,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
+    for name in ("last.safetensors", "last.json"):  # what a kill -9 mid-write left
+        remove_dead_temps(run_dir / "checkpoints", name)
     write_run_config(run_dir, cfg, space)
     if done >= cfg.epochs:
         if verbose:
