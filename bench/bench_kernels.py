@@ -2,7 +2,7 @@
 
 For every token count (14x14, 28x28, 56x56 grids) and pattern, times the dense
 baseline -- one ``scaled_dot_product_attention`` call with the pattern's equivalent
-boolean mask -- against each fast path of :func:`kernels.sparse_attention` and the
+boolean mask -- against each fast path of :func:`nas.kernels.sparse_attention` and the
 ``impl="auto"`` choice, and checks the two claims the kernels make: window-7 local
 attention at 3136 tokens is at least 5x faster than the masked dense baseline, and
 ``auto`` is never slower than the slowest alternative. Linear attention (Katharopoulos
@@ -37,9 +37,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils import benchmark  # noqa: E402
 
-from kernels import KERNELS_VERSION, Pattern, linear_attention, pattern_mask, sparse_attention  # noqa: E402
-from kernels.attention import auto_impl  # noqa: E402
-from kernels.flex import flex_available  # noqa: E402
+from nas.kernels import KERNELS_VERSION, Pattern, linear_attention, pattern_mask, sparse_attention  # noqa: E402
+from nas.kernels.attention import auto_impl  # noqa: E402
+from nas.kernels.flex import flex_available  # noqa: E402
 
 HEADS, HEAD_DIM = 4, 32
 SIZES = ((14, 14, 8), (28, 28, 4), (56, 56, 2))  # (H, W, batch)

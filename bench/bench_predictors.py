@@ -29,10 +29,10 @@ from common import header, write_result  # noqa: E402
 
 from nas.arch import sample_arch  # noqa: E402
 from nas.io import read_json  # noqa: E402
-from predictors import PREDICTORS, fit_predictor, read_table  # noqa: E402
-from predictors.collect import collect_table  # noqa: E402
-from predictors.metrics import kendall_tau, ranking_metrics  # noqa: E402
-from predictors.table import read_table_meta, table_space  # noqa: E402
+from nas.predictors import PREDICTORS, fit_predictor, read_table  # noqa: E402
+from nas.predictors.collect import collect_table  # noqa: E402
+from nas.predictors.metrics import kendall_tau, ranking_metrics  # noqa: E402
+from nas.predictors.table import read_table_meta, table_space  # noqa: E402
 
 # Extra columns: a family fitted with non-default settings, for comparison.
 CX = "gp + log params/MACs"

@@ -45,10 +45,10 @@ from nas.complexity import count_params  # noqa: E402
 from nas.data import parse_data_spec  # noqa: E402
 from nas.errors import ArchError  # noqa: E402
 from nas.io import read_json, write_json  # noqa: E402
+from nas.predictors.proxies import PROXIES, ProxyScorer  # noqa: E402
 from nas.space import parse_space  # noqa: E402
 from nas.training import TrainConfig, evaluate, load_run, load_val_data  # noqa: E402
 from nas.training.config import auto_threads  # noqa: E402
-from predictors.proxies import PROXIES, ProxyScorer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -84,7 +84,7 @@ def find_artefacts(space, workdir: Path) -> tuple[str | None, str | None, str]:
                     subnets = (csv, data)
     note = f"predictor `{predictor}`"
     if predictor is None and subnets is not None:
-        from predictors import fit_predictor
+        from nas.predictors import fit_predictor
 
         csv, meta = subnets
         out = workdir / "predictor_mlp"
@@ -112,7 +112,7 @@ def make_objective(space, table, predictor):
 def accuracy(objective, archs) -> np.ndarray:
     """Accuracy only (the objectives' rows also count parameters, ~10 ms an arch)."""
     if isinstance(objective, PredictorObjective):
-        from predictors import load_predictor
+        from nas.predictors import load_predictor
 
         key = (objective.predictor, objective.space)
         if key not in _PREDICTORS:

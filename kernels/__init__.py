@@ -9,9 +9,15 @@ apart.
 """
 from __future__ import annotations
 
-from kernels.attention import linear_attention, sparse_attention
-from kernels.patterns import PATTERNS, Pattern, pattern_mask
-from kernels.tokens import merge_tokens, prune_tokens, token_scores, unmerge_tokens, unprune_tokens
+from nas.kernels.attention import linear_attention, sparse_attention
+from nas.kernels.patterns import PATTERNS, Pattern, pattern_mask
+from nas.kernels.tokens import (
+           merge_tokens,
+           prune_tokens,
+           token_scores,
+           unmerge_tokens,
+           unprune_tokens,
+)
 
 __all__ = ["KERNELS_VERSION", "Pattern", "PATTERNS", "pattern_mask", "sparse_attention",
            "linear_attention", "prune_tokens", "unprune_tokens", "merge_tokens", "unmerge_tokens",

@@ -12,9 +12,9 @@ Every fast path is tested against ``impl="reference"``, which materialises
 * ``reference``: explicit ``(N, N)`` masked softmax in fp32 (slow, the definition).
 * ``sdpa_mask``: :func:`torch.nn.functional.scaled_dot_product_attention` with the
   dense boolean mask (the usual "masked dense" baseline).
-* ``window`` / ``grid`` / ``block``: partition paths of :mod:`kernels.partition` for the
+* ``window`` / ``grid`` / ``block``: partition paths of :mod:`nas.kernels.partition` for the
   ``local`` / ``dilated`` / ``block`` kinds respectively.
-* ``flex``: compiled FlexAttention with a ``BlockMask`` (:mod:`kernels.flex`), any kind.
+* ``flex``: compiled FlexAttention with a ``BlockMask`` (:mod:`nas.kernels.flex`), any kind.
 * ``auto``: :func:`auto_impl`; the rule is below and ``bench/bench_kernels.py`` checks it.
 
 :func:`linear_attention` is the non-causal linear transformer of Katharopoulos et al.
@@ -27,9 +27,9 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from kernels.flex import flex_sparse_attention
-from kernels.partition import block_attention, grid_attention, window_attention
-from kernels.patterns import Pattern, check_hw, is_dense, pattern_mask
+from nas.kernels.flex import flex_sparse_attention
+from nas.kernels.partition import block_attention, grid_attention, window_attention
+from nas.kernels.patterns import Pattern, check_hw, is_dense, pattern_mask
 
 __all__ = ["IMPLS", "LINEAR_IMPLS", "auto_impl", "sparse_attention", "linear_attention"]
 

@@ -2,7 +2,7 @@
 
 Uses :func:`torch.nn.attention.flex_attention.flex_attention` (PyTorch >= 2.5,
 "FlexAttention", Dong et al. 2024) with a ``mask_mod`` read from the same group / block
-ids that define :func:`kernels.patterns.pattern_mask`, so whole key tiles outside the
+ids that define :func:`nas.kernels.patterns.pattern_mask`, so whole key tiles outside the
 pattern are skipped. The kernel is compiled once per process (``torch.compile``);
 compiling takes tens of seconds, so this path is opt-in (``impl="flex"``) and is not
 picked by ``impl="auto"``.
@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-from kernels.patterns import Pattern, block_stride, group_ids
+from nas.kernels.patterns import Pattern, block_stride, group_ids
 
 __all__ = ["flex_available", "flex_sparse_attention"]
 

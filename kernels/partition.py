@@ -1,6 +1,6 @@
 """Partition fast paths: gather each attention group into a dense tile, then run SDPA.
 
-Every sparse pattern of :mod:`kernels.patterns` except ``dense`` is a union of
+Every sparse pattern of :mod:`nas.kernels.patterns` except ``dense`` is a union of
 independent groups of tokens, so it can be computed as a batch of small dense
 attentions over permuted (and zero-padded) tokens, with a key mask only where the
 padding needs one:
@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from kernels.patterns import Pattern, block_stride, group_ids, local_axis
+from nas.kernels.patterns import Pattern, block_stride, group_ids, local_axis
 
 __all__ = ["window_attention", "grid_attention", "block_attention"]
 

@@ -23,7 +23,7 @@ Tokens are always a sequence of ``N = H * W`` entries in row-major order of the 
   Only the sequence order matters, so the pattern also works on grid-free tokens.
 
 :func:`pattern_mask` materialises the ``(N, N)`` mask; it is the reference every fast
-path in :mod:`kernels.attention` is tested against.
+path in :mod:`nas.kernels.attention` is tested against.
 
 Example:
     >>> m = pattern_mask(Pattern("local", window=2), (4, 4))

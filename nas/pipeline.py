@@ -5,7 +5,7 @@ Stages, each writing into its own part of the run directory ``RUN``:
 1. ``train``    ``RUN/train/``                 weight-sharing supernet (:func:`nas.training.train`)
 2. ``profile``  ``RUN/latency/table.json``     latency table of this machine (:func:`nas.latency.profile_space`)
 3. ``collect``  ``RUN/predictor/subnets.csv``  inherited-weight accuracy of sampled subnets
-4. ``fit``      ``RUN/predictor/model/``       accuracy predictor (:func:`predictors.fit_predictor`)
+4. ``fit``      ``RUN/predictor/model/``       accuracy predictor (:func:`nas.predictors.fit_predictor`)
 5. ``search``   ``RUN/search/``                Ray Tune search under the latency budget
 6. ``export``   ``RUN/export/model/``          the best subnet as a model directory
 7. ``report``   ``RUN/report.html``            Pareto plot, best subnets, references, commands
@@ -210,8 +210,8 @@ def _short(value: Any, limit: int = 80) -> str:
 def _check_names(cfg: PipelineConfig, source: str) -> None:
     """Registry names, checked before any work starts."""
     from nas.export.formats import FORMATS
+    from nas.predictors import PREDICTORS
     from nas.search import SEARCHERS
-    from predictors import PREDICTORS
 
     for f in cfg.export.formats:
         if f not in FORMATS:
@@ -357,7 +357,7 @@ def _stage_profile(ctx: _Ctx) -> dict[str, Any]:
 
 
 def _stage_collect(ctx: _Ctx) -> dict[str, Any]:
-    from predictors.collect import collect_table
+    from nas.predictors.collect import collect_table
 
     c = ctx.cfg.predictor
     summary = collect_table(ctx.train_dir, c.collect, ctx.subnets, seed=ctx.cfg.seed,
@@ -368,7 +368,7 @@ def _stage_collect(ctx: _Ctx) -> dict[str, Any]:
 
 
 def _stage_fit(ctx: _Ctx) -> dict[str, Any]:
-    from predictors import fit_predictor
+    from nas.predictors import fit_predictor
 
     c = ctx.cfg.predictor
     pred = fit_predictor(str(ctx.subnets), model=c.model, seed=ctx.cfg.seed, folds=c.folds,

@@ -61,9 +61,9 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     from nas.export import ModelConfig
     from nas.latency import LatencyTable
     from nas.latency.measure import measure_archs
+    from nas.predictors import load_predictor
     from nas.search.report import reference_archs
     from nas.training import evaluate, load_calib_data, load_run, load_val_data
-    from predictors import load_predictor
 
     run = load_run(run_dir / "train")
     space = run.space

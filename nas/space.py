@@ -331,7 +331,9 @@ def find_space(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         return p
-    shipped = Path(__file__).resolve().parent.parent / "search_spaces" / f"{name_or_path}.yaml"
+    from nas.search_spaces import shipped_dir  # package data (nas.search_spaces)
+
+    shipped = shipped_dir() / f"{name_or_path}.yaml"
     if shipped.exists():
         return shipped
     names = sorted(q.stem for q in shipped.parent.glob("*.yaml"))

@@ -1,6 +1,6 @@
 """An accuracy predictor bound to a search space, and its file format.
 
-:class:`ArchPredictor` wraps a fitted :class:`predictors.base.Predictor` with what
+:class:`ArchPredictor` wraps a fitted :class:`nas.predictors.base.Predictor` with what
 turns archs into its inputs: the space (for :func:`nas.arch.encode_arch`), the
 feature standardisation and the target standardisation. It predicts validation
 accuracy (0..1, the ``acc`` of the table it was fitted on) and never touches a
@@ -30,10 +30,15 @@ import numpy as np
 from nas.arch import Arch, encoding_names
 from nas.errors import ArtifactError
 from nas.io import atomic_path, read_json, write_json
+from nas.predictors.base import PREDICTORS, Predictor, PredictorError
+from nas.predictors.features import (
+    COMPLEXITY_FEATURES,
+    ArchEncoder,
+    space_from_record,
+    space_record,
+)
+from nas.predictors.target import TargetMap
 from nas.space import SearchSpace
-from predictors.base import PREDICTORS, Predictor, PredictorError
-from predictors.features import COMPLEXITY_FEATURES, ArchEncoder, space_from_record, space_record
-from predictors.target import TargetMap
 
 __all__ = ["ArchPredictor", "load_predictor", "predictor_paths", "FORMAT"]
 
@@ -44,7 +49,7 @@ VERSION = 2  # 2: target transforms (version 1 files are plain ``acc`` and still
 class ArchPredictor:
     """A fitted predictor of validation accuracy for the archs of one search space.
 
-    Build one with :func:`predictors.fit_predictor` or :func:`load_predictor`.
+    Build one with :func:`nas.predictors.fit_predictor` or :func:`load_predictor`.
 
     Args:
         space: the search space.

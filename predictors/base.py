@@ -6,7 +6,7 @@ beyond its fitted parameters. Families register themselves by name in
 :data:`PREDICTORS`; :func:`make_predictor` builds one from its name and keyword
 hyperparameters, rejecting unknown names and unknown arguments with the valid ones.
 
-Predictors never see architectures: :class:`predictors.ArchPredictor` turns archs
+Predictors never see architectures: :class:`nas.predictors.ArchPredictor` turns archs
 into standardised feature vectors and standardises the target, so every family can
 assume inputs and targets of roughly unit scale.
 

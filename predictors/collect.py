@@ -4,7 +4,7 @@
 (plus the largest and smallest), evaluates each with weights inherited from the
 supernet on the validation split (:func:`nas.training.evaluate`, BatchNorm
 recalibrated when the space has BatchNorm), counts params and MACs, and writes the
-rows to a CSV table (:mod:`predictors.table`), rewritten atomically after every
+rows to a CSV table (:mod:`nas.predictors.table`), rewritten atomically after every
 chunk. A rerun with the same seed samples the same archs and skips those already in
 the table, so a killed job resumes; a larger ``n`` extends the table.
 
@@ -33,8 +33,8 @@ import numpy as np
 
 from nas.arch import Arch, extreme_arch, sample_arch
 from nas.errors import ArtifactError, NasError
+from nas.predictors.table import read_table, read_table_meta, write_table, write_table_meta
 from nas.space import SearchSpace
-from predictors.table import read_table, read_table_meta, write_table, write_table_meta
 
 __all__ = ["collect_table", "plan_archs", "SubnetEvaluator"]
 

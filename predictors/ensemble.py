@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from nas.errors import ArtifactError
-from predictors.base import (
+from nas.predictors.base import (
     PREDICTORS,
     Predictor,
     PredictorError,

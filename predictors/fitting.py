@@ -4,7 +4,7 @@
 Spearman, RMSE, top-k precision on each held-out fold, then mean and std over
 folds). :func:`fit_predictor` optionally runs it (``folds``), picks the family with
 the best tau when ``model="auto"``, fits on all rows and returns an
-:class:`predictors.ArchPredictor` that carries the CV metrics.
+:class:`nas.predictors.ArchPredictor` that carries the CV metrics.
 
 Example:
     >>> pred = fit_predictor("runs/subnets.csv", model="auto", space=space, seed=0)  # doctest: +SKIP
@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from nas.predictors.arch_predictor import ArchPredictor
+from nas.predictors.base import PREDICTORS, PredictorError, make_predictor, predictor_names
+from nas.predictors.features import ArchEncoder
+from nas.predictors.metrics import METRICS, kfold_indices, ranking_metrics
+from nas.predictors.table import ArchTable, read_table, table_space
+from nas.predictors.target import TARGETS, TargetMap
 from nas.space import SearchSpace
-from predictors.arch_predictor import ArchPredictor
-from predictors.base import PREDICTORS, PredictorError, make_predictor, predictor_names
-from predictors.features import ArchEncoder
-from predictors.metrics import METRICS, kfold_indices, ranking_metrics
-from predictors.table import ArchTable, read_table, table_space
-from predictors.target import TARGETS, TargetMap
 
 __all__ = ["fit_predictor", "cross_validate", "table_features", "resolve_target", "AUTO_FAMILIES"]
 
@@ -116,7 +116,7 @@ def cross_validate(table: Any, *, space: SearchSpace | None = None, model: str =
 
     Returns:
         ``{"family", "folds", "per_fold": [metrics...], "mean": {...}, "std": {...}}``
-        with the metrics of :data:`predictors.metrics.METRICS`.
+        with the metrics of :data:`nas.predictors.metrics.METRICS`.
     """
     space = _resolve_space(table, space)
     if model not in PREDICTORS:
@@ -136,14 +136,14 @@ def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None =
 
     Args:
         table: CSV path, pandas DataFrame, list of row dicts or :class:`ArchTable`.
-        model: a family of :data:`predictors.PREDICTORS`, or ``"auto"`` to cross-validate
+        model: a family of :data:`nas.predictors.PREDICTORS`, or ``"auto"`` to cross-validate
             :data:`AUTO_FAMILIES` and keep the one with the best Kendall tau.
         space: the search space; read from the table's metadata when omitted.
         seed: seeds the folds and every family that takes a ``seed``.
         folds: k of the k-fold cross-validation; 0 skips it (not allowed with ``auto``).
         complexity: add ``log(params)``/``log(MACs)`` features (slow to predict on new archs).
         top_frac: the share of best archs scored by top-k precision.
-        target: what the model regresses on (:mod:`predictors.target`): ``acc``, ``rank``,
+        target: what the model regresses on (:mod:`nas.predictors.target`): ``acc``, ``rank``,
             ``blend`` (accuracy and loss ranks), or ``auto`` (``blend`` when the table has
             a loss column, else ``rank``). Predictions are accuracies whatever the target.
         log: called with one line per cross-validated family.

@@ -32,7 +32,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, Matern
 from threadpoolctl import threadpool_limits
 
 from nas.errors import ArtifactError
-from predictors.base import Predictor, PredictorError, need_key, need_tensor, register_predictor
+from nas.predictors.base import Predictor, PredictorError, need_key, need_tensor, register_predictor
 
 __all__ = ["GaussianProcess", "KERNELS"]
 

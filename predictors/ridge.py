@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from predictors.base import Predictor, PredictorError, need_key, need_tensor, register_predictor
+from nas.predictors.base import Predictor, PredictorError, need_key, need_tensor, register_predictor
 
 __all__ = ["Ridge", "poly2"]
 

@@ -33,8 +33,8 @@ import numpy as np
 from nas.arch import Arch, encode_arch, encoding_names, space_contains
 from nas.errors import ArtifactError, NasError
 from nas.io import read_json, write_json, write_text
+from nas.predictors.features import space_from_record, space_record
 from nas.space import SearchSpace
-from predictors.features import space_from_record, space_record
 
 __all__ = ["ArchTable", "BASE_COLUMNS", "read_table", "write_table", "table_meta_path",
            "read_table_meta", "write_table_meta", "table_space"]

@@ -36,7 +36,7 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
-from predictors.base import PredictorError
+from nas.predictors.base import PredictorError
 
 __all__ = ["TargetMap", "TARGETS", "normal_scores"]
 

@@ -31,9 +31,9 @@ from nas.errors import NasError
 from nas.io import read_json
 from nas.latency import LatencyTable
 from nas.pipeline import load_pipeline_config
+from nas.predictors import fit_predictor, load_predictor
 from nas.space import load_space
 from nas.training import TrainConfig, load_checkpoint, train
-from predictors import fit_predictor, load_predictor
 
 from .conftest import ROOT
 

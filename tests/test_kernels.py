@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import PATTERNS, Pattern, linear_attention, pattern_mask, sparse_attention
-from kernels.attention import IMPLS, LINEAR_IMPLS, auto_impl
+from nas.kernels import PATTERNS, Pattern, linear_attention, pattern_mask, sparse_attention
+from nas.kernels.attention import IMPLS, LINEAR_IMPLS, auto_impl
 
 # --------------------------------------------------------------------------- patterns
 

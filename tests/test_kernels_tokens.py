@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import merge_tokens, prune_tokens, token_scores, unmerge_tokens, unprune_tokens
+from nas.kernels import merge_tokens, prune_tokens, token_scores, unmerge_tokens, unprune_tokens
 
 
 def _x(b=2, n=10, c=4, seed=0):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import predictors
+import nas.predictors as predictors
 from nas.arch import encode_arch, sample_arch
 from nas.cli import main
 from nas.errors import ArtifactError, NasError
-from predictors import (
+from nas.predictors import (
     PREDICTORS,
     ArchPredictor,
     Predictor,
@@ -27,9 +27,9 @@ from predictors import (
     make_predictor,
     read_table,
 )
-from predictors.features import ArchEncoder
-from predictors.metrics import kendall_tau, kfold_indices, ranking_metrics, top_k_precision
-from predictors.table import read_table_meta, table_space, write_table, write_table_meta
+from nas.predictors.features import ArchEncoder
+from nas.predictors.metrics import kendall_tau, kfold_indices, ranking_metrics, top_k_precision
+from nas.predictors.table import read_table_meta, table_space, write_table, write_table_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -419,7 +419,7 @@ def fake_run(monkeypatch, spaces, tmp_path):
 
 
 def test_collect_is_resumable(fake_run, tmp_path):
-    from predictors.collect import collect_table, plan_archs
+    from nas.predictors.collect import collect_table, plan_archs
 
     out = tmp_path / "subnets.csv"
     s = collect_table(fake_run.run_dir, 3, out, seed=1, workers=1, chunk_size=2, log=None)
@@ -445,7 +445,7 @@ def test_collect_is_resumable(fake_run, tmp_path):
 
 def test_collect_refuses_a_table_of_another_run(fake_run, tmp_path, monkeypatch):
     from nas import training
-    from predictors.collect import collect_table
+    from nas.predictors.collect import collect_table
 
     out = tmp_path / "subnets.csv"
     collect_table(fake_run.run_dir, 0, out, workers=1, log=None)
@@ -458,8 +458,8 @@ def test_collect_refuses_a_table_of_another_run(fake_run, tmp_path, monkeypatch)
 
 def test_collect_views_average_shifted_copies(fake_run, tmp_path):
     from nas.data import shifted_views
+    from nas.predictors.collect import collect_table
     from nas.training import evaluate, load_val_data
-    from predictors.collect import collect_table
 
     out = tmp_path / "v.csv"
     collect_table(fake_run.run_dir, 1, out, seed=0, workers=1, views=3, log=None)
@@ -483,8 +483,8 @@ def test_collect_views_average_shifted_copies(fake_run, tmp_path):
 @pytest.mark.slow
 def test_collect_on_ray_with_a_real_run(tmp_path):
     """Two Ray actors evaluate a real (one-epoch) run; then the table fits a predictor."""
+    from nas.predictors.collect import collect_table
     from nas.training import TrainConfig, train
-    from predictors.collect import collect_table
 
     run_dir = tmp_path / "run"
     train(TrainConfig(space="tiny32", data="digits", out=str(run_dir), epochs=1, limit_train=32,

@@ -9,8 +9,8 @@ import torch
 
 from nas.arch import extreme_arch, sample_arch
 from nas.errors import NasError
+from nas.predictors.proxies import PROXIES, ProxyScorer
 from nas.training import TrainConfig, load_val_data
-from predictors.proxies import PROXIES, ProxyScorer
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def tiny():
 def small_artefacts(tmp_path_factory):
     """A real latency table (profiled, fast settings) and a ridge predictor of SMALL."""
     from nas.latency import profile_space
-    from predictors import fit_predictor
+    from nas.predictors import fit_predictor
 
     root = tmp_path_factory.mktemp("artefacts")
     space = parse_space(SMALL)
@@ -170,7 +170,7 @@ def test_every_searcher_contract(name, tiny, tmp_path, ray_local):
 
 def test_predictor_objective_reads_the_real_artefacts(small_artefacts):
     from nas.latency import LatencyTable
-    from predictors import load_predictor
+    from nas.predictors import load_predictor
 
     space, root = small_artefacts
     obj = PredictorObjective(space, table=str(root / "table.json"), predictor=str(root / "pred"))
@@ -425,7 +425,7 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path):
 
 
 def test_table_and_predictor_of_another_space_are_refused(capsys, tmp_path, small_artefacts):
-    from predictors import fit_predictor
+    from nas.predictors import fit_predictor
 
     space, root = small_artefacts
     base = ["search", "--space", "tiny32", "--budget-ms", "0.5", "--out", str(tmp_path / "r")]

@@ -87,7 +87,7 @@ def test_other_archs_of_a_standalone_run_are_refused(standalone, tmp_path, capsy
     assert "standalone" in capsys.readouterr().err
     assert main(["eval", "--run", str(standalone["a"]), "--arch",
                  str(standalone["arch_file"])]) == 0
-    from predictors.collect import collect_table
+    from nas.predictors.collect import collect_table
 
     with pytest.raises(ArtifactError, match="standalone run"):
         collect_table(str(standalone["a"]), 4, tmp_path / "t.csv", workers=1)

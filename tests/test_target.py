@@ -8,10 +8,10 @@ import pytest
 
 from nas.arch import encode_arch, sample_arch
 from nas.cli import main
-from predictors import PredictorError, fit_predictor, load_predictor
-from predictors.metrics import kendall_tau
-from predictors.table import write_table, write_table_meta
-from predictors.target import TargetMap, normal_scores
+from nas.predictors import PredictorError, fit_predictor, load_predictor
+from nas.predictors.metrics import kendall_tau
+from nas.predictors.table import write_table, write_table_meta
+from nas.predictors.target import TargetMap, normal_scores
 
 
 def test_normal_scores_are_centred_ranks():

@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from predictors.collect import collect_table
+    from nas.predictors.collect import collect_table
 
     summary = collect_table(args.run, args.n, args.out, seed=args.seed, workers=args.workers,
                             address=args.address, chunk_size=args.chunk_size, views=args.views)
@@ -113,8 +113,8 @@ def _print_rows(rows: list[tuple[str, dict, dict | None]]) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from nas.predictors import fit_predictor
     from nas.space import load_space
-    from predictors import fit_predictor
 
     space = load_space(args.space) if args.space else None
     pred = fit_predictor(args.data, model=args.model, space=space, seed=args.seed,
@@ -135,8 +135,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from predictors import load_predictor, ranking_metrics, read_table
-    from predictors.table import table_space
+    from nas.predictors import load_predictor, ranking_metrics, read_table
+    from nas.predictors.table import table_space
 
     recorded = table_space(args.data) if Path(args.data).is_file() else None
     pred = load_predictor(args.predictor, space=recorded)
@@ -154,7 +154,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from nas.arch import canonicalize, load_arch
-    from predictors import load_predictor
+    from nas.predictors import load_predictor
 
     pred = load_predictor(args.predictor)
     arch = canonicalize(pred.space, load_arch(args.arch))

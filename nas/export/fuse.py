@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import Pattern, linear_attention, sparse_attention
+from nas.kernels import Pattern, linear_attention, sparse_attention
 from nas.model.layers import to_img, to_tokens
 from nas.model.mixers import Attention, CascadedGroupAttention, LinearAttention, SRAttention
 

@@ -112,7 +112,7 @@ def _cpu_name() -> str:
 
 def device_fingerprint(spec: DeviceSpec) -> dict[str, Any]:
     """The spec (resolved on this machine) plus what this machine is."""
-    import kernels
+    import nas.kernels as kernels
 
     spec = spec.resolve()
     if spec.type == "cuda":

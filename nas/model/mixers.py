@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import Pattern, linear_attention, sparse_attention
+from nas.kernels import Pattern, linear_attention, sparse_attention
 from nas.model.layers import TokenNorm, to_img, to_tokens
 
 __all__ = ["Attention", "SRAttention", "LinearAttention", "CascadedGroupAttention", "Pooling",

@@ -17,8 +17,8 @@ import contextlib
 import torch
 from torch import nn
 
-from kernels import merge_tokens, prune_tokens, token_scores, unmerge_tokens, unprune_tokens
 from nas.arch import Arch, StageArch
+from nas.kernels import merge_tokens, prune_tokens, token_scores, unmerge_tokens, unprune_tokens
 from nas.model.layers import (
     AbsPosEmbed,
     ConvDownsample,

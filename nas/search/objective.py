@@ -6,7 +6,7 @@ proposes archs and reads back one row per arch, ``{"acc", "latency_ms", "params"
 Constraint-aware searchers also ask :meth:`Objective.latency_ms` before proposing.
 
 * :class:`PredictorObjective` -- accuracy from a fitted predictor
-  (:func:`predictors.load_predictor`), latency from a latency table
+  (:func:`nas.predictors.load_predictor`), latency from a latency table
   (:class:`nas.latency.LatencyTable`): offline, thousands of archs a second.
 * :class:`SupernetObjective` -- accuracy of the subnet with weights inherited from a
   trained supernet (:func:`nas.training.evaluate`) on the run's validation split;
@@ -78,7 +78,7 @@ def _table(path: str, space: SearchSpace):
 
 @functools.lru_cache(maxsize=4)
 def _predictor(path: str, space: SearchSpace):
-    from predictors import load_predictor
+    from nas.predictors import load_predictor
 
     return load_predictor(path, space=space)
 

@@ -31,7 +31,7 @@ __all__ = ["best_feasible", "write_outputs", "reference_archs", "format_table"]
 
 _FIRST = ("trial", "acc", "latency_ms", "params", "feasible")
 _LAST = ("op", "tries", "over_budget", "attempt", "arch")
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "search_spaces" / "reference"
+
 
 
 def best_feasible(space: SearchSpace, records: Sequence[dict[str, Any]], budget_ms: float
@@ -56,8 +56,13 @@ def check_best(space: SearchSpace, best: dict[str, Any], latency_ms: float, budg
     return arch
 
 
-def reference_archs(space: SearchSpace, directory: Path = REFERENCE_DIR) -> list[tuple[str, Arch]]:
-    """``(name, arch)`` of the reference archs declared for ``space`` (by name) and inside it."""
+def reference_archs(space: SearchSpace, directory: Path | None = None) -> list[tuple[str, Arch]]:
+    """``(name, arch)`` of the reference archs declared for ``space`` (by name) and inside it
+    (``directory``: the shipped ``reference/`` folder by default)."""
+    if directory is None:
+        from nas.search_spaces import shipped_dir
+
+        directory = shipped_dir() / "reference"
     out = []
     for path in sorted(directory.glob("*.yaml")):
         raw = read_yaml(path, what="reference arch")
