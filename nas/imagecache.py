@@ -30,11 +30,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import os
 import sys
 import tarfile
 import time
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -178,10 +180,27 @@ def _decode(data: bytes | Path, name: str, size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def _progress(total: int | None, desc: str) -> tqdm:
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="img", leave=False, file=sys.stderr,
-                mininterval=0.5 if tty else 30.0, disable=None if tty else False)
+class _LogProgress:
+    """Progress for logs (no terminal): a whole line every ``every`` images, no redraws."""
+
+    def __init__(self, total: int | None, desc: str, every: int = 10000):
+        self.total, self.desc, self.every, self.n = total, desc, every, 0
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        if self.n % self.every == 0:
+            of = f" of {self.total}" if self.total else ""
+            print(f"{self.desc}: {self.n}{of} images", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int | None, desc: str) -> tqdm | _LogProgress:
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, unit="img", leave=False, file=sys.stderr,
+                    mininterval=0.5)
+    return _LogProgress(total, desc)
 
 
 def _folder_names(root: Path) -> list[str]:
@@ -222,9 +241,12 @@ def _decode_archive(path: Path, size: int) -> dict[str, np.ndarray]:
                 name = PurePosixPath(member.name.lstrip("./")).as_posix()
                 images[name] = _decode(f.read(), f"{path}:{name}", size)
                 bar.update()
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"cannot read archive {path}: {_clip(e)} (expected a .tar, .tar.gz, "
-                        ".tar.xz or .tar.bz2 of image folders)") from None
+    except DataError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError, TypeError, zlib.error,
+            lzma.LZMAError) as e:  # a damaged stream fails in any of these (tarfile, gzip)
+        raise DataError(f"cannot read archive {path}: {_clip(e) or type(e).__name__} "
+                        "(expected a .tar, .tar.gz, .tar.xz or .tar.bz2 of image folders)") from None
     finally:
         bar.close()
     return images

@@ -205,6 +205,11 @@ COMMANDS: dict[str, tuple[str, str, Callable[[Path, Path], list[str]]]] = {
                           lambda f, d: ["predictor", "predict", "--predictor", str(f), "--arch",
                                         str(ROOT / "search_spaces" / "reference" /
                                             "deit_cifar.yaml")]),
+    "train --data imagefolder:ARCHIVE": ("archive", "d.tar.gz",
+                                        lambda f, d: ["train", "--space", "tiny32", "--data",
+                                                      f"imagefolder:{f}", "--epochs", "1",
+                                                      "--threads", "1", "--out",
+                                                      str(d / "run")]),
     "train --config": ("train_config", "t.json",
                        lambda f, d: ["train", "--config", str(f), "--out", str(d / "run"),
                                      "--epochs", "1", "--limit-train", "32", "--limit-val", "16",
