@@ -9,7 +9,7 @@ space's canonical form and fingerprint, so a run can be rebuilt exactly.
 Example:
     >>> cfg = TrainConfig.from_dict({"space": "tiny32", "data": "digits", "out": "runs/a"})
     >>> cfg.epochs, cfg.replace(seed=3).seed
-    (30, 3)
+    (60, 3)
 """
 from __future__ import annotations
 
