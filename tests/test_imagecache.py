@@ -230,3 +230,13 @@ def test_a_few_hundred_cifar10_jpegs_from_the_shared_archive(tmp_path):
     x, y = cache.splits["train"]
     assert x.shape == (200, 3, 32, 32) and y.bincount().tolist() == [20] * 10
     assert 60 < x.float().mean() < 180  # real photographs, not blank
+
+
+def test_decompression_bomb_is_one_error_line(tmp_path, monkeypatch):
+    files = _files()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "PNG")
+    files["train/cat/huge.png"] = buf.getvalue()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: a "bomb" here
+    with pytest.raises(DataError, match=r"cannot decode image .*huge\.png: .*(pixels|bomb)"):
+        load_image_cache(_folder(tmp_path / "data", files), 8, root=tmp_path / "c")
