@@ -41,7 +41,7 @@ def check_output_file(path: str | os.PathLike) -> Path:
 def remove_dead_temps(parent: Path, name: str) -> None:
     """Delete the temp files that writers of ``parent/name`` killed with SIGKILL left.
 
-    Only files named as :func:`atomic_path` names them (``.NAME.PID.XXXX.tmp``) whose
+    Only files named as :func:`atomic_path` names them (``.NAME.PID.RANDOM.tmp``) whose
     process ``PID`` no longer exists: never a file this tool did not write, never one a
     live process is writing.
     """
