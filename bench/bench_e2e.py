@@ -12,7 +12,9 @@ slower (measured) and at least 1 point more accurate than the best reference tha
 Usage (after ``nas run --config cifar10 --out runs/cifar10``), in phases that outlive
 the run directory (each phase's results are cached under ``bench/results/``):
     python bench/bench_e2e.py --pipeline runs/cifar10 --search-only    # quiet machine: times
+        [--predictor pipeline=runs/cifar10/predictor/model --predictor refit=PATH]  # compare
     python bench/bench_e2e.py --pipeline runs/cifar10 --train-refs-only  # any time, background
+    python bench/bench_e2e.py --pipeline runs/cifar10 --train-only [--reverse]  # after search
     python bench/bench_e2e.py --pipeline runs/cifar10    # trains what is missing, times, table
 
 Standalone results share the cache of ``bench/bench_ranking.py``
@@ -56,12 +58,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="standalone training subset (default 10000 images)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="standalone seeds")
     p.add_argument("--trials", type=int, default=1000, help="search trials per budget")
+    p.add_argument("--predictor", action="append", default=[], metavar="NAME=PATH",
+                   help="search with this accuracy predictor too (repeatable; default: the "
+                   "run's, as NAME 'pipeline'); each finds its own subnet per budget")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--threads", type=int, default=0, help="threads of standalone training")
     p.add_argument("--label", default="cifar10-jpeg",
                    help="names the result and cache files (default cifar10-jpeg)")
     p.add_argument("--train-refs-only", action="store_true",
                    help="only train (and cache) the references; needs just the train run")
+    p.add_argument("--train-only", action="store_true",
+                   help="only train (and cache) the found subnets and the references, nothing "
+                   "timed (after --search-only); two of these may run at once (--reverse)")
+    p.add_argument("--reverse", action="store_true", help="with --train-only: in reverse order")
     p.add_argument("--search-only", action="store_true",
                    help="only the part that needs the supernet, table and predictor (budgets, "
                    "searches, inherited accuracy), cached in bench/results/e2e_<label>_state.json")
@@ -90,25 +99,39 @@ def search_phase(args, state: dict) -> None:
     ref_ms = dict(zip(refs, measure_archs(list(refs.values()), space, **timing)))
     x, y = load_val_data(run.config)
     state.update(pipeline=str(args.pipeline), epoch=run.epoch, timing=timing,
-                 budgets={}, found={}, inherited={}, predicted={})
+                 predictors=predictors(args), budgets={}, found={}, inherited={}, predicted={})
     for name in BUDGET_REFS:
         budget = round(ref_ms[name], 4)
-        out = ROOT / "runs" / "e2e" / f"{args.pipeline.name}_{name}_{budget}ms"  # resumable
-        cfg = SearchConfig(space=str(run.config["space"]), budget_ms=budget, out=str(out),
-                           objective="predictor", trials=args.trials, seed=0,
-                           table=str(args.pipeline / "latency" / "table.json"),
-                           predictor=str(args.pipeline / "predictor" / "model"))
-        result = run_search(cfg, echo=None)
-        found = canonicalize(space, load_arch(out / "best.yaml"))
         state["budgets"][name] = budget
-        state["found"][name] = found.to_json()
-        state["inherited"][name] = evaluate(run.supernet, found, x, y)["acc"]
-        state["predicted"][name] = result.best["acc"]
-        print(f"budget {name} {budget:.3f} ms: found predicted acc {result.best['acc']:.4f}, "
-              f"table {result.best['latency_ms']:.3f} ms", flush=True)
+        for pname, ppath in state["predictors"].items():
+            key = f"found[{pname}]@{name}"
+            out = ROOT / "runs" / "e2e" / f"{args.pipeline.name}_{pname}_{name}_{budget}ms"
+            cfg = SearchConfig(space=str(run.config["space"]), budget_ms=budget, out=str(out),
+                               objective="predictor", trials=args.trials, seed=0,
+                               table=str(args.pipeline / "latency" / "table.json"),
+                               predictor=ppath)
+            result = run_search(cfg, echo=None)  # resumable
+            found = canonicalize(space, load_arch(out / "best.yaml"))
+            state["found"][key] = found.to_json()
+            state["inherited"][key] = evaluate(run.supernet, found, x, y)["acc"]
+            state["predicted"][key] = result.best["acc"]
+            print(f"budget {name} {budget:.3f} ms, predictor {pname}: found predicted acc "
+                  f"{result.best['acc']:.4f}, table {result.best['latency_ms']:.3f} ms", flush=True)
+    keys = list(state["found"])
     state["table"] = {n: float(v) for n, v in zip(
-        [*refs, *(f"found@{n}" for n in BUDGET_REFS)],
-        table.predict([*refs.values(), *(load_arch(state["found"][n]) for n in BUDGET_REFS)]))}
+        [*refs, *keys], table.predict([*refs.values(), *(load_arch(state["found"][k])
+                                                         for k in keys)]))}
+
+
+def predictors(args) -> dict[str, str]:
+    """``{name: path}`` of the predictors to search with (``--predictor``, or the run's)."""
+    out = {}
+    for item in args.predictor or [f"pipeline={args.pipeline / 'predictor' / 'model'}"]:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not Path(path).exists():
+            raise SystemExit(f"--predictor expects NAME=PATH of a saved predictor, got {item!r}")
+        out[name] = str(Path(path))
+    return out
 
 
 def _timing(table, rounds: int) -> dict:
@@ -139,15 +162,21 @@ def main(argv: list[str] | None = None) -> int:
             res = _standalone(args, arch, recipe)
             print(f"{name}: standalone acc {res['accs']}", flush=True)
         return 0
-    if "found" not in state or args.research:
+    if ("found" not in state or args.research
+            or (args.predictor and predictors(args) != state.get("predictors"))):
         search_phase(args, state)
         write_json(state_path, {**state, "config": run_cfg})
     if args.search_only:
         print(f"search results cached in {state_path}")
         return 0
-    found = {n: load_arch(state["found"][n]) for n in BUDGET_REFS}
-    names = [f"found@{n}" for n in BUDGET_REFS] + list(refs)
-    archs = [found[n] for n in BUDGET_REFS] + list(refs.values())
+    found = {k: load_arch(v) for k, v in state["found"].items()}
+    names = list(found) + list(refs)
+    archs = list(found.values()) + list(refs.values())
+    if args.train_only:
+        order = list(zip(names, archs))
+        for name, arch in reversed(order) if args.reverse else order:
+            print(f"{name}: standalone acc {_standalone(args, arch, recipe)['accs']}", flush=True)
+        return 0
     measured = dict(zip(names, measure_archs(archs, space, **state["timing"])))
     rows = {}
     for name, arch in zip(names, archs):
@@ -159,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.label})")
     text += (f"- supernet, table, predictor: `{state['pipeline']}` (supernet epoch "
              f"{state['epoch']}); search and budgets cached in `{state_path.name}`\n"
+             "- predictors searched with: "
+             + ", ".join(f"{n} (`{p}`)" for n, p in state["predictors"].items()) + "\n"
              f"- standalone (`nas train --arch`, the supernet's recipe): {args.epochs} epochs on "
              f"a fixed {args.limit_train}-image subset of the training images, seeds "
              f"{args.seeds}; accuracy on the {run_cfg.get('limit_val') or 'all'} val images\n"
@@ -170,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
              "| inherited acc |\n|---|---:|---:|---:|---:|---:|---:|\n")
     for name, arch in zip(names, archs):
         r = rows[name]
-        inh = f"{100 * state['inherited'][name[6:]]:.2f}%" if name.startswith("found@") else ""
+        inh = f"{100 * state['inherited'][name]:.2f}%" if name in found else ""
         text += (f"| {name} | {count_params(arch, num_classes=space.num_classes):,} | "
                  f"{count_macs(arch, num_classes=space.num_classes) / 1e6:.1f} | "
                  f"{measured[name]:.3f} | {state['table'][name]:.3f} | {100 * r['acc']:.2f}% "
@@ -181,15 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         budget = measured[n]  # this run's measurement of the budget's reference
         fits = [m for m in refs if measured[m] <= budget]
         best = max(fits, key=lambda m: rows[m]["acc"])
-        f = f"found@{n}"
-        gain = 100 * (rows[f]["acc"] - rows[best]["acc"])
-        ok = measured[f] <= budget and gain >= 1.0
-        text += (f"| {n} ({budget:.3f} ms) | {measured[f]:.3f} ms, {100 * rows[f]['acc']:.2f}% "
-                 f"| {best}: {measured[best]:.3f} ms, {100 * rows[best]['acc']:.2f}% | "
-                 f"{'met' if ok else 'missed'} ({gain:+.2f} points, {measured[f] / budget:.3f}x "
-                 "the budget) |\n")
-    for n in BUDGET_REFS:
-        text += f"\nfound@{n}: `{found[n].to_json()}`\n"
+        for f in (k for k in found if k.endswith(f"@{n}")):
+            gain = 100 * (rows[f]["acc"] - rows[best]["acc"])
+            ok = measured[f] <= budget and gain >= 1.0
+            text += (f"| {n} ({budget:.3f} ms) | {f}: {measured[f]:.3f} ms, "
+                     f"{100 * rows[f]['acc']:.2f}% | {best}: {measured[best]:.3f} ms, "
+                     f"{100 * rows[best]['acc']:.2f}% | {'met' if ok else 'missed'} "
+                     f"({gain:+.2f} points, {measured[f] / budget:.3f}x the budget) |\n")
+    for k, arch in found.items():
+        text += f"\n{k}: `{arch.to_json()}`\n"
     path = write_result(f"e2e_{args.label}_cpu.md", text)
     print(text)
     print(f"wrote {path}")

@@ -27,22 +27,17 @@ from typing import Any
 from nas.arch import Arch
 from nas.io import read_json, write_json
 from nas.training import TrainConfig, read_metrics, train
+from nas.training.config import standalone_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "references"
 # v2: trained by the product's standalone training (v1 entries came from a bench-only loop)
 TRAINER = "nas-train-standalone/2"
-RECIPE_KEYS = ("space", "data", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs",
-               "warmup_lr", "min_lr", "label_smoothing", "max_shift", "hflip", "clip_grad",
-               "limit_train", "limit_val")
 
 
 def reference_recipe(run_config: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """The recipe of a supernet run (its TrainConfig settings), with ``changes``."""
-    defaults = TrainConfig(space="x", data="digits", out="x").to_dict()
-    recipe = {k: run_config.get(k, defaults[k]) for k in RECIPE_KEYS}
-    recipe.update(changes)
-    return recipe
+    return standalone_recipe(run_config, **changes)
 
 
 def reference_key(arch: Arch, recipe: dict[str, Any], seed: int) -> str:

@@ -37,8 +37,7 @@ from nas.space import (
 __all__ = [
     "StageArch", "Arch", "walk_arch", "sample_arch", "space_contains", "canonicalize",
     "mutate_arch", "crossover_arch", "extreme_arch", "extreme_pick", "sample_mixers",
-    "resample_dims", "REDUCTION_DIMS", "encode_arch", "decode_arch",
-    "encoding_names", "count_archs", "load_arch", "active_dims",
+    "resample_dims", "REDUCTION_DIMS", "load_arch", "active_dims",
 ]
 
 
@@ -512,6 +511,3 @@ def extreme_arch(space: SearchSpace, which: str, mixers: tuple[str, ...] | None 
         raise ArchError(f"space {space.name}: the {which} arch has a vanishing token grid")
     return arch
 
-
-# Encoding and counting live in nas.encoding; re-exported here so ``nas.arch`` stays the API.
-from nas.encoding import count_archs, decode_arch, encode_arch, encoding_names  # noqa: E402

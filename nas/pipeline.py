@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import shlex
 import sys
 import time
@@ -73,6 +74,7 @@ class ProfileSection:
     calibrate: int = 30
     min_run_time: float = 0.05
     rounds: int = 2
+    allow_busy: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +83,10 @@ class PredictorSection:
 
     collect: int = 200
     views: int = 9
+    refit_images: int = 0
+    train_speed_steps: int = 0
+    anchors: int = 0
+    anchor_epochs: int = 5
     model: str = "auto"
     folds: int = 5
     workers: int = 1
@@ -118,10 +124,13 @@ _RULES: dict[str, tuple[type, bool, tuple[Callable[[Any], bool], str] | None]] =
     "lr": (float, False, (lambda v: v > 0, "> 0")), "num_random": (int, False, _NONNEG),
     "limit_train": (int, False, _NONNEG), "limit_val": (int, False, _NONNEG),
     "max_shift": (int, False, _NONNEG), "hflip": (bool, False, None),
+    "allow_busy": (bool, False, None),
     "threads": (int, False, _POS), "calibrate": (int, False, _NONNEG), "rounds": (int, False, _POS),
     "min_run_time": (float, False, (lambda v: v > 0, "> 0")),
     "collect": (int, False, (lambda v: v >= 2, ">= 2")), "model": (str, False, None),
     "views": (int, False, (lambda v: 1 <= v <= 9, "in [1, 9]")),
+    "refit_images": (int, False, _NONNEG), "train_speed_steps": (int, False, _NONNEG),
+    "anchors": (int, False, _NONNEG), "anchor_epochs": (int, False, _POS),
     "folds": (int, False, (lambda v: v >= 2, ">= 2")), "workers": (int, True, _POS),
     "searcher": (str, False, None), "trials": (int, False, _POS),
     "budget_ms": (float, True, (lambda v: v > 0, "> 0")),
@@ -347,13 +356,15 @@ def _stage_profile(ctx: _Ctx) -> dict[str, Any]:
     c = ctx.cfg.profile
     table = profile_space(load_space(ctx.cfg.space), out=ctx.table, device="cpu",
                           batch_size=c.batch_size, threads=c.threads, calibrate=c.calibrate,
-                          seed=ctx.cfg.seed, min_run_time=c.min_run_time, rounds=c.rounds)
+                          seed=ctx.cfg.seed, min_run_time=c.min_run_time, rounds=c.rounds,
+                          allow_busy=c.allow_busy or None)
     if not table.complete:
         raise ArtifactError(f"latency table {ctx.table} is incomplete; rerun to resume")
     cmd = (f"nas profile --space {ctx.cfg.space} --batch-size {c.batch_size} --threads "
            f"{c.threads} --calibrate {c.calibrate} --seed {ctx.cfg.seed} --min-run-time "
-           f"{c.min_run_time} --rounds {c.rounds} --out {ctx.table}")
-    return {"command": cmd, "entries": len(table)}
+           f"{c.min_run_time} --rounds {c.rounds}{' --allow-busy' if c.allow_busy else ''} "
+           f"--out {ctx.table}")
+    return {"command": cmd, "entries": len(table), "busy": table.scope.get("busy")}
 
 
 def _stage_collect(ctx: _Ctx) -> dict[str, Any]:
@@ -361,18 +372,32 @@ def _stage_collect(ctx: _Ctx) -> dict[str, Any]:
 
     c = ctx.cfg.predictor
     summary = collect_table(ctx.train_dir, c.collect, ctx.subnets, seed=ctx.cfg.seed,
-                            workers=c.workers, views=c.views, log=ctx.say)
+                            workers=c.workers, views=c.views, refit_images=c.refit_images,
+                            train_speed_steps=c.train_speed_steps, log=ctx.say)
     cmd = (f"nas predictor collect --run {ctx.train_dir} -n {c.collect} --seed {ctx.cfg.seed} "
-           f"--workers {c.workers} --views {c.views} --out {ctx.subnets}")
+           f"--workers {c.workers} --views {c.views} --refit-images {c.refit_images} "
+           f"--train-speed-steps {c.train_speed_steps} --out {ctx.subnets}")
+    if c.anchors:
+        from nas.predictors.anchors import train_anchors
+
+        train_anchors(ctx.train_dir, c.anchors, ctx.subnets, epochs=c.anchor_epochs,
+                      seed=ctx.cfg.seed, workers=c.workers, log=ctx.say)
+        cmd += f" --anchors {c.anchors} --anchor-epochs {c.anchor_epochs}"
     return {"command": cmd, "rows": summary["rows"]}
 
 
 def _stage_fit(ctx: _Ctx) -> dict[str, Any]:
     from nas.predictors import fit_predictor
+    from nas.predictors.anchors import anchor_metrics, anchor_paths
 
     c = ctx.cfg.predictor
     pred = fit_predictor(str(ctx.subnets), model=c.model, seed=ctx.cfg.seed, folds=c.folds,
                          log=ctx.say)
+    anchors = anchor_paths(ctx.subnets)[0]
+    if anchors.is_file():
+        pred.info["anchors"] = anchor_metrics(pred, anchors)
+        ctx.say(f"predictor vs {pred.info['anchors']['anchors']} standalone anchors: Kendall tau "
+                f"{pred.info['anchors']['kendall_tau']}")
     pred.save(ctx.predictor)
     cv = pred.info.get("cv") or {}
     fam = (cv.get("families") or {}).get(cv.get("selected", pred.family), {})
@@ -476,7 +501,7 @@ def _open(cfg: PipelineConfig, out: Path, say: Callable[[str], None]) -> _Ctx:
         status = read_json(path, what="pipeline status")
         if not isinstance(status, dict) or status.get("format") != FORMAT:
             raise ArtifactError(f"{path} is not a nas run status file")
-        diff = _diff(status.get("config", {}), cfg.to_dict())
+        diff = _diff(_with_defaults(status.get("config", {})), cfg.to_dict())
         if diff or status.get("space_fingerprint") != space.fingerprint:
             shown = "; ".join(diff[:4]) + (f"; {len(diff) - 4} more" if len(diff) > 4 else "") \
                 if diff else "the search space file changed"
@@ -497,6 +522,18 @@ def _open(cfg: PipelineConfig, out: Path, say: Callable[[str], None]) -> _Ctx:
     except OSError as e:
         raise ArtifactError(f"cannot write {out}: {e.strerror}") from None
     return ctx
+
+
+def _with_defaults(saved: Any) -> Any:
+    """A saved config with the settings added since it was written at their defaults."""
+    if not isinstance(saved, dict):
+        return saved
+    out = dict(saved)
+    for name, section in _SECTIONS.items():
+        if isinstance(out.get(name), dict):
+            defaults = json.loads(json.dumps(dataclasses.asdict(section())))
+            out[name] = {**defaults, **out[name]}
+    return out
 
 
 def _diff(saved: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[str]:

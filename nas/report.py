@@ -63,14 +63,14 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     from nas.latency.measure import measure_archs
     from nas.predictors import load_predictor
     from nas.search.report import reference_archs
-    from nas.training import evaluate, load_calib_data, load_run, load_val_data
+    from nas.training import evaluate, load_run, load_run_calib_data, load_val_data
 
     run = load_run(run_dir / "train")
     space = run.space
     table = LatencyTable.load(run_dir / "latency" / "table.json", space=space)
     pred = load_predictor(run_dir / "predictor" / "model", space=space)
     x, y = load_val_data(run.config)
-    calib = load_calib_data(run.config, int(run.config.get("calib_size", 512)))
+    calib = load_run_calib_data(run.config)
     dev, timing = table.device, table.timing
     measure_kw = {"batch_size": int(dev.get("batch_size", 1)), "dtype": dev.get("dtype", "fp32"),
                   "threads": dev.get("threads"), "stat": table.stat,

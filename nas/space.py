@@ -9,7 +9,7 @@ sandwich layout, and the block details the reference models need.
 
 Example:
     >>> space = load_space("search_spaces/tiny32.yaml")  # doctest: +SKIP
-    >>> space.fingerprint[:8], space.size()  # doctest: +SKIP
+    >>> space.fingerprint[:8], len(space.stages)  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -211,12 +211,6 @@ class SearchSpace:
         blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def size(self) -> int:
-        """Number of distinct (canonical) architectures in the space."""
-        from nas.arch import count_archs
-
-        return count_archs(self)
-
     def max_tokens(self, stage: int) -> tuple[int, int]:
         """Largest token grid (H, W) stage ``stage`` can see, over every choice."""
         side = max(self.resolution) / min(self.stem_stride)
@@ -353,10 +347,6 @@ def load_space(path: str | Path) -> SearchSpace:
 
 def stage_dim(name: str) -> Dim:
     return _STAGE_BY_NAME[name]
-
-
-def global_dim(name: str) -> Dim:
-    return _GLOBAL_BY_NAME[name]
 
 
 assert [f.name for f in fields(StageSpace)] == [d.name for d in STAGE_DIMS]

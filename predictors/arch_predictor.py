@@ -1,7 +1,7 @@
 """An accuracy predictor bound to a search space, and its file format.
 
 :class:`ArchPredictor` wraps a fitted :class:`nas.predictors.base.Predictor` with what
-turns archs into its inputs: the space (for :func:`nas.arch.encode_arch`), the
+turns archs into its inputs: the space (for :func:`nas.encoding.encode_arch`), the
 feature standardisation and the target standardisation. It predicts validation
 accuracy (0..1, the ``acc`` of the table it was fitted on) and never touches a
 supernet.
@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch import Arch, encoding_names
+from nas.arch import Arch
+from nas.encoding import encoding_names
 from nas.errors import ArtifactError
 from nas.io import atomic_path, read_json, write_json
 from nas.predictors.base import PREDICTORS, Predictor, PredictorError

@@ -1,7 +1,7 @@
 """Architecture features for the predictors: cached encodings and complexity.
 
 :class:`ArchEncoder` turns archs into the fixed-length vectors of
-:func:`nas.arch.encode_arch` (one-hot categoricals, rank-scaled numbers), caching
+:func:`nas.encoding.encode_arch` (one-hot categoricals, rank-scaled numbers), caching
 each arch's vector in an LRU dict: a search re-scores the same archs many times,
 and ``encode_arch`` is per-arch Python. Optional complexity features are
 ``log(params)`` and ``log(MACs)`` from :mod:`nas.complexity`, also cached; they cost
@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch import Arch, active_dims, encoding_names
+from nas.arch import Arch, active_dims
+from nas.encoding import encoding_names
 from nas.errors import ArtifactError, NasError
 from nas.space import SearchSpace, parse_space
 
@@ -53,14 +54,14 @@ class _LRU:
 
 
 class ArchEncoder:
-    """Batch encoder of one space's archs, equal to :func:`nas.arch.encode_arch` but cached.
+    """Batch encoder of one space's archs, equal to :func:`nas.encoding.encode_arch` but cached.
 
     An arch's encoding is the concatenation of a segment for the global choices and
     one segment per stage, and a stage's segment depends only on that stage and the
     previous stage's width. Segments are cached per stage in LRU dicts, so a batch
     costs a few dict look-ups per arch; a miss walks only that stage
     (:func:`nas.arch.active_dims`). The layout is read from
-    :func:`nas.arch.encoding_names`; a test checks equality with ``encode_arch``.
+    :func:`nas.encoding.encoding_names`; a test checks equality with ``encode_arch``.
 
     Args:
         space: the search space the archs belong to (they are not validated here).

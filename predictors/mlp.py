@@ -28,6 +28,7 @@ import numpy as np
 
 from nas.errors import ArtifactError
 from nas.predictors.base import Predictor, PredictorError, need_key, need_tensor, register_predictor
+from nas.threads import num_threads
 
 __all__ = ["MLPEnsemble"]
 
@@ -91,12 +92,8 @@ class MLPEnsemble(Predictor):
         import torch  # training only; inference and loading are numpy
 
         X, y = self._check_xy(X, y)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and immune to contention
-        try:
+        with num_threads(1):  # tiny matrices: one thread is fastest, and immune to contention
             self.weights = self._train(torch, X, y)
-        finally:
-            torch.set_num_threads(threads)
         return self
 
     def _train(self, torch, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:

@@ -6,7 +6,9 @@ A table is a CSV file with one row per architecture:
 * ``space_fingerprint`` -- fingerprint of the search space the arch belongs to;
 * ``acc``, ``loss`` -- validation accuracy (0..1) and loss with inherited weights;
 * ``params``, ``macs`` -- complexity of the standalone model (batch size 1);
-* one column per encoding entry (:func:`nas.arch.encoding_names`), for other tools.
+* ``train_speed`` (optional) -- the subnet's training-speed signal from its own
+  initialisation (:mod:`nas.predictors.proxies`; higher is better);
+* one column per encoding entry (:func:`nas.encoding.encoding_names`), for other tools.
 
 Beside ``TABLE.csv``, ``TABLE.meta.json`` records the search space definition and how
 the table was made (run dir, seed, timings). Only ``arch`` and ``acc`` are required
@@ -30,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch import Arch, encode_arch, encoding_names, space_contains
+from nas.arch import Arch, space_contains
+from nas.encoding import encode_arch, encoding_names
 from nas.errors import ArtifactError, NasError
 from nas.io import read_json, write_json, write_text
 from nas.predictors.features import space_from_record, space_record
@@ -41,7 +44,7 @@ __all__ = ["ArchTable", "BASE_COLUMNS", "read_table", "write_table", "table_meta
 
 BASE_COLUMNS = ("arch", "space_fingerprint", "acc", "loss", "params", "macs")
 _REQUIRED = ("arch", "acc")
-_OPTIONAL_NUMERIC = ("loss", "params", "macs")
+_OPTIONAL_NUMERIC = ("loss", "params", "macs", "train_speed")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ArchTable:
     macs: np.ndarray | None = None
     fingerprint: str | None = None
     source: str = "<memory>"
+    train_speed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.archs)
@@ -66,7 +70,8 @@ class ArchTable:
             return None if a is None else a[idx]
 
         return ArchTable(tuple(self.archs[i] for i in idx), self.acc[idx], pick(self.loss),
-                         pick(self.params), pick(self.macs), self.fingerprint, self.source)
+                         pick(self.params), pick(self.macs), self.fingerprint, self.source,
+                         train_speed=pick(self.train_speed))
 
     def rows(self) -> list[dict[str, Any]]:
         """Rows as dicts (``arch`` as an :class:`Arch`), e.g. to extend and rewrite the table."""
@@ -191,7 +196,8 @@ def read_table(source: Any, *, space: SearchSpace | None = None) -> ArchTable:
     arrays = {c: np.asarray(v, dtype=np.float64) for c, v in optional.items() if None not in v}
     return ArchTable(tuple(archs), np.asarray(acc, dtype=np.float64), arrays.get("loss"),
                      arrays.get("params"), arrays.get("macs"),
-                     fingerprint or (space.fingerprint if space is not None else None), what)
+                     fingerprint or (space.fingerprint if space is not None else None), what,
+                     train_speed=arrays.get("train_speed"))
 
 
 def _check_fingerprint(fingerprint: str | None, space: SearchSpace, what: str) -> None:
@@ -204,18 +210,22 @@ def _check_fingerprint(fingerprint: str | None, space: SearchSpace, what: str) -
 
 def write_table(path: str | Path, rows: Iterable[Mapping[str, Any]], *, space: SearchSpace) -> None:
     """Atomically write ``rows`` (``arch`` as :class:`Arch`, ``acc``, ``loss``, ``params``,
-    ``macs``) as a CSV table of ``space``, with the encoding columns."""
+    ``macs``, optionally ``train_speed``) as a CSV table of ``space``, with the encoding
+    columns."""
     names = encoding_names(space)
+    rows = list(rows)
+    # the signal column only when some row has it, so that plain tables keep their layout
+    optional = [c for c in _OPTIONAL_NUMERIC
+                if c in BASE_COLUMNS or any(r.get(c) is not None for r in rows)]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(list(BASE_COLUMNS) + names)
+    writer.writerow(list(BASE_COLUMNS) + [c for c in optional if c not in BASE_COLUMNS] + names)
     for row in rows:
         arch = row["arch"]
         enc = encode_arch(space, arch)
-        optional = [row.get(c) for c in _OPTIONAL_NUMERIC]
         writer.writerow([arch.to_json(), space.fingerprint, repr(float(row["acc"]))]
-                        + ["" if v is None else repr(float(v)) if c == "loss" else int(v)
-                           for c, v in zip(_OPTIONAL_NUMERIC, optional)]
+                        + ["" if row.get(c) is None else int(row[c]) if c in ("params", "macs")
+                           else repr(float(row[c])) for c in optional]
                         + [repr(float(v)) for v in enc])
     write_text(path, buf.getvalue())
 

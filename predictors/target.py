@@ -15,6 +15,12 @@ maps predictions back to accuracy:
   so it carries what the accuracy rounds away; on the tiny32 digits table this
   raises the held-out Kendall tau against the *measured accuracy* from 0.67 to 0.73
   (``bench/bench_predictors.py``).
+- ``combined``: the mean of the normal scores of the negated loss ranks and of the
+  ``train_speed`` ranks (a signal from each subnet's own initialisation, see
+  :mod:`nas.predictors.proxies`). On CIFAR-10 the classifier-refit loss and the
+  training speed each rank standalone training at Kendall tau ~0.45, their
+  equal-weight average at ~0.54 on held-out subnets; weights or per-family offsets
+  fitted on up to 20 standalone anchors did worse (``bench/bench_combined.py``).
 
 Scores go back to accuracy through a monotone quantile map fitted on the training
 rows: the ``q``-quantile of the scores maps to the ``q``-quantile of the accuracies,
@@ -40,7 +46,7 @@ from nas.predictors.base import PredictorError
 
 __all__ = ["TargetMap", "TARGETS", "normal_scores"]
 
-TARGETS = ("acc", "rank", "blend")
+TARGETS = ("acc", "rank", "blend", "combined")
 _KNOTS = 17  # quantiles of the back-map (0, 1/16, ..., 1)
 
 
@@ -75,8 +81,8 @@ class TargetMap:
 
     @classmethod
     def fit(cls, kind: str, acc: np.ndarray, loss: np.ndarray | None = None,
-            ) -> tuple[TargetMap, np.ndarray]:
-        """The map for training rows ``acc`` (and ``loss``) and their regression targets."""
+            train_speed: np.ndarray | None = None) -> tuple[TargetMap, np.ndarray]:
+        """The map for training rows ``acc`` (``loss``, ``train_speed``) and their targets."""
         if kind not in TARGETS:
             raise PredictorError(f"target must be one of {', '.join(TARGETS)}, got {kind!r}")
         acc = np.asarray(acc, dtype=np.float64)
@@ -87,6 +93,12 @@ class TargetMap:
                 raise PredictorError("target 'blend' needs a loss column in the table "
                                      "(or use --target rank / acc)")
             z = (normal_scores(acc) + normal_scores(-np.asarray(loss, dtype=np.float64))) / 2
+        elif kind == "combined":
+            if loss is None or train_speed is None:
+                raise PredictorError("target 'combined' needs loss and train_speed columns "
+                                     "(nas predictor collect --train-speed-steps N)")
+            z = (normal_scores(-np.asarray(loss, dtype=np.float64))
+                 + normal_scores(np.asarray(train_speed, dtype=np.float64))) / 2
         else:
             z = normal_scores(acc)
         q = np.linspace(0.0, 1.0, _KNOTS)

@@ -1,6 +1,7 @@
 """Shared fixtures: shipped spaces and an arch builder with overrides."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,20 @@ def _threads():
 def _cache_dir(tmp_path_factory, monkeypatch):
     """Decoded-image caches go to the test session's temp dir, never ~/.cache."""
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nas-cache"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _allow_busy():
+    """Profiles in tests time tiny spaces for their results, not their speed: never refused
+    on a busy machine (session-wide, before module fixtures profile; tests of the busy
+    check unset it)."""
+    old = os.environ.get("NAS_ALLOW_BUSY")
+    os.environ["NAS_ALLOW_BUSY"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("NAS_ALLOW_BUSY", None)
+    else:
+        os.environ["NAS_ALLOW_BUSY"] = old
 
 
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -476,3 +476,64 @@ def test_read_archs_formats(tiny, tmp_path):
 def test_profile_through_a_local_ray_cluster(tiny, tmp_path):
     table = profile_space(tiny, out=tmp_path / "ray.json", calibrate=3, address="local", **FAST)
     assert table.complete and len(table) == len(space_signatures(tiny))
+
+
+BUSY = {"wall_s": 1.0, "cpus": 2, "loadavg": 1.9, "others_cores": 0.9, "steal_frac": 0.0}
+QUIET = {"wall_s": 1.0, "cpus": 2, "loadavg": 0.1, "others_cores": 0.02, "steal_frac": 0.0}
+
+
+def test_busy_reason_reads_other_processes_steal_and_load():
+    from nas.latency.quiet import busy_reason
+
+    assert busy_reason(QUIET) is None
+    assert "0.90 cores busy" in busy_reason(BUSY)
+    assert "stole 9%" in busy_reason({**QUIET, "steal_frac": 0.09})
+    no_proc = {**QUIET, "others_cores": None, "steal_frac": None}
+    assert busy_reason({**no_proc, "loadavg": 0.5}, 1) is None
+    assert "load average 3.50" in busy_reason({**no_proc, "loadavg": 3.5}, 1)
+
+
+def test_load_monitor_sees_another_process(tmp_path):
+    """A child process spinning for a second shows up as about one other core busy."""
+    import subprocess
+    import sys as _sys
+
+    from nas.latency.quiet import LoadMonitor, _proc_stat
+
+    if _proc_stat() is None:
+        pytest.skip("no /proc/stat on this platform")
+    monitor = LoadMonitor()
+    subprocess.run([_sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1: pass"],
+                   check=True)
+    got = monitor.read()
+    assert got["others_cores"] > 0.5, got
+
+
+def test_profile_refuses_a_busy_machine_and_flags_one_that_turns_busy(tiny, tmp_path,
+                                                                       monkeypatch, caplog,
+                                                                       capsys):
+    import nas.latency.quiet as quiet
+
+    monkeypatch.delenv("NAS_ALLOW_BUSY")
+    monkeypatch.setattr(quiet, "probe", lambda seconds=1.0: dict(BUSY))
+    out = tmp_path / "t.json"
+    with pytest.raises(NasError, match="the machine is busy: other processes kept 0.90 cores"):
+        profile_space(tiny, out=out, calibrate=0, **FAST)
+    assert not out.exists()
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(yaml.safe_dump(TINY))
+    rc = main(["profile", "--space", str(space_file), "--out", str(out), "--quiet"])
+    assert rc == 2 and "--allow-busy" in _one_line_error(capsys) and not out.exists()
+    # quiet before, busy during: the table is written, flagged and the log says so
+    monkeypatch.setattr(quiet, "probe", lambda seconds=1.0: dict(QUIET))
+    monkeypatch.setattr(quiet.LoadMonitor, "read", lambda self: dict(BUSY))
+    with caplog.at_level("WARNING"):
+        table = profile_space(tiny, out=out, calibrate=0, max_entries=None, **FAST)
+    assert "0.90 cores" in table.scope["busy"] and table.scope["load"]["others_cores"] == 0.9
+    assert "busy while profiling" in caplog.text
+    assert LatencyTable.load(out).scope["busy"] == table.scope["busy"]
+    # --allow-busy (or NAS_ALLOW_BUSY=1) times anyway
+    monkeypatch.setattr(quiet, "probe", lambda seconds=1.0: dict(BUSY))
+    monkeypatch.setattr(quiet.LoadMonitor, "read", lambda self: dict(QUIET))
+    table = profile_space(tiny, out=tmp_path / "u.json", calibrate=0, allow_busy=True, **FAST)
+    assert table.scope["busy"] is None

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import nas.predictors as predictors
-from nas.arch import encode_arch, sample_arch
+from nas.arch import sample_arch
 from nas.cli import main
+from nas.encoding import encode_arch
 from nas.errors import ArtifactError, NasError
 from nas.predictors import (
     PREDICTORS,
@@ -480,6 +481,48 @@ def test_collect_views_average_shifted_copies(fake_run, tmp_path):
     assert torch.equal(views[:2], x[:2]) and torch.equal(views[2:4, ..., :-1], x[:2, ..., 1:])
 
 
+def test_collect_refit_images_scores_a_refitted_classifier(fake_run, tmp_path):
+    from nas import training
+    from nas.predictors.collect import collect_table
+    from nas.training import evaluate, load_train_subset, load_val_data
+
+    out = tmp_path / "r.csv"
+    collect_table(fake_run.run_dir, 1, out, seed=0, workers=1, refit_images=40, log=None)
+    table = read_table(out, space=fake_run.space)
+    config = {"data": "digits", "image_size": 32, "limit_val": 12, "space": "tiny32"}
+    x, y = load_val_data(config)
+    xt, yt = load_train_subset(config, 40)
+    assert len(xt) == len(yt) == 40
+    net = training.load_run(fake_run.run_dir).supernet
+    want = evaluate(net, table.archs[2], x, y, refit=(xt, yt))
+    plain = evaluate(net, table.archs[2], x, y)
+    assert table.loss[2] == pytest.approx(want["loss"]) and want["loss"] != pytest.approx(plain["loss"])
+    assert read_table_meta(out)["refit_images"] == 40
+    with pytest.raises(ArtifactError, match="--refit-images 40, not 0"):
+        collect_table(fake_run.run_dir, 2, out, seed=0, workers=1, log=None)
+    with pytest.raises(NasError, match="refit_images must be an integer >= 0"):
+        collect_table(fake_run.run_dir, 2, tmp_path / "w.csv", workers=1, refit_images=-1, log=None)
+
+
+def test_collect_train_speed_column(fake_run, tmp_path):
+    from nas.predictors.collect import TRAIN_SPEED_IMAGES, collect_table
+    from nas.predictors.proxies import ProxyScorer
+    from nas.training import load_train_subset
+
+    out = tmp_path / "s.csv"
+    collect_table(fake_run.run_dir, 1, out, seed=0, workers=1, train_speed_steps=3, log=None)
+    table = read_table(out, space=fake_run.space)
+    config = {"data": "digits", "image_size": 32, "limit_val": 12, "space": "tiny32"}
+    scorer = ProxyScorer(fake_run.space, *load_train_subset(config, TRAIN_SPEED_IMAGES), seed=0,
+                         steps=3)
+    assert table.train_speed.shape == (3,) and np.all(table.train_speed < 0)
+    assert table.train_speed[2] == pytest.approx(scorer.score(table.archs[2], "train_speed"))
+    assert read_table_meta(out)["train_speed_steps"] == 3
+    with pytest.raises(ArtifactError, match="--train-speed-steps 3, not 0"):
+        collect_table(fake_run.run_dir, 2, out, seed=0, workers=1, log=None)
+    assert fit_predictor(str(out), model="ridge", folds=0).target.kind == "combined"
+
+
 @pytest.mark.slow
 def test_collect_on_ray_with_a_real_run(tmp_path):
     """Two Ray actors evaluate a real (one-epoch) run; then the table fits a predictor."""
@@ -494,3 +537,59 @@ def test_collect_on_ray_with_a_real_run(tmp_path):
     assert s["rows"] == 12 and s["workers"] == 2
     assert main(["predictor", "fit", "--data", str(out), "--model", "ridge", "--out",
                  str(tmp_path / "p"), "--folds", "3"]) == 0
+
+
+def test_plan_anchors_covers_every_stage0_mixer(spaces):
+    from nas.predictors.anchors import plan_anchors
+
+    space = spaces["tiny32"]
+    plan = plan_anchors(space, 2, seed=0)
+    families = [a.stages[0].mixer for a in plan]
+    assert sorted(set(families)) == sorted(space.stages[0].mixer)
+    assert all(families.count(f) == 2 for f in space.stages[0].mixer) and len(set(plan)) == len(plan)
+    bigger = plan_anchors(space, 3, seed=0)
+    for f in space.stages[0].mixer:  # a larger K extends each family's plan
+        assert [a for a in bigger if a.stages[0].mixer == f][:2] == \
+            [a for a in plan if a.stages[0].mixer == f]
+    assert plan_anchors(space, 2, seed=0) == plan and plan_anchors(space, 2, seed=1) != plan
+    with pytest.raises(NasError, match="anchors must be an integer >= 1"):
+        plan_anchors(space, 0)
+
+
+def test_family_taus_split_pairs_by_family():
+    from nas.predictors.anchors import family_taus
+
+    truth = np.array([1.0, 2.0, 3.0, 4.0])
+    # right inside each family (a: 0,1; b: 2,3), the family levels reversed
+    pred = np.array([3.0, 4.0, 1.0, 2.0])
+    got = family_taus(truth, pred, ["a", "a", "b", "b"])
+    assert got["same_family"] == 1.0 and got["across_families"] == -1.0
+    assert got["all"] == pytest.approx(-1 / 3)
+
+
+def test_anchors_train_resume_and_check_a_predictor(fake_run, tmp_path, capsys):
+    """Anchors of an (untrained) tiny32 run: one standalone epoch each, written beside the
+    table, skipped on a rerun; fit reports the predictor's tau against them."""
+    from nas.predictors.anchors import anchor_metrics, anchor_paths, train_anchors
+    from nas.predictors.collect import collect_table
+
+    out = tmp_path / "t.csv"
+    collect_table(fake_run.run_dir, 30, out, seed=0, workers=1, log=None)
+    got = train_anchors(fake_run.run_dir, 1, out, epochs=1, workers=1, log=None)
+    anchors, runs = anchor_paths(out)
+    table = read_table(anchors, space=fake_run.space)
+    assert got["rows"] == got["new"] == len(table) == len(fake_run.space.stages[0].mixer)
+    assert table.loss is not None and len(list(runs.iterdir())) == len(table)
+    assert read_table_meta(anchors)["recipe"]["epochs"] == 1
+    before = anchors.read_bytes()
+    again = train_anchors(fake_run.run_dir, 1, out, epochs=1, workers=1, log=None)
+    assert again["new"] == 0 and anchors.read_bytes() == before
+    with pytest.raises(ArtifactError, match="another recipe or seed"):
+        train_anchors(fake_run.run_dir, 1, out, epochs=2, workers=1, log=None)
+    pred = fit_predictor(str(out), model="ridge", folds=0)
+    m = anchor_metrics(pred, anchors)
+    assert m["anchors"] == len(table) and -1 <= m["kendall_tau"]["all"] <= 1
+    rc = main(["predictor", "fit", "--data", str(out), "--model", "ridge", "--folds", "0",
+               "--out", str(tmp_path / "p")])
+    assert rc == 0 and "standalone anchors" in capsys.readouterr().out
+    assert load_predictor(tmp_path / "p").info["anchors"]["anchors"] == len(table)

@@ -18,8 +18,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from nas.arch import Arch, encode_arch, load_arch, sample_arch, space_contains  # noqa: E402
+from nas.arch import Arch, load_arch, sample_arch, space_contains  # noqa: E402
 from nas.cli import main  # noqa: E402
+from nas.encoding import encode_arch  # noqa: E402
 from nas.io import read_json  # noqa: E402
 from nas.search import (  # noqa: E402
     SEARCHERS,

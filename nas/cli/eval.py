@@ -49,7 +49,7 @@ def _archs(args: argparse.Namespace, space) -> list[tuple[str, Arch]]:
 
 def _eval(args: argparse.Namespace) -> int:
     from nas.errors import ArchError
-    from nas.training import evaluate, load_calib_data, load_run, load_val_data
+    from nas.training import evaluate, load_run, load_run_calib_data, load_val_data
 
     if args.batch_size < 1:
         raise ArchError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -65,8 +65,7 @@ def _eval(args: argparse.Namespace) -> int:
     x, y = load_val_data(run.config)
     calib = None
     if "batchnorm" in {n for s in run.space.stages for n in s.norm} and run.arch is None:
-        size = int(run.config.get("calib_size", 512))
-        calib = (load_calib_data(run.config, size, seed=int(run.config.get("seed", 0))),)
+        calib = (load_run_calib_data(run.config),)
     refit = load_val_data(run.config, split="train") if args.refit_head else None
     kw = {"num_classes": run.space.num_classes, "in_chans": run.space.in_chans}
     rows = []

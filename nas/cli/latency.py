@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 from nas.arch import canonicalize, load_arch
@@ -72,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="overwrite an existing --out of another space or device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--allow-busy", action="store_true",
+                   help="time even when other processes keep the machine busy (refused by "
+                   "default: such a table predicts too slow); the table records it")
     p.set_defaults(func=_profile)
 
     q = sub.add_parser("latency", help="predict latency from a table (or: latency merge A B)")
@@ -110,13 +112,19 @@ def _profile(args) -> int:
         min_run_time=args.min_run_time, warmup=args.warmup, stat=args.stat, clock=args.clock,
         rounds=args.rounds, address=address,
         max_entries=args.max_entries, max_signatures=args.max_signatures,
-        recalibrate=args.recalibrate, progress=not args.quiet and sys.stderr.isatty(),
-        force=args.force)
+        recalibrate=args.recalibrate, progress=not args.quiet,
+        force=args.force, allow_busy=args.allow_busy or None)
     sc = table.scope
     print(f"table      {args.out}")
     print(f"space      {space.name} ({space.fingerprint}), scope {sc['kind']}, "
           f"{sc['signatures']} signatures")
     print(f"device     {describe_device(table.device)}")
+    load = sc.get("load") or {}
+    if load.get("others_cores") is not None:
+        print(f"machine    other processes {load['others_cores']:.2f} cores on average, steal "
+              f"{100 * (load.get('steal_frac') or 0):.1f}%"
+              + (f"; BUSY: {sc['busy']} (timings may be too slow)" if sc.get("busy") else
+                 ", quiet"))
     print(f"entries    {len(table)}{'' if table.complete else ' (incomplete: rerun to resume)'}"
           f", this run {time.perf_counter() - t0:.1f} s, total {sc.get('seconds', 0):.1f} s")
     fit = (table.calibration or {}).get("fit") or {}

@@ -34,6 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--views", type=int, default=1,
                    help="score each val image in this many 1-pixel-shifted views (1-9; default "
                    "1): less label noise on a small val split, views x the inference")
+    c.add_argument("--refit-images", type=int, default=0, metavar="N",
+                   help="refit each subnet's classifier on its features of N training images "
+                   "before scoring it (default 0: the inherited classifier); ranks subnets "
+                   "closer to standalone training, at the cost of N images of inference each")
+    c.add_argument("--train-speed-steps", type=int, default=0, metavar="STEPS",
+                   help="add a train_speed column: each subnet trained STEPS steps from its own "
+                   "initialisation (minus the summed loss; e.g. 100). Fit then ranks by the "
+                   "combined target. Default 0: skip")
+    c.add_argument("--anchors", type=int, default=0, metavar="K",
+                   help="then train K subnets of every stage-0 mixer family standalone (the run's "
+                   "recipe) into TABLE.anchors.csv, to check predictors against (default 0)")
+    c.add_argument("--anchor-epochs", type=int, default=5, metavar="E",
+                   help="standalone epochs of each anchor (default 5)")
     c.set_defaults(func=_collect)
 
     f = s.add_parser("fit", help="cross-validate and fit a predictor on a table",
@@ -49,10 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--space", help="search space (default: the one recorded beside the table)")
     f.add_argument("--complexity", action="store_true",
                    help="add log(params)/log(MACs) features (slower prediction on new archs)")
-    f.add_argument("--target", default="auto", choices=("auto", "acc", "rank", "blend"),
+    f.add_argument("--target", default="auto", choices=("auto", "acc", "rank", "blend", "combined"),
                    help="what the model regresses on: the accuracy, its rank-Gaussian scores, "
-                   "or the blend of accuracy and loss ranks (auto: blend when the table has "
-                   "a loss column; predictions are accuracies either way)")
+                   "the blend of accuracy and loss ranks, or the combined loss and train_speed "
+                   "ranks (auto: combined when the table has both columns, else blend when it "
+                   "has a loss column; predictions are accuracies either way)")
+    f.add_argument("--anchors", metavar="TABLE",
+                   help="standalone-trained anchors to report the predictor's Kendall tau "
+                   "against (default: TABLE.anchors.csv beside --data when it exists)")
     f.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="model hyperparameter, e.g. --param epochs=300 (repeatable)")
     f.set_defaults(func=_fit)
@@ -69,14 +86,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    from nas.predictors.anchors import train_anchors
     from nas.predictors.collect import collect_table
 
+    for flag, value, low in (("--anchors", args.anchors, 0), ("--anchor-epochs", args.anchor_epochs, 1)):
+        if value < low:
+            raise NasError(f"{flag} must be >= {low}, got {value}")
+
     summary = collect_table(args.run, args.n, args.out, seed=args.seed, workers=args.workers,
-                            address=args.address, chunk_size=args.chunk_size, views=args.views)
+                            address=args.address, chunk_size=args.chunk_size, views=args.views,
+                            refit_images=args.refit_images,
+                            train_speed_steps=args.train_speed_steps)
     per = summary["eval_s_per_arch"]
     print(f"table {args.out}: {summary['rows']} rows ({summary['new']} new, {summary['skipped']} "
           f"already there) in {summary['wall_s']:.1f}s"
           + (f", {per:.3f}s per subnet per worker" if math.isfinite(per) else ""))
+    if args.anchors:
+        got = train_anchors(args.run, args.anchors, args.out, epochs=args.anchor_epochs,
+                            seed=args.seed, workers=args.workers, address=args.address)
+        print(f"anchors: {got['rows']} rows ({got['new']} new) in {got['wall_s']:.1f}s")
     return 0
 
 
@@ -114,9 +142,13 @@ def _print_rows(rows: list[tuple[str, dict, dict | None]]) -> None:
 
 def _fit(args: argparse.Namespace) -> int:
     from nas.predictors import fit_predictor
+    from nas.predictors.anchors import anchor_metrics, anchor_paths
     from nas.space import load_space
 
     space = load_space(args.space) if args.space else None
+    anchors = Path(args.anchors) if args.anchors else anchor_paths(args.data)[0]
+    if args.anchors and not anchors.is_file():
+        raise NasError(f"--anchors: no table at {anchors}")
     pred = fit_predictor(args.data, model=args.model, space=space, seed=args.seed,
                          folds=args.folds, complexity=args.complexity, target=args.target,
                          **_params(args.param))
@@ -127,6 +159,13 @@ def _fit(args: argparse.Namespace) -> int:
         _print_rows([(fam, r["mean"], r["std"]) for fam, r in cv["families"].items()])
         if args.model == "auto":
             print(f"selected: {cv['selected']} (best Kendall tau)")
+    if anchors.is_file():
+        got = anchor_metrics(pred, anchors)
+        pred.info["anchors"] = got
+        t = got["kendall_tau"]
+        print(f"against {got['anchors']} standalone anchors ({anchors}): Kendall tau "
+              f"{_fmt(t['all'])} (same stage-0 mixer {_fmt(t['same_family'])}, different "
+              f"{_fmt(t['across_families'])})")
     path = pred.save(args.out)
     print(f"fitted {pred.family} (target {pred.target.kind}) on {pred.info['data']['rows']} rows "
           f"of space {pred.space.name} "

@@ -9,6 +9,7 @@ import yaml
 
 from nas.arch import effective_mixers, extreme_arch, sample_arch
 from nas.complexity import count_macs, count_params
+from nas.encoding import count_archs
 from nas.errors import NasError
 from nas.space import GLOBAL_DIMS, STAGE_DIMS, load_space
 
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _validate(args) -> int:
     space = load_space(args.file)
     print(f"ok: {space.name} ({space.source}): {len(space.stages)} stages, "
-          f"{space.size():.3g} architectures, fingerprint {space.fingerprint}")
+          f"{count_archs(space):.3g} architectures, fingerprint {space.fingerprint}")
     return 0
 
 
@@ -50,7 +51,7 @@ def _show(args) -> int:
     print(f"source       {space.source}")
     print(f"fingerprint  {space.fingerprint}")
     print(f"classes      {space.num_classes} (in_chans {space.in_chans})")
-    print(f"size         {space.size():,} architectures")
+    print(f"size         {count_archs(space):,} architectures")
     for which in ("min", "max"):
         a = extreme_arch(space, which)
         kw = {"num_classes": space.num_classes, "in_chans": space.in_chans}

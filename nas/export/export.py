@@ -119,7 +119,13 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
         >>> export_subnet("runs/t/train", "runs/t/search/best.yaml", "runs/t/model",
         ...               formats="safetensors,onnx")  # doctest: +SKIP
     """
-    from nas.training import calibrate_bn, evaluate_model, load_calib_data, load_run, load_val_data
+    from nas.training import (
+        calibrate_bn,
+        evaluate_model,
+        load_run,
+        load_run_calib_data,
+        load_val_data,
+    )
 
     formats = parse_formats(formats)
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) \
@@ -144,7 +150,7 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
     cfg = run.config
     _log(verbose, f"subnet of {space.name} from {run.run_dir} (epoch {run.epoch})")
     if run.arch is None:  # a subnet's BatchNorm statistics are recomputed for it alone
-        calib = load_calib_data(cfg, int(cfg.get("calib_size", 512)), seed=int(cfg.get("seed", 0)))
+        calib = load_run_calib_data(cfg)
         model = calibrate_bn(run.supernet, arch, calib)
     else:  # trained alone: its statistics are its own
         model = run.supernet.extract(arch).eval()

@@ -16,13 +16,13 @@ import contextlib
 import os
 import platform
 import re
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
 from nas.errors import NasError
+from nas.threads import num_threads
 
 __all__ = ["DTYPES", "DeviceError", "DeviceSpec", "device_fingerprint", "fingerprint_diff",
            "describe_device", "num_threads"]
@@ -141,12 +141,4 @@ def describe_device(fp: dict[str, Any]) -> str:
             f"kernels {fp.get('kernels_version')}")
 
 
-@contextlib.contextmanager
-def num_threads(n: int) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(n)``, restoring the previous value."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+

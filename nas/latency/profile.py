@@ -12,7 +12,9 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -20,16 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+import nas.latency.calibrate as cal
+import nas.latency.quiet as quiet
 from nas.arch import Arch, canonicalize, sample_arch
 from nas.errors import ArtifactError, NasError
 from nas.io import check_output_file
-from nas.latency import calibrate as cal
 from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
 from nas.latency.measure import Measurer, Timing
 from nas.latency.signatures import Signature, archs_signatures, space_signatures
 from nas.latency.table import LatencyTable
+from nas.progress import progress as show_progress
+from nas.raysession import ray_session
 from nas.space import SearchSpace
 
 __all__ = ["profile_space", "calibration_archs"]
@@ -58,16 +62,8 @@ class _RayMeasurer:
         except ImportError:
             raise NasError("--address needs Ray: pip install 'ray[default]'") from None
         self._ray, self._error = ray, RayError
-        self._own = not ray.is_initialized()
-        if self._own:
-            kw: dict[str, Any] = {"logging_level": logging.WARNING}
-            if not address.startswith("ray://"):
-                kw["log_to_driver"] = False
-            try:
-                ray.init(address=address, **kw)
-            except ConnectionError as e:
-                raise NasError(f"cannot reach the Ray cluster at {address}: "
-                               f"{str(e).splitlines()[0]}") from None
+        self._session = contextlib.ExitStack()
+        self._session.enter_context(ray_session(address))
         threads = spec.threads or 1
         opts: dict[str, Any] = {"num_cpus": threads}
         if spec.type == "cuda":
@@ -113,8 +109,7 @@ class _RayMeasurer:
         if getattr(self, "_actor", None) is not None:
             self._ray.kill(self._actor)
             self._actor = None
-        if self._own and self._ray.is_initialized():
-            self._ray.shutdown()
+        self._session.close()
 
 
 def _open_table(out: Path, space: SearchSpace, fp: dict[str, Any], timing: dict[str, Any],
@@ -152,7 +147,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                   max_entries: int | None = None, max_signatures: int = 20000,
                   features: Sequence[str] = cal.DEFAULT_FEATURES, save_every: int = 8,
                   recalibrate: bool = False, progress: bool = True,
-                  force: bool = False) -> LatencyTable:
+                  force: bool = False, allow_busy: bool | None = None) -> LatencyTable:
     """Measure every component signature of ``space`` on a device and write a table.
 
     Args:
@@ -190,8 +185,14 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         recalibrate: drop the calibration timings of an existing table and time the
             calibration subnets again (the machine may have drifted since; components
             are kept).
-        progress: show tqdm progress bars.
+        progress: show progress (a bar on a terminal, a line per 10% in a log).
         force: overwrite an existing ``out`` of another space or setting.
+        allow_busy: time even when other processes keep the machine busy (the table
+            records it in ``scope["busy"]``). By default (``None``: unless the
+            ``NAS_ALLOW_BUSY`` environment variable is 1) a machine found busy before
+            timing is refused (:mod:`nas.latency.quiet`); one that turns busy during
+            the profile is flagged in the table and in the log. Local timing only: a
+            Ray ``address`` times elsewhere.
 
     Returns:
         The table (also written to ``out``).
@@ -205,6 +206,17 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             raise NasError(f"{name} must be an integer >= {lo}, got {v!r}")
     cal._cols(features)
     out = check_output_file(out)  # a directory or an unwritable place fails before any timing
+    if allow_busy is None:
+        allow_busy = os.environ.get(quiet.ALLOW_BUSY_ENV, "") == "1"
+    monitor = None
+    if not address:
+        reason = None if allow_busy else quiet.busy_reason(quiet.probe(1.0), spec.threads)
+        if reason:
+            raise NasError(f"the machine is busy: {reason}; latencies timed now would be off "
+                           f"(a table built beside one other job predicted 33% too slow). Stop "
+                           f"the other jobs, or time anyway with --allow-busy (the table "
+                           f"records it)")
+        monitor = quiet.LoadMonitor()
     t0 = time.perf_counter()
     cal_archs = ([canonicalize(space, a) for a in calibrate_on] if calibrate_on is not None
                  else calibration_archs(space, calibrate, seed))
@@ -251,6 +263,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                                  out, seed, progress, desc=f"calibrate {r + 1}/{rounds}")
         table.calibrate(features)
         table.set_scope(seconds=seconds + time.perf_counter() - t0)
+        if monitor is not None:
+            _record_load(table, monitor.read(), spec.threads)
         table.save(out)
         return table
     finally:
@@ -258,10 +272,18 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             measurer.close()
 
 
+def _record_load(table: LatencyTable, reading: dict[str, Any], threads: int | None) -> None:
+    """Write how quiet the machine was into the table's scope; warn when it was not."""
+    reason = quiet.busy_reason(reading, threads)
+    table.set_scope(load=reading, busy=reason)
+    if reason:
+        log.warning("the machine was busy while profiling: %s; the table is flagged (scope.busy) "
+                    "and may predict too slow on a quiet machine", reason)
+
+
 def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature], out: Path,
                         save_every: int, progress: bool, desc: str = "profile") -> None:
-    bar = tqdm(total=len(todo), desc=desc, unit="sig", disable=not progress or not todo,
-               leave=False)
+    bar = show_progress(len(todo), desc, unit="sig", enabled=progress)
     try:
         for i in range(0, len(todo), save_every):
             chunk = todo[i:i + save_every]
@@ -275,8 +297,7 @@ def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature
 
 def _measure_calibration(measurer: Any, table: LatencyTable, todo: list[Arch], out: Path,
                          seed: int, progress: bool, desc: str = "calibrate") -> None:
-    bar = tqdm(total=len(todo), desc=desc, unit="arch", disable=not progress or not todo,
-               leave=False)
+    bar = show_progress(len(todo), desc, unit="arch", enabled=progress)
     try:
         for a in todo:
             stats, = measurer.measure_archs([a.to_dict()])

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
+import nas.latency.calibrate as cal
 from nas.arch import Arch, StageArch
 from nas.errors import ArchError, ArtifactError, NasError
 from nas.io import read_json, write_text
-from nas.latency import calibrate as cal
 from nas.latency.device import DeviceSpec, describe_device, device_fingerprint, fingerprint_diff
 from nas.latency.signatures import (
     KINDS,
@@ -308,9 +308,12 @@ class LatencyTable:
         self._clear_caches()
 
     def set_scope(self, *, complete: bool | None = None, kind: str | None = None,
-                  signatures: int | None = None, seconds: float | None = None) -> None:
+                  signatures: int | None = None, seconds: float | None = None,
+                  load: dict[str, Any] | None = None, busy: str | None = None) -> None:
         """Record what the table covers: whether it is complete, ``space``/``archs`` scope,
-        how many signatures the scope has, and the profiling wall time so far (s)."""
+        how many signatures the scope has, the profiling wall time so far (s), and how
+        quiet the machine was (``load``: :mod:`nas.latency.quiet`'s reading; ``busy``:
+        why it was not quiet, or None)."""
         if complete is not None:
             self._data["complete"] = bool(complete)
         if kind is not None:
@@ -321,6 +324,9 @@ class LatencyTable:
             self._data["scope"]["signatures"] = int(signatures)
         if seconds is not None:
             self._data["scope"]["seconds"] = round(float(seconds), 2)
+        if load is not None:
+            self._data["scope"]["load"] = dict(load)
+            self._data["scope"]["busy"] = busy
 
     def add_calibration_sample(self, arch: Arch, stats: dict[str, float] | float, *,
                                seed: int | None = None) -> None:

@@ -35,7 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from nas.arch import Arch, encode_arch
+from nas.arch import Arch
+from nas.encoding import encode_arch
 from nas.space import ATTENTION_MIXERS, SearchSpace
 
 __all__ = ["Objective", "PredictorObjective", "SupernetObjective", "SyntheticObjective",
@@ -140,14 +141,14 @@ class PredictorObjective:
 
 @functools.lru_cache(maxsize=2)
 def _supernet(run: str, space: SearchSpace, device: str):
-    from nas.training import load_calib_data, load_run, load_val_data
+    from nas.training import load_run, load_run_calib_data, load_val_data
 
     loaded = load_run(run, device=device)
     space.check_arch_compat(loaded.space.fingerprint, f"supernet run {run}")
     x, y = load_val_data(loaded.config, split="val")
     calib = None
     if any("batchnorm" in s.norm for s in space.stages):
-        calib = (load_calib_data(loaded.config, 512),)
+        calib = (load_run_calib_data(loaded.config),)
     return loaded, x, y, calib
 
 

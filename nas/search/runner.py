@@ -28,7 +28,6 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -36,7 +35,7 @@ import platform
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ import numpy as np
 from nas.arch import Arch, extreme_arch, mutate_arch, sample_arch
 from nas.errors import ArtifactError, NasError
 from nas.io import read_json, write_json
+from nas.raysession import ray_session
 from nas.search.config import SearchConfig, SearchError
 from nas.search.objective import (
     Objective,
@@ -123,44 +123,6 @@ def _seed(seed: int, done: int) -> int:
 
 
 # --------------------------------------------------------------------------- Ray
-
-@contextlib.contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[None]:
-    """Attach to ``address`` (or ``RAY_ADDRESS``) or start an embedded, quiet Ray.
-
-    A session the caller already started is used and left running.
-    """
-    import ray
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment tables on stdout
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the trial log suffices
-    if ray.is_initialized():
-        yield
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
-    if address:
-        try:
-            ray.init(address=address, **quiet)
-        except ConnectionError as e:
-            raise SearchError(
-                f"cannot attach to the Ray cluster at {address}: {str(e).splitlines()[0]} (a "
-                f"cluster with token authentication also needs RAY_AUTH_MODE=token)") from None
-    else:
-        # "local": a new embedded cluster, even when `ray start` left an address behind
-        ray.init(address="local", num_cpus=num_cpus or _cpus(), include_dashboard=False, **quiet)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
 
 def evaluate_batch(config: dict[str, Any], objective: Objective) -> None:
     """The Ray trainable: evaluate one batch of archs and report one row per arch."""

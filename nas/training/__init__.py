@@ -21,6 +21,8 @@ from nas.training.evaluation import (
     evaluate,
     evaluate_model,
     load_calib_data,
+    load_run_calib_data,
+    load_train_subset,
     load_val_data,
     refit_classifier,
 )
@@ -30,5 +32,5 @@ from nas.training.rundir import Run, load_run, read_metrics
 __all__ = [
     "ConfigError", "TrainConfig", "train", "Run", "load_run", "read_metrics", "evaluate",
     "evaluate_model", "calibrate_bn", "refit_classifier", "load_val_data", "load_calib_data",
-    "TrainState", "save_checkpoint", "load_checkpoint",
+    "load_train_subset", "load_run_calib_data", "TrainState", "save_checkpoint", "load_checkpoint",
 ]

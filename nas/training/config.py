@@ -22,6 +22,7 @@ import torch
 
 from nas.data import parse_data_spec
 from nas.errors import ArtifactError, NasError
+from nas.threads import usable_cpus
 
 __all__ = ["ConfigError", "TrainConfig", "DISTILL", "DEVICES", "EXECUTION_FIELDS", "RUN_META_KEYS",
            "auto_threads", "check_resume_compatible"]
@@ -36,6 +37,11 @@ DEVICES = ("cpu", "cuda")
 EXECUTION_FIELDS = ("out", "workers", "address", "device", "threads")
 # Keys that config.json holds beside the TrainConfig fields.
 RUN_META_KEYS = ("search_space", "fingerprint", "image_size", "num_classes", "versions")
+# what a standalone run takes from the supernet run it is compared with: data, subset,
+# epochs, optimizer and augmentation (not the supernet-only settings)
+RECIPE_KEYS = ("space", "data", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs",
+               "warmup_lr", "min_lr", "label_smoothing", "max_shift", "hflip", "clip_grad",
+               "limit_train", "limit_val")
 
 
 class ConfigError(NasError):
@@ -227,6 +233,15 @@ def _check_range(c: TrainConfig) -> None:
     need(c.limit_train >= 0 and c.limit_val >= 0, "limit_train", ">= 0 (and limit_val >= 0)")
 
 
+def standalone_recipe(run_config: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """The recipe (:data:`RECIPE_KEYS`) of a supernet run's config, with ``changes``: what
+    ``TrainConfig.from_dict({**recipe, "arch": ..., "out": ...})`` trains one arch alone with."""
+    defaults = TrainConfig(space="x", data="digits", out="x").to_dict()
+    recipe = {k: run_config.get(k, defaults[k]) for k in RECIPE_KEYS}
+    recipe.update(changes)
+    return recipe
+
+
 def auto_threads(workers: int = 1) -> int:
     """Torch threads for one of ``workers`` processes on this machine.
 
@@ -234,10 +249,7 @@ def auto_threads(workers: int = 1) -> int:
     already busy (1-minute load average): OpenMP threads that outnumber free cores spin
     and slow small models down several times over.
     """
-    try:  # the CPUs this process may run on (taskset, cgroups), not all of the machine's
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     try:
         busy = int(os.getloadavg()[0])
     except OSError:  # not available on this platform

@@ -14,6 +14,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -32,11 +33,7 @@ from nas.training.batches import fit_resolution
 from nas.training.config import TrainConfig
 
 __all__ = ["evaluate", "evaluate_model", "calibrate_bn", "refit_classifier", "load_val_data",
-           "load_calib_data", "has_batchnorm"]
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, _BatchNorm) for m in model.modules())
+           "load_train_subset", "load_calib_data", "load_run_calib_data"]
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -207,12 +204,30 @@ def load_val_data(config: dict[str, Any] | TrainConfig, split: str = "val") -> t
     return to_tensors(dataset)
 
 
-def load_calib_data(config: dict[str, Any] | TrainConfig, size: int, *, seed: int = 0) -> Tensor:
-    """``size`` training images (a fixed random subset, un-augmented) for BN recalibration."""
+def load_train_subset(config: dict[str, Any] | TrainConfig, size: int, *,
+                      seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``size`` training images and labels of a run (a fixed random subset of the images
+    the run trained on, un-augmented), e.g. for BatchNorm recalibration or a classifier refit."""
     data, image_size, limit_train, _ = _settings(config)
     dataset = load_dataset(data, split="train", image_size=image_size)
     keep = subset_indices(len(dataset), limit_train)
     idx = keep[np.sort(np.random.default_rng(seed).permutation(len(keep))[:size])]
     if hasattr(dataset, "batch"):
-        return dataset.batch(idx)[0]
-    return to_tensors(Subset(dataset, idx.tolist()))[0]
+        return dataset.batch(idx)
+    return to_tensors(Subset(dataset, idx.tolist()))
+
+
+def load_calib_data(config: dict[str, Any] | TrainConfig, size: int, *, seed: int = 0) -> Tensor:
+    """``size`` training images (a fixed random subset, un-augmented) for BN recalibration."""
+    return load_train_subset(config, size, seed=seed)[0]
+
+
+def load_run_calib_data(config: dict[str, Any] | TrainConfig) -> Tensor:
+    """The BatchNorm recalibration images of a run, as its training validated with: its
+    ``calib_size`` images drawn with its ``seed`` (the TrainConfig defaults when a saved
+    config lacks them)."""
+    if isinstance(config, TrainConfig):
+        config = config.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    size = int(config.get("calib_size", defaults["calib_size"]))
+    return load_calib_data(config, size, seed=int(config.get("seed", defaults["seed"])))

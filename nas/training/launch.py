@@ -21,6 +21,7 @@ from nas.data import load_dataset, parse_data_spec
 from nas.errors import ArtifactError
 from nas.io import read_json, remove_dead_temps
 from nas.space import SearchSpace, load_space
+from nas.threads import num_threads
 from nas.training.checkpoint import load_checkpoint
 from nas.training.config import TrainConfig, auto_threads, check_resume_compatible
 from nas.training.loop import LoopContext, train_loop
@@ -120,11 +121,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
 
 def _in_process(cfg: TrainConfig, space: SearchSpace, *, resume: bool, stop_after: int | None,
                 verbose: bool) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or auto_threads(1))
-    try:
+    with num_threads(cfg.threads or auto_threads(1)):
         ctx = LoopContext(rank=0, world=1, device=torch.device(cfg.device), resume=resume,
                           stop_after=stop_after, verbose=verbose)
         train_loop(cfg, space.to_dict(), ctx)
-    finally:
-        torch.set_num_threads(threads)

@@ -17,6 +17,8 @@ import os
 from typing import Any
 
 from nas.errors import NasError
+from nas.raysession import ray_session
+from nas.threads import usable_cpus
 from nas.training.config import TrainConfig, auto_threads
 
 __all__ = ["TrainingFailed", "train_on_ray"]
@@ -48,22 +50,22 @@ def _worker(config: dict[str, Any]) -> None:
 def train_on_ray(cfg: TrainConfig, space_dict: dict[str, Any], *, resume: bool,
                  stop_after: int | None, verbose: bool) -> None:
     """Run the loop on ``cfg.workers`` (default 1) Ray Train workers and wait for them."""
-    import ray
+    workers = cfg.workers or 1
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or None
+    with ray_session(address, num_cpus=max(usable_cpus(), workers), verbose=verbose):
+        result = _fit(cfg, space_dict, resume, stop_after, verbose, workers, address)
+    if result.error is not None:
+        raise TrainingFailed(f"Ray Train workers failed: {_first_line(result.error)}")
+
+
+def _fit(cfg: TrainConfig, space_dict: dict[str, Any], resume: bool, stop_after: int | None,
+         verbose: bool, workers: int, address: str | None) -> Any:
+    """``TorchTrainer.fit`` inside an open Ray session."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    workers = cfg.workers or 1
     use_gpu = cfg.device == "cuda"
-    address = cfg.address or os.environ.get("RAY_ADDRESS") or None
-    started = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=verbose)
-        else:
-            ray.init(num_cpus=max(os.cpu_count() or 1, workers), include_dashboard=False,
-                     log_to_driver=verbose, configure_logging=verbose)
-            started = True
-    cpus = 1 if address else max(1, (os.cpu_count() or 1) // workers)
+    cpus = 1 if address else max(1, usable_cpus() // workers)
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"cfg": cfg.to_dict(), "space": space_dict, "resume": resume,
@@ -74,14 +76,9 @@ def train_on_ray(cfg: TrainConfig, space_dict: dict[str, Any], *, resume: bool,
         run_config=RunConfig(name="ray", storage_path=cfg.out),
     )
     try:
-        result = trainer.fit()
+        return trainer.fit()
     except Exception as e:  # Ray wraps worker failures in its own error types
         raise TrainingFailed(f"Ray Train workers failed: {_first_line(e)}") from e
-    finally:
-        if started:
-            ray.shutdown()
-    if result.error is not None:
-        raise TrainingFailed(f"Ray Train workers failed: {_first_line(result.error)}")
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,0 +1,169 @@
+"""Combining ranking estimators, judged on standalone references no fit has seen.
+
+Reads what ``bench/bench_ranking.py`` cached (inherited and classifier-refit results of
+each subnet, signals at initialisation, standalone results of 2 seeds) and, over many
+random splits of the subnets into K anchors (their standalone loss is known to the fit)
+and held-out subnets (never seen), reports the Kendall tau against the held-out
+standalone val loss (mean of the seeds) of:
+
+* each estimator alone (no fit: its ranking is used as is);
+* equal-weight averages of the estimators' rank scores (no fit);
+* weights chosen on the anchors (the simplex grid point with the best anchor tau; a
+  rank-based choice, robust to the heavy tails a least-squares calibration chases);
+* the same plus per-family offsets (stage-0 mixer) learnt from the anchors' residuals,
+  shrunk towards 0 by n / (n + 1);
+
+next to the noise ceiling on the same held-out subnets (seed 1 vs seed 2). Intervals
+are the 5-95% range over splits. CPU only, seconds; nothing is trained.
+
+Usage:
+    python bench/bench_combined.py --run runs/cifar10/train --label cifar10-jpeg
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from common import header, write_result  # noqa: E402
+from scipy.stats import kendalltau, rankdata  # noqa: E402
+
+from nas.io import read_json  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", default="runs/cifar10/train",
+                   help="the supernet run as keyed in bench/results/ranking_inherited.json")
+    p.add_argument("--label", default="cifar10-jpeg", help="data label of the result files")
+    p.add_argument("--space", default="cifar32", help="space name of the standalone cache")
+    p.add_argument("--anchors", type=int, nargs="+", default=[8, 12, 20],
+                   help="anchor counts K to report (default 8 12 20)")
+    p.add_argument("--splits", type=int, default=500, help="random splits per K (default 500)")
+    p.add_argument("--signal-key", default="1:100", help="SEED:STEPS of the cached signals")
+    return p.parse_args(argv)
+
+
+def zrank(v: np.ndarray) -> np.ndarray:
+    """Rank scores (mean 0, std 1); low = good for every estimator here."""
+    r = rankdata(v)
+    return (r - r.mean()) / (r.std() or 1.0)
+
+
+def load(args) -> tuple[list[str], dict[str, np.ndarray], np.ndarray, list[str]]:
+    """(arch JSONs, {estimator: loss-like values}, standalone loss per seed, stage-0 mixers)."""
+    inh = read_json(ROOT / "bench" / "results" / "ranking_inherited.json", what="inherited cache")
+    if args.run not in inh:
+        raise SystemExit(f"no cached results for run {args.run!r}; have {sorted(inh)}")
+    got = inh[args.run]
+    ref = read_json(ROOT / "bench" / "results" / f"standalone_{args.space}_{args.label}.json",
+                    what="standalone cache")
+    by_arch: dict[str, dict[int, float]] = {}
+    for entry in ref.values():
+        by_arch.setdefault(entry["arch"], {})[int(entry["seed"])] = float(entry["loss"])
+    archs = [a for a in got["archs"] if len(by_arch.get(a, {})) >= 2]
+    est = {"inherited": np.array([got["archs"][a]["inh"]["loss"] for a in archs]),
+           "refit": np.array([got["archs"][a]["refit"]["loss"] for a in archs])}
+    for key, values in got.get("signals", {}).items():
+        name, _, rest = key.partition(":")
+        if rest == args.signal_key and all(a in values for a in archs):
+            est[name] = -np.array([values[a]["score"] for a in archs])
+    seeds = sorted(set.intersection(*(set(by_arch[a]) for a in archs)))[:2]
+    loss = np.array([[by_arch[a][s] for s in seeds] for a in archs])
+    families = [json.loads(a)["stages"][0]["mixer"] for a in archs]
+    return archs, est, loss, families
+
+
+def simplex(k: int, step: float = 0.25) -> list[np.ndarray]:
+    """Weight vectors of ``k`` estimators on a grid of the simplex."""
+    n = round(1 / step)
+    return [np.array(c) / n for c in itertools.product(range(n + 1), repeat=k) if sum(c) == n]
+
+
+def tau(a: np.ndarray, b: np.ndarray) -> float:
+    return float(kendalltau(a, b).statistic)
+
+
+def family_offsets(score: np.ndarray, target: np.ndarray, fam: np.ndarray,
+                   anchors: np.ndarray) -> np.ndarray:
+    """Per-family mean residual (target - score) of the anchors, shrunk by n / (n + 1)."""
+    resid = target[anchors] - score[anchors]
+    out = np.zeros_like(score)
+    for f in np.unique(fam):
+        m = fam[anchors] == f
+        if m.any():
+            out[fam == f] = resid[m].mean() * m.sum() / (m.sum() + 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    archs, est, loss, families = load(args)
+    n = len(archs)
+    mean = loss.mean(1)
+    fam = np.asarray(families)
+    z = {k: zrank(v) for k, v in est.items()}
+    combos = [c for c in (("refit", "train_speed"), ("refit", "train_speed", "naswot"))
+              if all(k in z for k in c)]
+    rng = np.random.default_rng(0)
+    rows: dict[str, dict[int, list[float]]] = {}
+
+    def put(name: str, k: int, value: float) -> None:
+        rows.setdefault(name, {}).setdefault(k, []).append(value)
+
+    for k in args.anchors:
+        for _ in range(args.splits):
+            idx = rng.permutation(n)
+            anc, held = idx[:k], idx[k:]
+            target = zrank(mean[anc])  # the anchors' standalone rank scores
+            put("noise ceiling (seed 1 vs seed 2)", k, tau(loss[held, 0], loss[held, 1]))
+            for name, v in z.items():
+                put(f"{name} (no fit)", k, tau(v[held], mean[held]))
+            for c in combos:
+                avg = np.mean([z[e] for e in c], axis=0)
+                put(f"{' + '.join(c)}: equal weights (no fit)", k, tau(avg[held], mean[held]))
+                grid = simplex(len(c))
+                stack = np.stack([z[e] for e in c], 1)
+                best = max(grid, key=lambda w: tau(stack[anc] @ w, target))
+                score = stack @ best
+                put(f"{' + '.join(c)}: weights from anchors", k, tau(score[held], mean[held]))
+                # offsets live on the anchors' rank-score scale: rescale the score to it
+                s = zrank(score)
+                anc_z = np.full(n, np.nan)
+                anc_z[anc] = target
+                off = family_offsets(s, anc_z, fam, anc)
+                put(f"{' + '.join(c)}: weights + family offsets from anchors", k,
+                    tau((s + off)[held], mean[held]))
+    text = header(f"Combined ranking estimators on held-out standalone references "
+                  f"({args.space}, {args.label})")
+    text += (f"- {n} subnets with 2 standalone seeds (the ranking bench's references); "
+             f"estimators from `bench/results/ranking_inherited.json` (run `{args.run}`, "
+             f"signals {args.signal_key}); stage-0 families: "
+             + ", ".join(f"{f} {int((fam == f).sum())}" for f in np.unique(fam)) + "\n"
+             f"- {args.splits} random splits per K: K anchors (standalone loss known to the "
+             "fit), the other subnets held out; Kendall tau on the held-out subnets vs their "
+             "standalone val loss (mean of 2 seeds): mean over splits [5%, 95%]\n\n")
+    text += "| estimator | " + " | ".join(f"K = {k} anchors ({n - k} held out)"
+                                         for k in args.anchors) + " |\n"
+    text += "|---|" + "---:|" * len(args.anchors) + "\n"
+    for name, per in rows.items():
+        cells = []
+        for k in args.anchors:
+            v = np.asarray(per[k])
+            cells.append(f"{v.mean():.3f} [{np.quantile(v, 0.05):.2f}, {np.quantile(v, 0.95):.2f}]")
+        text += f"| {name} | " + " | ".join(cells) + " |\n"
+    path = write_result(f"combined_{args.label}_cpu.md", text)
+    print(text)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
