@@ -14,7 +14,10 @@ standalone val loss (mean of the seeds) of:
   shrunk towards 0 by n / (n + 1);
 
 next to the noise ceiling on the same held-out subnets (seed 1 vs seed 2). Intervals
-are the 5-95% range over splits. CPU only, seconds; nothing is trained.
+are the 5-95% range over splits. With ``--predictor NAME=PATH`` (repeatable) it also
+ranks every reference with saved accuracy predictors (which never saw a standalone
+result): Kendall tau overall, within and across stage-0 families, with bootstrap 90%
+intervals. CPU only, seconds; nothing is trained.
 
 Usage:
     python bench/bench_combined.py --run runs/cifar10/train --label cifar10-jpeg
@@ -48,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="anchor counts K to report (default 8 12 20)")
     p.add_argument("--splits", type=int, default=500, help="random splits per K (default 500)")
     p.add_argument("--signal-key", default="1:100", help="SEED:STEPS of the cached signals")
+    p.add_argument("--predictor", action="append", default=[], metavar="NAME=PATH",
+                   help="also rank the references with this saved predictor (repeatable)")
     return p.parse_args(argv)
 
 
@@ -101,6 +106,35 @@ def family_offsets(score: np.ndarray, target: np.ndarray, fam: np.ndarray,
         if m.any():
             out[fam == f] = resid[m].mean() * m.sum() / (m.sum() + 1)
     return out
+
+
+def predictor_table(args, archs: list[str], mean: np.ndarray, loss: np.ndarray,
+                    families: list[str]) -> str:
+    """Every reference ranked by each saved predictor (none saw a standalone result)."""
+    from nas.arch import Arch
+    from nas.predictors import load_predictor
+    from nas.predictors.anchors import family_taus
+
+    rng = np.random.default_rng(0)
+    boots = [rng.integers(0, len(archs), len(archs)) for _ in range(1000)]
+    rows = {"noise ceiling (seed 1 vs seed 2)": (loss[:, 0], loss[:, 1])}
+    for item in args.predictor:
+        name, _, path = item.partition("=")
+        pred = load_predictor(path)
+        score = -pred.predict([Arch.from_dict(json.loads(a)) for a in archs])  # loss-like
+        rows[f"predictor {name} (`{path}`)"] = (score, mean)
+    text = ("\n| ranking of all references vs standalone val loss | tau, all | same stage-0 "
+            "mixer | different stage-0 mixers |\n|---|---:|---:|---:|\n")
+    for name, (a, b) in rows.items():
+        point = family_taus(b, a, families)
+        cells = []
+        for key in ("all", "same_family", "across_families"):
+            vals = [family_taus(b[i], a[i], [families[j] for j in i])[key] for i in boots]
+            vals = np.asarray([v for v in vals if np.isfinite(v)])
+            cells.append(f"{point[key]:.3f} [{np.quantile(vals, 0.05):.2f}, "
+                         f"{np.quantile(vals, 0.95):.2f}]")
+        text += f"| {name} | " + " | ".join(cells) + " |\n"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             v = np.asarray(per[k])
             cells.append(f"{v.mean():.3f} [{np.quantile(v, 0.05):.2f}, {np.quantile(v, 0.95):.2f}]")
         text += f"| {name} | " + " | ".join(cells) + " |\n"
+    if args.predictor:
+        text += predictor_table(args, archs, mean, loss, families)
     path = write_result(f"combined_{args.label}_cpu.md", text)
     print(text)
     print(f"wrote {path}")

@@ -30,7 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["token_scores", "prune_tokens", "unprune_tokens", "merge_tokens", "unmerge_tokens"]
+__all__ = ["token_scores", "prune_tokens", "unprune_tokens", "merge_tokens", "unmerge_tokens",
+           "prune_tokens_reference", "merge_tokens_reference"]
 
 
 def _check_tokens(x: torch.Tensor, name: str = "x") -> None:
@@ -171,3 +172,68 @@ def unmerge_tokens(x_merged: torch.Tensor, assign: torch.Tensor) -> torch.Tensor
         raise ValueError(f"assign must be (B, N) with B = {x_merged.shape[0]}; "
                          f"got shape {tuple(assign.shape)}")
     return x_merged.gather(1, _rows(assign, x_merged.shape[2]))
+
+
+# ---------------------------------------------------------------------------- reference twins
+# Plain per-sample loops that say what the kernels above compute; the tests hold the fast
+# versions to them (same outputs, ties included). Slow: for tests and reading only.
+
+def prune_tokens_reference(x: torch.Tensor, keep: int, scores: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`prune_tokens`, one sample and one token at a time."""
+    kept, idxs = [], []
+    for xb, sb in zip(x, scores.tolist()):
+        best = sorted(range(len(sb)), key=lambda i: (-sb[i], i))[:keep]  # ties: lower index
+        idx = sorted(best)
+        kept.append(xb[idx])
+        idxs.append(torch.tensor(idx, dtype=torch.long))
+    return torch.stack(kept), torch.stack(idxs)
+
+
+def merge_tokens_reference(x: torch.Tensor, r: int, size: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`merge_tokens`, one sample and one token at a time."""
+    b, n, c = x.shape
+    size = torch.ones(b, n, 1) if size is None else size
+    r = max(0, min(r, n // 2))
+    outs, sizes, assigns = [], [], []
+    for xb, szb in zip(x, size):
+        a_ids, b_ids = list(range(0, n, 2)), list(range(1, n, 2))
+        if r == 0:
+            outs.append(xb)
+            sizes.append(szb)
+            assigns.append(torch.arange(n))
+            continue
+        match, best = {}, {}
+        for i in a_ids:
+            u = F.normalize(xb[i].float(), dim=0)
+            sims = [float(u @ F.normalize(xb[j].float(), dim=0)) for j in b_ids]
+            top = max(range(len(b_ids)), key=lambda k: (sims[k], -k))  # first maximum
+            match[i], best[i] = b_ids[top], sims[top]
+        order = sorted(a_ids, key=lambda i: (-best[i], a_ids.index(i)))
+        src, unm = order[:r], sorted(order[r:])
+        rows = [xb[i] for i in unm]
+        row_size = [szb[i].float() for i in unm]
+        for j in b_ids:
+            into = [i for i in src if match[i] == j]
+            if into:
+                s = szb[j].float() + sum(szb[i].float() for i in into)
+                total = xb[j].float() * szb[j].float() + sum(xb[i].float() * szb[i].float()
+                                                             for i in into)
+                rows.append((total / s).to(x.dtype))
+                row_size.append(s)
+            else:
+                rows.append(xb[j])
+                row_size.append(szb[j].float())
+        assign = []
+        for t in range(n):
+            if t % 2:  # a B token: after the kept A rows, in B order
+                assign.append(len(unm) + b_ids.index(t))
+            elif t in unm:
+                assign.append(unm.index(t))
+            else:
+                assign.append(len(unm) + b_ids.index(match[t]))
+        outs.append(torch.stack(rows))
+        sizes.append(torch.stack(row_size).to(size.dtype))
+        assigns.append(torch.tensor(assign, dtype=torch.long))
+    return torch.stack(outs), torch.stack(sizes), torch.stack(assigns)

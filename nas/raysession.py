@@ -90,7 +90,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
     """Attach to ``address`` (or ``RAY_ADDRESS``) or start an embedded, quiet Ray.
 
     Args:
-        address: Ray cluster address (``None``: ``RAY_ADDRESS`` or a new local cluster).
+        address: Ray cluster address (``None``: ``RAY_ADDRESS`` or a new local cluster;
+            ``"local"``: a new local cluster).
         num_cpus: CPUs of a new local cluster (default :func:`usable_cpus`).
         verbose: forward worker logs to this process (Ray's own logging too).
 
@@ -106,6 +107,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         yield True
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address == "local":  # Ray's name for a new local cluster: the one started below
+        address = None
     kw: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.ERROR}
     if not (address or "").startswith("ray://"):  # Ray Client has no log_to_driver
         kw["log_to_driver"] = verbose

@@ -292,7 +292,13 @@ def test_cli_export(run_dir, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [
         ".vitnas-model", "README.md", "config.json", "model.onnx", "model.safetensors"]
     cfg = ModelConfig.load(out)
-    assert cfg.arch == arch and cfg.space_name == "micro16" and cfg.bn_folded
+    assert cfg.arch == arch and cfg.space_name == "micro16"
+    # the rewrites kept are the fastest of all 8 combinations, as timed at export
+    rewrites = cfg.metrics["latency_ms"]["rewrites"]
+    assert len(rewrites) == 8 and "none" in rewrites
+    kept = "+".join(k for k, v in (("fold_bn", cfg.bn_folded), ("fuse_qkv", cfg.qkv_fused),
+                                   ("onednn_linears", cfg.onednn_linears)) if v) or "none"
+    assert rewrites[kept] == min(rewrites.values())
     assert cfg.preprocessing.resolution == 16 and len(cfg.preprocessing.mean) == 3
     assert {"val_acc", "inherited_acc", "params", "macs", "latency_ms"} <= set(cfg.metrics)
     model = load_model(out)
@@ -331,3 +337,37 @@ def test_cli_export_bad_input(run_dir, tmp_path, capsys, case):
     assert rc == 2
     assert match in _one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing (half-)written
+
+
+def test_choose_rewrite_set_keeps_only_the_rewrites_that_pay(monkeypatch):
+    from types import SimpleNamespace
+
+    import nas.export.export as ex
+
+    cost = {"fold_bn": -1.0, "fuse_qkv": 0.5, "onednn_linears": -2.0}  # fusing does not pay
+    monkeypatch.setattr(ex, "optimize_for_inference", lambda model, **flags: SimpleNamespace(f=flags))
+    monkeypatch.setattr(ex, "measure_latency", lambda m, arch, **kw: (
+        10 + sum(cost[k] for k, v in m.f.items() if v), "fake"))
+    allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
+    flags, timed = ex.choose_rewrite_set(None, None, allowed, in_chans=3)
+    assert flags == {"fold_bn": True, "fuse_qkv": False, "onednn_linears": True}
+    assert len(timed) == 8 and timed["none"] == 10 and timed["fold_bn+onednn_linears"] == 7
+    # a rewrite the user switched off is never tried
+    flags, timed = ex.choose_rewrite_set(None, None, {**allowed, "fold_bn": False}, in_chans=3)
+    assert not flags["fold_bn"] and len(timed) == 4
+
+
+def test_onednn_choice_round_trips_and_old_configs_default_to_it(nets, tmp_path):
+    net = nets["tiny32"]
+    arch = sample_arch(net.space, np.random.default_rng(3))
+    model = optimize_for_inference(net.extract(arch), onednn_linears=False)
+    cfg = _config(net.space, arch).replace(onednn_linears=False)
+    write_model_dir(model, cfg, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert not any(isinstance(m, OneDNNLinear) for m in loaded.modules())
+    assert ModelConfig.load(tmp_path / "m").onednn_linears is False
+    raw = json.loads((tmp_path / "m" / "config.json").read_text())
+    del raw["onednn_linears"]  # written before the choice existed
+    assert ModelConfig.from_dict(raw).onednn_linears is True
+    with pytest.raises(ArtifactError, match="onednn_linears must be true or false"):
+        ModelConfig.from_dict({**raw, "onednn_linears": "yes"})

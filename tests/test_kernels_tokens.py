@@ -133,3 +133,28 @@ def test_merge_errors():
         merge_tokens(x, 2.0)
     with pytest.raises(ValueError, match="assign"):
         unmerge_tokens(x, torch.zeros(3, 10, dtype=torch.long))
+
+
+@pytest.mark.parametrize("n,r", [(16, 4), (15, 7), (9, 0), (8, 4)])
+def test_merge_and_prune_match_their_reference_twins(n, r):
+    """The vectorised kernels compute what the plain per-token loops say (ties included:
+    duplicated tokens tie exactly on similarity and on score)."""
+    from nas.kernels.tokens import merge_tokens_reference, prune_tokens_reference
+
+    g = torch.Generator().manual_seed(n * 10 + r)
+    x = torch.randn(3, n, 6, generator=g)
+    x[1, 2] = x[1, 0]  # exact ties
+    x[2, 3] = x[2, 1]
+    size = torch.randint(1, 4, (3, n, 1), generator=g).float()
+    for s in (None, size):
+        got = merge_tokens(x, r, s)
+        want = merge_tokens_reference(x, r, s)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a.float(), b.float(), rtol=1e-5, atol=1e-6)
+    scores = token_scores(x)
+    scores[0, 1] = scores[0, 5]  # a tie between two scores
+    for keep in (1, n // 2, n):
+        got_x, got_i = prune_tokens(x, keep, scores)
+        want_x, want_i = prune_tokens_reference(x, keep, scores)
+        assert torch.equal(got_i, want_i) and torch.equal(got_x, want_x)

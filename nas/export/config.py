@@ -47,7 +47,8 @@ _STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
 }
 _KEYS = ("format_version", "architecture", "arch", "num_classes", "in_chans", "search_space",
-         "preprocessing", "bn_folded", "qkv_fused", "source", "metrics", "pretrained_cfg")
+         "preprocessing", "bn_folded", "qkv_fused", "onednn_linears", "source", "metrics",
+         "pretrained_cfg")
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class ModelConfig:
     preprocessing: Preprocessing
     bn_folded: bool = True
     qkv_fused: bool = True
+    onednn_linears: bool = True
     source: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -122,7 +124,8 @@ class ModelConfig:
                 "in_chans": self.in_chans,
                 "search_space": {"name": self.space_name, "fingerprint": self.space_fingerprint},
                 "preprocessing": self.preprocessing.to_dict(), "bn_folded": self.bn_folded,
-                "qkv_fused": self.qkv_fused, "source": self.source, "metrics": self.metrics,
+                "qkv_fused": self.qkv_fused, "onednn_linears": self.onednn_linears,
+                "source": self.source, "metrics": self.metrics,
                 "pretrained_cfg": self.timm_cfg()}
 
     @classmethod
@@ -154,6 +157,10 @@ class ModelConfig:
             if not isinstance(v, bool):
                 raise ArtifactError(f"{source}: {key} must be true or false, got {v!r}")
             flags[key] = v
+        onednn = raw.get("onednn_linears", True)  # absent before it was a choice: always on
+        if not isinstance(onednn, bool):
+            raise ArtifactError(f"{source}: onednn_linears must be true or false, got {onednn!r}")
+        flags["onednn_linears"] = onednn
         return cls(arch=arch, space_name=str(space.get("name", "")),
                    space_fingerprint=str(space.get("fingerprint", "")),
                    preprocessing=Preprocessing.from_dict(raw.get("preprocessing"), source),

@@ -54,6 +54,7 @@ def optimize_for_inference(model: VisionTransformer, *, fold_bn: bool = True,
 
 def build_inference_model(arch: Arch, *, num_classes: int, in_chans: int = 3,
                           bn_folded: bool = True, qkv_fused: bool = True,
+                          onednn_linears: bool = True,
                           device: torch.device | str | None = "meta") -> VisionTransformer:
     """The structure :func:`optimize_for_inference` gives for ``arch``, weights unset.
 
@@ -61,7 +62,8 @@ def build_inference_model(arch: Arch, *, num_classes: int, in_chans: int = 3,
     ``load_state_dict(state, assign=True)`` and check :func:`has_meta_tensors`.
     """
     model = build_model(arch, num_classes=num_classes, in_chans=in_chans, device=device)
-    return optimize_for_inference(model, fold_bn=bn_folded, fuse_qkv=qkv_fused)
+    return optimize_for_inference(model, fold_bn=bn_folded, fuse_qkv=qkv_fused,
+                                  onednn_linears=onednn_linears)
 
 
 def has_meta_tensors(model: nn.Module) -> bool:

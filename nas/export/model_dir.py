@@ -218,7 +218,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu"
         raise ArtifactError(f"{weights} is corrupted or truncated: {e}") from None
     model = build_inference_model(config.arch, num_classes=config.num_classes,
                                   in_chans=config.in_chans, bn_folded=config.bn_folded,
-                                  qkv_fused=config.qkv_fused)
+                                  qkv_fused=config.qkv_fused,
+                                  onednn_linears=config.onednn_linears)
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:

@@ -86,7 +86,7 @@ def _build(*, config: ModelConfig, num_classes: int, in_chans: int = 3,
                          "a vitnas model runs at the resolution it was searched for")
     return build_inference_model(config.arch, num_classes=num_classes, in_chans=in_chans,
                                  bn_folded=config.bn_folded, qkv_fused=config.qkv_fused,
-                                 device=None)
+                                 onednn_linears=config.onednn_linears, device=None)
 
 
 @register_model
