@@ -1,9 +1,11 @@
 """How well latency tables predict end-to-end latency on this CPU.
 
-1. Builds (or resumes) the tiny32 CPU table (batch 1, fp32, fixed threads) with a
-   calibration on random subnets, and records its cost (wall time, entries).
+1. For each batch size (default 1, 8 and 64) builds (or resumes; ``--fresh`` rebuilds)
+   the tiny32 CPU table (fp32, fixed threads) with a calibration on random subnets,
+   and records its cost (wall time, entries).
 2. Times >= 100 held-out random tiny32 subnets (none used for calibration) end to end
-   as standalone models, twice; the second pass against the first is the noise floor.
+   as standalone models, each built twice and both copies timed interleaved; copy 2
+   against copy 1 is the noise floor of the same run.
 3. For imagenet224 (too large to enumerate) profiles only the signatures of the four
    reference archs plus calibration subnets under a MAC budget, and compares the
    references' predicted and measured latency.
@@ -11,7 +13,7 @@
 Prints one table and writes ``bench/results/latency_cpu.md`` and the tables' JSON.
 Targets on this CPU: >= 95% within +-10%, MAPE <= 4%, Kendall tau >= 0.9.
 
-    python bench/bench_latency.py --threads 1
+    python bench/bench_latency.py --threads 1 --fresh   # batch 1, 8, 64
 """
 from __future__ import annotations
 
@@ -20,9 +22,7 @@ import copy
 import csv
 import io
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from nas.complexity import count_macs  # noqa: E402
 from nas.latency import LatencyTable, Measurer, profile_space  # noqa: E402
 from nas.latency import calibrate as calib  # noqa: E402
 from nas.latency.device import DeviceSpec, describe_device  # noqa: E402
+from nas.latency.profile import CALIBRATION_STRATEGIES, calibration_archs  # noqa: E402
 from nas.search.report import reference_archs  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
@@ -78,157 +79,222 @@ def heldout_archs(space, n: int, exclude: set, seed: int) -> list:
     return list(out)
 
 
-def time_archs(measurer: Measurer, archs: list, desc: str, rounds: int) -> dict[str, np.ndarray]:
-    """End-to-end timings, the whole list once per round, each arch's fastest round."""
+def time_archs(measurer: Measurer, archs: list, desc: str, rounds: int
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Two independent end-to-end timings of every arch, interleaved in time.
+
+    Each arch is built twice (two model instances) and both copies are in one list, the
+    second half after the first, timed ``rounds`` times over; each copy keeps its fastest
+    round. A machine that drifts over minutes moves both copies alike, so their gap is
+    the noise of one measurement, not the drift between two passes.
+    """
     t0 = time.perf_counter()
-    stats = measurer.measure_archs([a.to_dict() for a in archs], rounds=rounds)
-    print(f"  {desc}: {len(archs)} archs x {rounds} rounds ({time.perf_counter() - t0:.0f} s)",
-          flush=True)
-    return {k: np.array([s[k] for s in stats]) for k in ("median", "min")}
+    dicts = [a.to_dict() for a in archs]
+    measurer.measure_archs(dicts[: min(len(dicts), 10)])  # warm the CPU up, untimed
+    stats = measurer.measure_archs(dicts + dicts, rounds=rounds)
+    print(f"  {desc}: {len(archs)} archs x 2 copies x {rounds} rounds "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    n = len(archs)
+    first = {k: np.array([s[k] for s in stats[:n]]) for k in ("median", "min")}
+    second = {k: np.array([s[k] for s in stats[n:]]) for k in ("median", "min")}
+    return first, second
+
+
+def table_path(batch: int) -> Path:
+    return RESULTS / ("latency_tiny32_cpu.json" if batch == 1 else f"latency_tiny32_b{batch}_cpu.json")
+
+
+def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]:
+    """Build the batch's table, time held-out subnets twice; markdown rows and a summary."""
+    out = table_path(batch)
+    if args.fresh and out.exists():
+        out.unlink()  # this bench's own table file: rebuilt from scratch for the build time
+    mrt = args.min_run_time * max(1.0, batch ** 0.5 / 2)  # enough calls per block at batch 64
+    t0 = time.perf_counter()
+    table = profile_space(space, out=out, batch_size=batch, threads=args.threads,
+                          calibrate=args.calibrate, seed=args.seed, min_run_time=mrt,
+                          rounds=args.rounds, calibration=args.calibration, progress=True)
+    print(f"batch {batch}: {len(table)} entries, this run {time.perf_counter() - t0:.0f} s, "
+          f"total {table.scope['seconds']:.0f} s", flush=True)
+    other = "median" if table.stat == "min" else "min"
+    tables = {table.stat: table, other: table.restat(other)}
+    alt_features = tuple(f for f in calib.DEFAULT_FEATURES if f != "reduce_ms")
+    alts = {}
+    for stat, t in tables.items():  # the same samples fitted without the token-reduction term
+        alts[stat] = LatencyTable(copy.deepcopy(t.to_dict()), source=str(out))
+        alts[stat].calibrate(alt_features)
+    held = heldout_archs(space, args.heldout, set(table.calibration_archs()), args.seed + 1000)
+    spec = DeviceSpec.parse("cpu", dtype="fp32", batch_size=batch, threads=args.threads)
+    timing = {"min_run_time": mrt, "warmup": 10, "rounds": args.rounds}
+    measurer = Measurer(spec.to_dict(), timing, num_classes=space.num_classes,
+                        in_chans=space.in_chans)
+    first, second = time_archs(measurer, held, f"batch {batch} ground truth", args.rounds)
+    red = np.array([any(s.keep_ratio < 1.0 for s in a.stages) for a in held])
+    lines = [f"**batch {batch}** ({len(table)} entries built in {table.scope['seconds']:.0f} s, "
+             f"{mrt:.3f} s per measurement; {len(held)} held-out subnets, {int(red.sum())} with "
+             "token reduction)", "",
+             "| estimate vs ground truth | MAPE | within 5% | within 10% | max error | "
+             "mean signed error | Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
+    summary = ""
+    for stat, t in tables.items():
+        pred = t.predict(held)
+        raw = np.array([t.raw_sum(a) for a in held])
+        rows += [(batch, a.to_json(), stat, f"{p:.5f}", f"{r:.5f}", f"{x:.5f}", f"{y:.5f}")
+                 for a, p, r, x, y in zip(held, pred, raw, first[stat], second[stat],
+                                          strict=True)]
+        m = metrics(pred, first[stat])
+        noise = metrics(second[stat], first[stat])
+        lines.append(row(f"**calibrated table ({stat})**", m))
+        if red.any() and (~red).any():
+            lines.append(row(f"  of which token-reduction subnets ({stat})",
+                             metrics(pred[red], first[stat][red])))
+        lines.append(row(f"calibrated without the reduce_ms term ({stat})",
+                         metrics(alts[stat].predict(held), first[stat])))
+        lines.append(row(f"raw sum of components ({stat})", metrics(raw, first[stat])))
+        lines.append(row(f"noise floor: copy 2 vs copy 1, interleaved ({stat})", noise))
+        fit = t.calibration["fit"]
+        lines.append(f"| calibration fit ({stat}, {fit['n']} subnets, LOO) | "
+                     f"{fit.get('loo_mape', float('nan')):.2f}% | | | "
+                     f"{fit.get('loo_max_pct', float('nan')):.1f}% | | |")
+        if stat == table.stat:
+            summary = (f"| {batch} | {len(table)} | {table.scope['seconds']:.0f} | "
+                       f"{m['mape']:.2f}% | {m['w10']:.1f}% | {m['max']:.1f}% | {m['tau']:.3f} | "
+                       f"{noise['mape']:.2f}% |")
+    lines += calibration_study(args, space, table, held, first[table.stat], measurer)
+    fit = table.calibration
+    coef = ", ".join(f"{f} {c:.4g}" for f, c in zip(fit["features"], fit["coef"], strict=True))
+    lines += ["", f"calibration ({table.stat}): latency = {coef}", ""]
+    return lines, summary
+
+
+def calibration_study(args, space, table, held: list, truth: np.ndarray, measurer) -> list[str]:
+    """How many calibration subnets are needed, and cover vs random ones: corrections fitted
+    on the first k of the table's set, and on a random set timed now, judged on the same
+    held-out ground truth."""
+    used = tuple(table.calibration["features"])
+    samples = table.calibration["samples"]
+    X, y = table.features(table.calibration_archs()), np.array([s["ms"] for s in samples])
+    H = table.features(held)
+    out = ["", f"calibration subnets needed ({table.stat}; the first k of the table's "
+           f"{args.calibration} set, same held-out ground truth):", "",
+           "| calibration | MAPE | within 5% | within 10% | max error | mean signed error | "
+           "Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for k in sorted({k for k in (6, 10, 15, 20, len(y)) if k <= len(y)}):
+        feats = calib.usable_features(used, k)
+        pred = calib.apply(H, feats, calib.fit(X[:k], y[:k], feats))
+        out.append(row(f"first {k} of the {args.calibration} set", metrics(pred, truth)))
+    other = "random" if args.calibration == "cover" else "cover"
+    alt = [a for a in calibration_archs(space, len(y), args.seed + 7, strategy=other)
+           if a not in set(held)]
+    t0 = time.perf_counter()
+    stats = measurer.measure_archs([a.to_dict() for a in alt], rounds=args.rounds)
+    ya = np.array([st[table.stat] for st in stats])
+    pred = calib.apply(H, used, calib.fit(table.features(alt), ya, used))
+    out.append(row(f"{len(alt)} {other} subnets instead (timed now, "
+                   f"{time.perf_counter() - t0:.0f} s)", metrics(pred, truth)))
+    return out
+
+
+def imagenet_refs(args) -> list[str]:
+    """imagenet224 (too large to enumerate): the reference archs' prediction at batch 1."""
+    inet = load_space("imagenet224")
+    names, refs = [], []
+    for name, arch in reference_archs(inet, REF):
+        names.append(name)
+        refs.append(canonicalize(inet, arch))
+    rng = np.random.default_rng(args.seed)
+    cal: list = []
+    while len(cal) < args.imagenet_calibrate:
+        a = sample_arch(inet, rng)
+        if a not in cal and a not in refs and \
+                count_macs(a, num_classes=1000) <= args.imagenet_max_gmacs * 1e9:
+            cal.append(a)
+    iout = RESULTS / "latency_imagenet224_refs_cpu.json"
+    itable = profile_space(inet, out=iout, threads=args.threads, archs=refs, calibrate_on=cal,
+                           min_run_time=args.min_run_time, rounds=args.rounds, progress=True)
+    spec = DeviceSpec.parse("cpu", dtype="fp32", batch_size=1, threads=args.threads)
+    timing = {"min_run_time": args.min_run_time, "warmup": 10, "rounds": args.rounds}
+    im = Measurer(spec.to_dict(), timing, num_classes=1000, in_chans=3)
+    a1, a2 = time_archs(im, refs, "imagenet224 refs", args.rounds)
+    ifit = itable.calibration["fit"]
+    lines = [
+        f"imagenet224 table restricted to the 4 references + {len(cal)} calibration subnets "
+        f"(random, <= {args.imagenet_max_gmacs} GMACs), batch 1: {len(itable)} entries, built "
+        f"in {itable.scope['seconds']:.0f} s; calibration LOO MAPE "
+        f"{ifit.get('loo_mape', float('nan')):.1f}%.", "",
+        "| reference (held out) | measured (ms) | again (ms) | predicted (ms) | error | "
+        "raw sum (ms) |", "|---|---:|---:|---:|---:|---:|"]
+    st = itable.stat
+    for n, a, m1, m2, p in zip(names, refs, a1[st], a2[st], itable.predict(refs), strict=True):
+        lines.append(f"| {n} | {m1:.2f} | {m2:.2f} | {p:.2f} | {100 * (p - m1) / m1:+.1f}% "
+                     f"| {itable.raw_sum(a):.2f} |")
+    return lines + [""]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-sizes", default="1,8,64",
+                    help="comma-separated batch sizes, one table and held-out set each")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--min-run-time", type=float, default=0.1)
+    ap.add_argument("--min-run-time", type=float, default=0.1,
+                    help="seconds per measurement at batch <= 4 (x sqrt(batch)/2 above)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds per item, for the tables and the ground truth alike")
     ap.add_argument("--calibrate", type=int, default=30)
+    ap.add_argument("--calibration", choices=CALIBRATION_STRATEGIES, default="cover",
+                    help="how the tables' calibration subnets are chosen (the other way is "
+                    "timed too, for comparison)")
     ap.add_argument("--heldout", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true",
+                    help="rebuild the tables from scratch (else an existing table resumes)")
     ap.add_argument("--imagenet-calibrate", type=int, default=10,
                     help="imagenet224 calibration subnets (under --imagenet-max-gmacs)")
     ap.add_argument("--imagenet-max-gmacs", type=float, default=2.0)
     ap.add_argument("--skip-imagenet", action="store_true")
     args = ap.parse_args()
+    batches = [int(b) for b in args.batch_sizes.split(",")]
     load0 = os.getloadavg()
-    spec = DeviceSpec.parse("cpu", dtype="fp32", batch_size=1, threads=args.threads)
-    timing = {"min_run_time": args.min_run_time, "warmup": 10, "rounds": args.rounds}
-
-    # 1. tiny32 table -----------------------------------------------------------------
     space = load_space("tiny32")
-    out = RESULTS / "latency_tiny32_cpu.json"
-    t0 = time.perf_counter()
-    table = profile_space(space, out=out, threads=args.threads, calibrate=args.calibrate,
-                          seed=args.seed, min_run_time=args.min_run_time, rounds=args.rounds,
-                          progress=True)
-    print(f"tiny32 table: {len(table)} entries, this run {time.perf_counter() - t0:.0f} s, "
-          f"total {table.scope['seconds']:.0f} s")
-    other = "median" if table.stat == "min" else "min"
-    tables = {table.stat: table, other: table.restat(other)}
-    # The same table with its calibration subnets timed again now (a shared machine drifts).
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(out, Path(tmp) / "t.json")
-        recal = profile_space(space, out=Path(tmp) / "t.json", threads=args.threads,
-                              calibrate=args.calibrate, seed=args.seed, rounds=args.rounds,
-                              min_run_time=args.min_run_time, recalibrate=True, progress=True)
-    recals = {table.stat: recal, other: recal.restat(other)}
-    # The same samples fitted without the token-reduction term (compared side by side).
-    alt_features = tuple(f for f in calib.DEFAULT_FEATURES if f != "reduce_ms")
-    alts = {}
-    for stat, t in tables.items():
-        alts[stat] = LatencyTable(copy.deepcopy(t.to_dict()), source=str(out))
-        alts[stat].calibrate(alt_features)
-
-    # 2. held-out subnets, timed twice -------------------------------------------------
-    held = heldout_archs(space, args.heldout, set(table.calibration_archs()), args.seed + 1000)
-    measurer = Measurer(spec.to_dict(), timing, num_classes=space.num_classes,
-                        in_chans=space.in_chans)
-    first = time_archs(measurer, held, "ground truth pass 1", args.rounds)
-    second = time_archs(measurer, held, "ground truth pass 2", args.rounds)
-    lines = ["| tiny32, held-out subnets | MAPE | within 5% | within 10% | max error | mean "
-             "signed error | Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
-    rows = [("arch", "stat", "predicted_ms", "raw_sum_ms", "pass1_ms", "pass2_ms")]
-    for stat, t in tables.items():
-        pred = t.predict(held)
-        raw = np.array([t.raw_sum(a) for a in held])
-        rows += [(a.to_json(), stat, f"{p:.5f}", f"{r:.5f}", f"{x:.5f}", f"{y:.5f}") for a, p, r, x, y
-                 in zip(held, pred, raw, first[stat], second[stat], strict=True)]
-        lines.append(row(f"**calibrated table ({stat})**", metrics(pred, first[stat])))
-        lines.append(row(f"calibrated without the reduce_ms term ({stat})",
-                         metrics(alts[stat].predict(held), first[stat])))
-        lines.append(row(f"same table re-calibrated before the held-out timing ({stat})",
-                         metrics(recals[stat].predict(held), first[stat])))
-        lines.append(row(f"raw sum of components ({stat})", metrics(raw, first[stat])))
-        lines.append(row(f"noise floor: pass 2 vs pass 1 ({stat})",
-                         metrics(second[stat], first[stat])))
-        fit = t.calibration["fit"]
-        lines.append(f"| calibration fit ({stat}, {fit['n']} subnets, LOO) | "
-                     f"{fit.get('loo_mape', float('nan')):.2f}% | | | "
-                     f"{fit.get('loo_max_pct', float('nan')):.1f}% | | |")
-
+    rows: list = [("batch", "arch", "stat", "predicted_ms", "raw_sum_ms", "copy1_ms", "copy2_ms")]
+    body, summary = [], []
+    for b in batches:
+        lines, s = evaluate_batch(args, space, b, rows)
+        body += lines
+        summary.append(s)
     # predictor speed
     rng = np.random.default_rng(7)
     many = [sample_arch(space, rng) for _ in range(10000)]
-    fresh = LatencyTable.load(out, space=space)
+    fresh = LatencyTable.load(table_path(batches[0]), space=space)
     t1 = time.perf_counter()
     fresh.predict(many)
     cold = time.perf_counter() - t1
     t1 = time.perf_counter()
     fresh.predict(many)
     warm = time.perf_counter() - t1
-
-    # 3. imagenet224 references ----------------------------------------------------------
-    ref_lines: list[str] = []
-    if not args.skip_imagenet:
-        inet = load_space("imagenet224")
-        names, refs = [], []
-        for name, arch in reference_archs(inet, REF):
-            names.append(name)
-            refs.append(canonicalize(inet, arch))
-        rng = np.random.default_rng(args.seed)
-        cal: list = []
-        while len(cal) < args.imagenet_calibrate:
-            a = sample_arch(inet, rng)
-            if a not in cal and a not in refs and \
-                    count_macs(a, num_classes=1000) <= args.imagenet_max_gmacs * 1e9:
-                cal.append(a)
-        iout = RESULTS / "latency_imagenet224_refs_cpu.json"
-        t0 = time.perf_counter()
-        itable = profile_space(inet, out=iout, threads=args.threads, archs=refs, calibrate_on=cal,
-                               min_run_time=args.min_run_time, rounds=args.rounds,
-                               progress=True)
-        print(f"imagenet224 table: {len(itable)} entries, {time.perf_counter() - t0:.0f} s")
-        im = Measurer(spec.to_dict(), timing, num_classes=1000, in_chans=3)
-        a1 = time_archs(im, refs, "refs pass 1", args.rounds)
-        a2 = time_archs(im, refs, "refs pass 2", args.rounds)
-        ifit = itable.calibration["fit"]
-        ref_lines = [
-            f"imagenet224 table restricted to the 4 references + {len(cal)} calibration subnets "
-            f"(random, <= {args.imagenet_max_gmacs} GMACs): {len(itable)} entries, built in "
-            f"{itable.scope['seconds']:.0f} s; calibration LOO MAPE "
-            f"{ifit.get('loo_mape', float('nan')):.1f}%.", "",
-            "| reference (held out) | measured (ms) | again (ms) | predicted (ms) | error | "
-            "raw sum (ms) |", "|---|---:|---:|---:|---:|---:|"]
-        pred = itable.predict(refs)
-        st = itable.stat
-        for n, a, m1, m2, p in zip(names, refs, a1[st], a2[st], pred, strict=True):
-            ref_lines.append(f"| {n} | {m1:.2f} | {m2:.2f} | {p:.2f} | {100 * (p - m1) / m1:+.1f}% "
-                             f"| {itable.raw_sum(a):.2f} |")
-        ref_lines.append("")
-
+    ref_lines = [] if args.skip_imagenet else imagenet_refs(args)
     load1 = os.getloadavg()
-    fit = table.calibration
-    coef = ", ".join(f"{f} {c:.4g}" for f, c in zip(fit["features"], fit["coef"], strict=True))
+    t = LatencyTable.load(table_path(batches[0]), space=space)
     text = header("Latency tables: predicted vs measured end-to-end latency (CPU)") + "\n".join([
-        f"- setting: {describe_device(table.device)}",
-        f"- timing: {table.timing['min_run_time']} s of ~1 ms timed blocks per measurement on the "
-        f"{table.timing['clock']} clock, "
-        f"{table.timing['warmup']} warm-up calls; statistic over blocks: {table.stat} (the "
-        f"table's), and {other} for comparison (both are recorded); {args.rounds} rounds per "
-        "item (every table entry, calibration subnet and ground-truth subnet is timed once per "
-        "round over the whole list, keeping its fastest round)",
+        f"- setting: {describe_device(t.device)} (batch as below)",
+        f"- timing: ~1 ms timed blocks on the {t.timing['clock']} clock, "
+        f"{t.timing['warmup']} warm-up calls; statistic over blocks: {t.stat} (the table's), and "
+        f"the other for comparison; {args.rounds} rounds per item (every table entry, "
+        "calibration subnet and ground-truth subnet is timed once per round over the whole "
+        "list, keeping its fastest round)",
         f"- machine load average (1 min) at start {load0[0]:.1f}, at end {load1[0]:.1f} on "
-        f"{os.cpu_count()} cores: other jobs shared the CPU, see the noise floor rows",
-        f"- tiny32 table: {len(table)} entries ({table.scope['signatures']} signatures, all "
-        f"enumerated), built in {table.scope['seconds']:.0f} s (target <= 600 s), "
-        f"{out.stat().st_size / 1e3:.0f} kB: `{out.relative_to(RESULTS.parent.parent)}`",
-        f"- calibration ({table.stat}): {fit['fit']['n']} random subnets, latency = {coef}",
-        f"- held-out: {len(held)} random tiny32 subnets not used for calibration, each timed "
-        f"end to end in two independent passes of {args.rounds} rounds (pass 1 = ground truth)",
+        f"{os.cpu_count()} cores",
+        f"- held-out: {args.heldout} random tiny32 subnets per batch size, none used for "
+        f"calibration ({args.calibrate} subnets, {args.calibration} set), each built twice "
+        "and both copies timed "
+        "in one interleaved list (copy 1 = ground truth, copy 2 vs copy 1 = noise floor)",
         f"- predictor speed: {len(many) / cold:,.0f} archs/s cold cache, "
         f"{len(many) / warm:,.0f} archs/s warm",
-        "", *lines, "", *ref_lines,
+        "- targets: >= 95% within 10%, MAPE <= 4%, noise floor <= 2% MAPE, build <= 600 s",
+        "",
+        "| batch | entries | build s | MAPE | within 10% | max error | Kendall tau | "
+        "noise floor MAPE |", "|---:|---:|---:|---:|---:|---:|---:|---:|", *summary, "",
+        *body, *ref_lines,
     ]) + "\n"
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)

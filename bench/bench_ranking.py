@@ -415,9 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = parse_data_spec(run_cfg["data"])
     data_kind = spec.kind if spec.path is None else Path(spec.path).name.split(".")[0]
     if args.cache is None:
-        args.cache = ROOT / "bench" / "results" / (
-            "ranking_scratch_cache.json" if data_kind == "digits"
-            else f"standalone_{space.name}_{data_kind}.json")
+        args.cache = ROOT / "bench" / "results" / f"standalone_{space.name}_{data_kind}.json"
     x, y = load_val_data(run_cfg)
     archs = unique_archs(space, args.subnets, args.seed)
     if args.scratch_only:

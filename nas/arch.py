@@ -25,19 +25,13 @@ import yaml
 
 from nas.errors import ArchError, ArtifactError
 from nas.io import parse_yaml, read_text
-from nas.space import (
-    ATTENTION_MIXERS,
-    GLOBAL_DIMS,
-    GRID_FREE_MIXERS,
-    SearchSpace,
-    StageSpace,
-    stage_dim,
-)
+from nas.mixer_registry import get_mixer, local_fractions, mixer_names, sparse_patterns
+from nas.space import GLOBAL_DIMS, SearchSpace, StageSpace, stage_dim
 
 __all__ = [
     "StageArch", "Arch", "walk_arch", "sample_arch", "space_contains", "canonicalize",
     "mutate_arch", "crossover_arch", "extreme_arch", "extreme_pick", "sample_mixers",
-    "resample_dims", "REDUCTION_DIMS", "load_arch", "active_dims",
+    "resample_dims", "REDUCTION_DIMS", "load_arch", "active_dims", "stage_grid_free",
 ]
 
 
@@ -191,10 +185,16 @@ def _loc(where: str, name: str) -> str:
 
 
 def effective_mixers(ss: StageSpace) -> tuple[str, ...]:
-    """Mixers reachable in canonical form: ``attention`` with a dense pattern is ``mhsa``."""
+    """Mixers reachable in canonical form: ``attention`` with a dense pattern is ``mhsa``.
+
+    The one mixer-specific rule outside :mod:`nas.mixer_registry`: ``attention`` whose
+    pattern is ``dense`` (or whose patterned-head fraction is 0) computes exactly what
+    ``mhsa`` computes, so the space lists it once, as ``mhsa`` (here and in
+    :func:`canonicalize`); two archs that build the same network compare equal.
+    """
     out = list(ss.mixer)
     if "attention" in out:
-        if not _attn_patterns(ss) or not _attn_fractions(ss):
+        if not sparse_patterns(ss) or not local_fractions(ss):
             out.remove("attention")
             if "mhsa" not in out:
                 out.insert(0, "mhsa")
@@ -203,12 +203,15 @@ def effective_mixers(ss: StageSpace) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _attn_patterns(ss):
-    return tuple(p for p in ss.pattern if p != "dense")
+def _grid_free(values: dict[str, Any]) -> bool:
+    """Whether in-stage token reduction may precede blocks with these stage values."""
+    return get_mixer(values["mixer"]).is_grid_free(values) and not values["ffn_conv"] \
+        and not values["token_interaction"]
 
 
-def _attn_fractions(ss):
-    return tuple(f for f in ss.local_fraction if f > 0)
+def stage_grid_free(s: StageArch) -> bool:
+    """Whether in-stage token reduction may precede the blocks of ``s`` (mixer and FFN)."""
+    return _grid_free(vars(s))
 
 
 def _walk_stage(ss: StageSpace | None, prev_dim: int | None, pick: Pick, where: str) -> StageArch:
@@ -224,29 +227,10 @@ def _walk_stage(ss: StageSpace | None, prev_dim: int | None, pick: Pick, where: 
     if v["stride"] > 1 or (prev_dim is not None and prev_dim != dim):
         v["downsample"] = p("downsample")
     m = v["mixer"] = p("mixer", effective_mixers(ss) if ss else None)
-    if m in ATTENTION_MIXERS:
-        h = v["heads"] = p("heads", tuple(h for h in ss.heads if dim % h == 0) if ss else None)
-        hd = dim // h if dim % h == 0 else dim
-        v["qk_ratio"] = p("qk_ratio", tuple(q for q in ss.qk_ratio if round(hd * q) >= 1)
-                          if ss else None)
-    if m == "attention":
-        pat = v["pattern"] = p("pattern", _attn_patterns(ss) if ss else None)
-        v["window"] = p("window")
-        if pat == "local":
-            v["shift"] = p("shift")
-        if pat == "block":
-            v["density"] = p("density")
-        v["local_fraction"] = p("local_fraction", _attn_fractions(ss) if ss else None)
-    elif m == "cga":
-        v["window"] = p("window")
-    if m == "sra":
-        v["sr_ratio"] = p("sr_ratio")
-    if m in ("pool", "dwconv", "cga"):
-        v["kernel"] = p("kernel")
+    v.update(get_mixer(m).pick_dims(p, ss, dim))
     for name in ("mlp_ratio", "low_rank", "sparsity", "ffn_conv", "sandwich", "token_interaction"):
         v[name] = p(name)
-    grid_free = (m in GRID_FREE_MIXERS or (m == "attention" and v["pattern"] == "block")) \
-        and not v["ffn_conv"] and not v["token_interaction"]
+    grid_free = _grid_free(v)
     if ss is not None:
         reduce_ats = tuple(r for r in ss.reduce_at if r < v["depth"])
         keeps = ss.keep_ratio if grid_free and reduce_ats else \
@@ -256,9 +240,10 @@ def _walk_stage(ss: StageSpace | None, prev_dim: int | None, pick: Pick, where: 
     v["keep_ratio"] = p("keep_ratio", keeps)
     if v["keep_ratio"] < 1.0:
         if not grid_free:
+            free = [n if get_mixer(n).grid_free is True else f"{n} with some settings"
+                    for n in mixer_names() if get_mixer(n).grid_free is not False]
             raise ArchError(f"{where}.keep_ratio: token reduction needs a grid-free stage "
-                            f"(mixer mhsa/linear/mlp/identity/block attention, no ffn_conv, "
-                            f"no token_interaction)")
+                            f"(mixer {', '.join(free)}; no ffn_conv, no token_interaction)")
         v["reduce_method"] = p("reduce_method")
         v["reduce_at"] = p("reduce_at", reduce_ats)
         if v["reduce_at"] >= v["depth"]:
@@ -368,7 +353,7 @@ def canonicalize(space: SearchSpace, arch: Arch) -> Arch:
     if len(arch.stages) != len(space.stages):
         raise ArchError(f"arch has {len(arch.stages)} stages, space {space.name} has "
                         f"{len(space.stages)}")
-    arch = replace(arch, stages=tuple(
+    arch = replace(arch, stages=tuple(  # dense attention is mhsa (see effective_mixers)
         replace(s, mixer="mhsa") if s.mixer == "attention"
         and (s.pattern == "dense" or s.local_fraction == 0) else s for s in arch.stages))
     canon = walk_arch(space, pick)
@@ -457,8 +442,7 @@ def crossover_arch(space: SearchSpace, a: Arch, b: Arch, rng: np.random.Generato
                     rng)
 
 
-_CAT_ORDER = {  # most to least expensive, for extreme_arch
-    "mixer": ("mhsa", "attention", "sra", "cga", "linear", "mlp", "dwconv", "pool", "identity"),
+_CAT_ORDER = {  # most to least expensive, for extreme_arch (mixers: their size_rank)
     "sparsity": ("dense", "2:4"),
     "pos_embed": ("absolute", "conv", "none"),
 }
@@ -468,10 +452,13 @@ def extreme_pick(which: str) -> Pick:
     """The pick rule of :func:`extreme_arch` (largest or smallest valid choice)."""
     if which not in ("max", "min"):
         raise ValueError(f"which must be 'max' or 'min', got {which!r}")
+    ranked = sorted((s.size_rank, s.name) for s in map(get_mixer, mixer_names())
+                    if s.size_rank is not None)
+    orders = {**_CAT_ORDER, "mixer": tuple(name for _, name in ranked)}
 
     def pick(where, name, valid):
-        if name in _CAT_ORDER:
-            order = _CAT_ORDER[name] if which == "max" else _CAT_ORDER[name][::-1]
+        if name in orders:
+            order = orders[name] if which == "max" else orders[name][::-1]
             return min(valid, key=lambda v: order.index(v) if v in order else len(order))
         if name in ("stride", "stem_stride", "sr_ratio"):
             return min(valid) if which == "max" else max(valid)

@@ -38,3 +38,4 @@ def complexity(arch: Arch, *, num_classes: int, in_chans: int = 3) -> dict[str, 
     """``{"params": ..., "macs": ...}`` for batch size 1."""
     return {"params": count_params(arch, num_classes=num_classes, in_chans=in_chans),
             "macs": count_macs(arch, num_classes=num_classes, in_chans=in_chans)}
+

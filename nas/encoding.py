@@ -11,25 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch import (
-    Arch,
-    _attn_fractions,
-    _attn_patterns,
-    _loc,
-    _value_at,
-    active_dims,
-    effective_mixers,
-    walk_arch,
-)
+from nas.arch import Arch, _loc, _value_at, active_dims, effective_mixers, walk_arch
 from nas.errors import ArchError
-from nas.space import (
-    ATTENTION_MIXERS,
-    GLOBAL_DIMS,
-    GRID_FREE_MIXERS,
-    STAGE_DIMS,
-    SearchSpace,
-    StageSpace,
-)
+from nas.mixer_registry import get_mixer
+from nas.space import GLOBAL_DIMS, STAGE_DIMS, SearchSpace, StageSpace
 
 __all__ = ["encoding_names", "encode_arch", "decode_arch", "count_archs"]
 
@@ -146,18 +131,17 @@ def _count_stage(ss: StageSpace, prev: int | None) -> dict[int, int]:
     ffn = len(ss.mlp_ratio) * len(ss.low_rank) * len(ss.sparsity) * len(ss.sandwich)
     out = {}
     for dim in ss.embed_dim:
+        mixes = [_count_mixer(ss, m, dim) for m in effective_mixers(ss)]
         n = 0
         for depth in ss.depth:
             for stride in ss.stride:
                 ds = len(ss.downsample) if stride > 1 or (prev is not None and prev != dim) else 1
-                for m in effective_mixers(ss):
-                    mix = _count_mixer(ss, m, dim)
+                for mix in mixes:
                     reduce_ats = sum(1 for r in ss.reduce_at if r < depth)
                     for ffn_conv in ss.ffn_conv:
                         for ti in ss.token_interaction:
-                            for pat, k in _pattern_split(ss, m, mix):
-                                grid_free = (m in GRID_FREE_MIXERS or pat == "block") \
-                                    and not ffn_conv and not ti
+                            for mixer_free, k in mix.items():
+                                grid_free = mixer_free and not ffn_conv and not ti
                                 keeps = 0
                                 for kr in ss.keep_ratio:
                                     if kr == 1.0:
@@ -169,30 +153,12 @@ def _count_stage(ss: StageSpace, prev: int | None) -> dict[int, int]:
     return out
 
 
-def _count_mixer(ss: StageSpace, m: str, dim: int) -> int:
-    n = 1
-    if m in ATTENTION_MIXERS:
-        n = sum(sum(1 for q in ss.qk_ratio if round(dim // h * q) >= 1)
-                for h in ss.heads if dim % h == 0)
-    if m == "cga":
-        n *= len(ss.window) * len(ss.kernel)
-    elif m == "sra":
-        n *= len(ss.sr_ratio)
-    elif m in ("pool", "dwconv"):
-        n *= len(ss.kernel)
-    return n
-
-
-def _pattern_split(ss: StageSpace, m: str, mix: int) -> list[tuple[str, int]]:
-    if m != "attention":
-        return [("", mix)]
-    out = []
-    for pat in _attn_patterns(ss):
-        k = mix * len(ss.window) * len(_attn_fractions(ss))
-        if pat == "local":
-            k *= len(ss.shift)
-        if pat == "block":
-            k *= len(ss.density)
-        out.append((pat, k))
+def _count_mixer(ss: StageSpace, m: str, dim: int) -> dict[bool, int]:
+    """Settings of mixer ``m`` at width ``dim``, counted by whether they are grid-free."""
+    spec = get_mixer(m)
+    out: dict[bool, int] = {}
+    for v in spec.settings(ss, dim):
+        free = spec.is_grid_free(v)
+        out[free] = out.get(free, 0) + 1
     return out
 

@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import shlex
 import sys
@@ -47,6 +48,7 @@ from nas.pipeline_config import (
     load_pipeline_config,
     with_defaults,
 )
+from nas.settings import to_flags
 
 __all__ = ["PipelineError", "PipelineConfig", "TrainSection", "ProfileSection",
            "PredictorSection", "SearchSection", "ExportSection", "STAGES", "load_pipeline_config",
@@ -96,6 +98,11 @@ class _Ctx:
         write_json(self.out / "pipeline.json", self.status)
 
 
+# the predictor section's fields that are nas predictor collect's flags
+_COLLECT_FLAGS = ("workers", "views", "refit_images", "train_speed_steps", "anchors",
+                  "anchor_epochs")
+
+
 def _now() -> str:
     return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S UTC}"
 
@@ -111,16 +118,10 @@ def _stage_train(ctx: _Ctx) -> dict[str, Any]:
 
     c = ctx.cfg.train
     tc = TrainConfig(space=_space_arg(ctx.cfg), data=ctx.cfg.data, out=str(ctx.train_dir),
-                     epochs=c.epochs, seed=ctx.cfg.seed, batch_size=c.batch_size, lr=c.lr,
-                     num_random=c.num_random, max_shift=c.max_shift, hflip=c.hflip,
-                     limit_train=c.limit_train, limit_val=c.limit_val)
+                     seed=ctx.cfg.seed, **dataclasses.asdict(c))
     train(tc, resume=True)
-    cmd = (f"nas train --space {ctx.cfg.space} --data {ctx.cfg.data} --epochs {c.epochs} "
-           f"--seed {ctx.cfg.seed} --batch-size {c.batch_size} --lr {c.lr} "
-           f"--num-random {c.num_random} --max-shift {c.max_shift}"
-           f"{' --hflip' if c.hflip else ''} --out {ctx.train_dir}"
-           + (f" --limit-train {c.limit_train}" if c.limit_train else "")
-           + (f" --limit-val {c.limit_val}" if c.limit_val else ""))
+    cmd = (f"nas train --space {ctx.cfg.space} --data {ctx.cfg.data} --seed {ctx.cfg.seed} "
+           f"{to_flags(c, changed=True)} --out {ctx.train_dir}")
     return {"command": cmd}
 
 
@@ -135,9 +136,7 @@ def _stage_profile(ctx: _Ctx) -> dict[str, Any]:
                           allow_busy=c.allow_busy or None)
     if not table.complete:
         raise ArtifactError(f"latency table {ctx.table} is incomplete; rerun to resume")
-    cmd = (f"nas profile --space {ctx.cfg.space} --batch-size {c.batch_size} --threads "
-           f"{c.threads} --calibrate {c.calibrate} --seed {ctx.cfg.seed} --min-run-time "
-           f"{c.min_run_time} --rounds {c.rounds}{' --allow-busy' if c.allow_busy else ''} "
+    cmd = (f"nas profile --space {ctx.cfg.space} --seed {ctx.cfg.seed} {to_flags(c)} "
            f"--out {ctx.table}")
     return {"command": cmd, "entries": len(table), "busy": table.scope.get("busy")}
 
@@ -150,14 +149,12 @@ def _stage_collect(ctx: _Ctx) -> dict[str, Any]:
                             workers=c.workers, views=c.views, refit_images=c.refit_images,
                             train_speed_steps=c.train_speed_steps, log=ctx.say)
     cmd = (f"nas predictor collect --run {ctx.train_dir} -n {c.collect} --seed {ctx.cfg.seed} "
-           f"--workers {c.workers} --views {c.views} --refit-images {c.refit_images} "
-           f"--train-speed-steps {c.train_speed_steps} --out {ctx.subnets}")
+           f"{to_flags(c, only=_COLLECT_FLAGS)} --out {ctx.subnets}")
     if c.anchors:
         from nas.predictors.anchors import train_anchors
 
         train_anchors(ctx.train_dir, c.anchors, ctx.subnets, epochs=c.anchor_epochs,
                       seed=ctx.cfg.seed, workers=c.workers, log=ctx.say)
-        cmd += f" --anchors {c.anchors} --anchor-epochs {c.anchor_epochs}"
     return {"command": cmd, "rows": summary["rows"]}
 
 
@@ -176,7 +173,7 @@ def _stage_fit(ctx: _Ctx) -> dict[str, Any]:
     pred.save(ctx.predictor)
     cv = pred.info.get("cv") or {}
     fam = (cv.get("families") or {}).get(cv.get("selected", pred.family), {})
-    cmd = (f"nas predictor fit --data {ctx.subnets} --model {c.model} --folds {c.folds} "
+    cmd = (f"nas predictor fit --data {ctx.subnets} {to_flags(c, only=('model', 'folds'))} "
            f"--seed {ctx.cfg.seed} --out {ctx.predictor}")
     return {"command": cmd, "family": pred.family,
             "kendall_tau": (fam.get("mean") or {}).get("kendall_tau")}
@@ -214,7 +211,7 @@ def _stage_search(ctx: _Ctx) -> dict[str, Any]:
         raise PipelineError(f"the search found no arch within {budget} ms; give a larger "
                             "search.budget_ms")
     cmd = (f"nas search --space {ctx.cfg.space} --table {ctx.table} --predictor {ctx.predictor} "
-           f"--budget-ms {budget} --searcher {c.searcher} --trials {c.trials} --seed "
+           f"--budget-ms {budget} {to_flags(c, only=('searcher', 'trials', 'workers'))} --seed "
            f"{ctx.cfg.seed} --out {ctx.search_dir}")
     return {"command": cmd, "budget_ms": budget, "best_acc": result.best["acc"],
             "best_latency_ms": result.best["latency_ms"]}
@@ -227,8 +224,8 @@ def _stage_export(ctx: _Ctx) -> dict[str, Any]:
     c = ctx.cfg.export
     best = ctx.search_dir / "best.yaml"
     formats, skipped = list(c.formats), {}
-    cmd = (f"nas export --run {ctx.train_dir} --arch {best} --out {ctx.model_dir} --formats "
-           f"{','.join(formats)} --finetune-epochs {c.finetune_epochs} --table {ctx.table}")
+    cmd = (f"nas export --run {ctx.train_dir} --arch {best} --out {ctx.model_dir} "
+           f"{to_flags(c, only=('formats', 'finetune_epochs'))} --table {ctx.table}")
     if is_model_dir(ctx.model_dir) and ModelConfig.load(ctx.model_dir).arch == load_arch(best):
         return {"command": cmd, "skipped_formats": skipped}  # written before a kill
     while True:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError
 from nas.io import read_json, read_yaml
+from nas.latency.config import ProfileConfig
+from nas.predictors.config import CollectConfig, FitConfig
+from nas.search.config import SearchConfig
+from nas.settings import SettingsError, check_settings, derive, parse_settings, setting
+from nas.training.config import TrainConfig
 
 FORMAT = "vitnas.pipeline"  # the run directory's status file (pipeline.json)
 
@@ -30,100 +33,73 @@ __all__ = ["PipelineError", "PipelineConfig", "TrainSection", "ProfileSection",
            "find_pipeline_config", "load_pipeline_config", "with_defaults"]
 
 
-class PipelineError(NasError):
+class PipelineError(SettingsError):
     """A ``nas run`` setting is invalid, or the run dir holds a pipeline with other settings."""
 
 
 # --------------------------------------------------------------------------- settings
+# Each section embeds the fields of the command it runs (same types, rules, help and
+# defaults, see nas.settings.derive); only what nas run alone decides is declared here.
 
-@dataclass(frozen=True, kw_only=True)
-class TrainSection:
-    """Supernet training (see :class:`nas.training.TrainConfig`)."""
+# TrainConfig fields that nas run sets itself (top level, run layout) or leaves to the
+# machine (execution): every other training setting is the train section's.
+_TRAIN_OWN = ("space", "data", "out", "seed", "arch", "workers", "address", "device", "threads")
 
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 2e-3
-    num_random: int = 1
-    max_shift: int = 3
-    hflip: bool = False
-    limit_train: int = 0
-    limit_val: int = 0
+TrainSection = derive(
+    "TrainSection", TrainConfig, [f.name for f in fields(TrainConfig) if f.name not in _TRAIN_OWN],
+    doc="Supernet training: the fields of :class:`nas.training.TrainConfig`.",
+    error=PipelineError)
 
+ProfileSection = derive(
+    "ProfileSection", ProfileConfig,
+    ["threads", "batch_size", "calibrate", "min_run_time", "rounds", "allow_busy"],
+    doc="Latency table of this machine (CPU): fields of :class:`nas.latency.config.ProfileConfig`.",
+    error=PipelineError)
 
-@dataclass(frozen=True, kw_only=True)
-class ProfileSection:
-    """Latency table of this machine (see :func:`nas.latency.profile_space`)."""
+PredictorSection = derive(
+    "PredictorSection", (CollectConfig, FitConfig),
+    ["views", "refit_images", "train_speed_steps", "anchors", "anchor_epochs", "model", "folds",
+     "workers"],
+    # digits' 360 val images are few: more views per image make their scores less noisy;
+    # one evaluator in this process (no Ray start-up) suits the small default run
+    changes={"views": 9, "workers": 1},
+    extra=[("collect", int, setting(200, "subnets scored with inherited weights (nas predictor "
+                                    "collect -n)", check=lambda v: v >= 2, rule=">= 2"))],
+    doc="Subnets scored with inherited weights (``collect`` of them), and the predictor: "
+        "fields of :class:`nas.predictors.config.CollectConfig` and ``FitConfig``.",
+    error=PipelineError)
 
-    threads: int = 1
-    batch_size: int = 1
-    calibrate: int = 30
-    min_run_time: float = 0.05
-    rounds: int = 2
-    allow_busy: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class PredictorSection:
-    """Subnets evaluated with inherited weights (``collect`` of them), and the predictor."""
-
-    collect: int = 200
-    views: int = 9
-    refit_images: int = 0
-    train_speed_steps: int = 0
-    anchors: int = 0
-    anchor_epochs: int = 5
-    model: str = "auto"
-    folds: int = 5
-    workers: int = 1
-
-
-@dataclass(frozen=True, kw_only=True)
-class SearchSection:
-    """The search; ``budget_ms: null`` takes the ``budget_quantile`` (median) of the table
-    latencies of ``budget_samples`` random archs."""
-
-    searcher: str = "evolution"
-    trials: int = 1000
-    budget_ms: float | None = None
-    budget_quantile: float = 0.5
-    budget_samples: int = 500
-    workers: int | None = None
+SearchSection = derive(
+    "SearchSection", SearchConfig, ["searcher", "trials", "workers"],
+    extra=[("budget_ms", float | None, setting(None, "latency budget (ms); null: the "
+                                               "budget_quantile of random archs' latency",
+                                               check=lambda v: v > 0, rule="> 0")),
+           ("budget_quantile", float, setting(0.5, "quantile of the random archs' latency "
+                                              "taken as the budget", rule="in (0, 1]",
+                                              check=lambda v: 0 < v <= 1)),
+           ("budget_samples", int, setting(500, "random archs behind the default budget",
+                                           check=lambda v: v >= 10, rule=">= 10"))],
+    doc="The search (fields of :class:`nas.search.SearchConfig`); ``budget_ms: null`` takes "
+        "the ``budget_quantile`` (median) of the table latencies of ``budget_samples`` random "
+        "archs.", error=PipelineError)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExportSection:
     """The exported best subnet, and how many searched subnets the report compares."""
 
-    formats: tuple[str, ...] = ("safetensors", "onnx")
-    finetune_epochs: int = 0
-    top_k: int = 5
+    formats: tuple[str, ...] = setting(("safetensors", "onnx"), "export formats")
+    finetune_epochs: int = setting(0, "fine-tuning epochs of the exported subnet",
+                                   check=lambda v: v >= 0, rule=">= 0")
+    top_k: int = setting(5, "searched subnets the report compares", check=lambda v: v >= 1,
+                         rule=">= 1")
+
+    def __post_init__(self) -> None:
+        check_settings(self, "export", PipelineError)
 
 
 _SECTIONS = {"train": TrainSection, "profile": ProfileSection, "predictor": PredictorSection,
              "search": SearchSection, "export": ExportSection}
-_POS, _NONNEG = (lambda v: v >= 1, ">= 1"), (lambda v: v >= 0, ">= 0")
-# field -> (type, nullable, (check, rule)); a name shared by two sections has one rule
-_RULES: dict[str, tuple[type, bool, tuple[Callable[[Any], bool], str] | None]] = {
-    "space": (str, False, None), "data": (str, False, None), "seed": (int, False, _NONNEG),
-    "epochs": (int, False, _POS), "batch_size": (int, False, _POS),
-    "lr": (float, False, (lambda v: v > 0, "> 0")), "num_random": (int, False, _NONNEG),
-    "limit_train": (int, False, _NONNEG), "limit_val": (int, False, _NONNEG),
-    "max_shift": (int, False, _NONNEG), "hflip": (bool, False, None),
-    "allow_busy": (bool, False, None),
-    "threads": (int, False, _POS), "calibrate": (int, False, _NONNEG), "rounds": (int, False, _POS),
-    "min_run_time": (float, False, (lambda v: v > 0, "> 0")),
-    "collect": (int, False, (lambda v: v >= 2, ">= 2")), "model": (str, False, None),
-    "views": (int, False, (lambda v: 1 <= v <= 9, "in [1, 9]")),
-    "refit_images": (int, False, _NONNEG), "train_speed_steps": (int, False, _NONNEG),
-    "anchors": (int, False, _NONNEG), "anchor_epochs": (int, False, _POS),
-    "folds": (int, False, (lambda v: v >= 2, ">= 2")), "workers": (int, True, _POS),
-    "searcher": (str, False, None), "trials": (int, False, _POS),
-    "budget_ms": (float, True, (lambda v: v > 0, "> 0")),
-    "budget_quantile": (float, False, (lambda v: 0 < v <= 1, "in (0, 1]")),
-    "budget_samples": (int, False, (lambda v: v >= 10, ">= 10")),
-    "formats": (tuple, False, None), "finetune_epochs": (int, False, _NONNEG),
-    "top_k": (int, False, _POS),
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,9 +115,9 @@ class PipelineConfig:
         export: {formats: [safetensors, onnx], finetune_epochs: 0}
     """
 
-    space: str = "tiny32"
-    data: str = "digits"
-    seed: int = 0
+    space: str = setting("tiny32", "search space YAML file or shipped name")
+    data: str = setting("digits", "dataset: digits | imagefolder:PATH | cifar10:PATH")
+    seed: int = setting(0, "seed of every stage", check=lambda v: v >= 0, rule=">= 0")
     train: TrainSection = field(default_factory=TrainSection)
     profile: ProfileSection = field(default_factory=ProfileSection)
     predictor: PredictorSection = field(default_factory=PredictorSection)
@@ -153,52 +129,17 @@ class PipelineConfig:
         out["export"]["formats"] = list(self.export.formats)
         return out
 
+    def __post_init__(self) -> None:
+        check_settings(self, "pipeline config", PipelineError)
+
     @classmethod
     def from_dict(cls, raw: Any, *, source: str = "pipeline config") -> PipelineConfig:
         """Parse a mapping; unknown keys and bad values raise :class:`PipelineError`."""
-        raw = {} if raw is None else raw
-        values = _parse(raw, [f.name for f in fields(cls)], source)
-        for name, section in _SECTIONS.items():
-            if name in values:  # a section must be a mapping: `train:` alone is a mistake
-                values[name] = section(**_parse(values[name], [f.name for f in fields(section)],
-                                                f"{source}: {name}"))
-        cfg = cls(**values)
+        if raw is None:
+            raw = {}
+        cfg = parse_settings(cls, raw, source, error=PipelineError)
         _check_names(cfg, source)
         return cfg
-
-
-def _parse(raw: Any, allowed: list[str], where: str) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise PipelineError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    bad = [str(k) for k in raw if k not in allowed]
-    if bad:
-        raise PipelineError(f"{where}: unknown key(s) {', '.join(bad)}; allowed: "
-                            f"{', '.join(allowed)}")
-    return {k: v if k in _SECTIONS else _value(k, v, f"{where}: {k}") for k, v in raw.items()}
-
-
-def _value(name: str, value: Any, where: str) -> Any:
-    kind, nullable, check = _RULES[name]
-    if value is None and nullable:
-        return None
-    if kind is tuple:
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise PipelineError(f"{where}: expected a list of names (e.g. [safetensors, onnx]), "
-                                f"got {_short(value)}")
-        return tuple(value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    rule = f" ({check[1]})" if check else ""
-    if (kind is bool) != isinstance(value, bool) or not isinstance(value, kind):
-        raise PipelineError(f"{where}: expected {kind.__name__}{rule}, got {_short(value)}")
-    if check is not None and not check[0](value):
-        raise PipelineError(f"{where}: must be {check[1]}, got {_short(value)}")
-    return value
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_names(cfg: PipelineConfig, source: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from nas.arch import Arch, extreme_arch
 from nas.io import write_json, write_text
+from nas.mixer_registry import get_mixer
 
 __all__ = ["arch_summary", "evaluate_rows", "render_html", "write_report"]
 
@@ -30,8 +31,9 @@ def arch_summary(arch: Arch) -> str:
     """One line per arch: ``d2 w48 mhsa(4h) | d3 w96 linear keep0.5``."""
     parts = []
     for s in arch.stages:
-        mixer = s.mixer + (f"/{s.pattern}" if s.mixer == "attention" else "")
-        if s.mixer in ("mhsa", "attention", "sra", "linear", "cga"):
+        spec = get_mixer(s.mixer)
+        mixer = s.mixer + (f"/{s.pattern}" if "pattern" in spec.dims else "")
+        if spec.attention:
             mixer += f"({s.heads}h)"
         extra = f" keep{s.keep_ratio:g}/{s.reduce_method}" if s.keep_ratio < 1 else ""
         parts.append(f"d{s.depth} w{s.embed_dim} {mixer} mlp{s.mlp_ratio:g}{extra}")

@@ -23,6 +23,7 @@ from typing import Any
 
 from nas.errors import ArtifactError, SpaceError
 from nas.io import read_yaml
+from nas.mixer_registry import get_mixer, mixer_names
 
 __all__ = [
     "MIXERS", "ATTENTION_MIXERS", "GRID_FREE_MIXERS", "PATTERNS", "NORMS", "ACTS", "STEMS", "DOWNSAMPLES",
@@ -30,10 +31,12 @@ __all__ = [
     "StageSpace", "SearchSpace", "load_space", "parse_space", "find_space",
 ]
 
-MIXERS = ("mhsa", "attention", "sra", "linear", "cga", "pool", "dwconv", "mlp", "identity")
-ATTENTION_MIXERS = ("mhsa", "attention", "sra", "linear", "cga")
+# Snapshots of the built-in mixers, kept for compatibility: the code reads the registry
+# (nas.mixer_registry), which also sees mixers registered later.
+MIXERS = mixer_names()
+ATTENTION_MIXERS = tuple(m for m in MIXERS if get_mixer(m).attention)
 # Mixers that work on any token set, so in-stage token reduction may precede them.
-GRID_FREE_MIXERS = ("mhsa", "linear", "mlp", "identity")
+GRID_FREE_MIXERS = tuple(m for m in MIXERS if get_mixer(m).grid_free is True)
 PATTERNS = ("dense", "local", "dilated", "block")
 NORMS = ("layernorm", "batchnorm", "groupnorm")
 ACTS = ("gelu", "relu")
@@ -55,6 +58,11 @@ class Dim:
     check: Callable[[Any], bool] | None = None
     values: tuple[str, ...] = ()
     help: str = ""
+    values_from: Callable[[], tuple[str, ...]] | None = None  # live values (a registry)
+
+    def allowed(self) -> tuple[str, ...]:
+        """The categorical values, read from the registry behind the dim where there is one."""
+        return self.values_from() if self.values_from is not None else self.values
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` coerced to the dim's type, or raise ``ValueError`` with the rule."""
@@ -63,8 +71,9 @@ class Dim:
                 raise ValueError(f"expected true or false, got {value!r}")
             return value
         if self.kind == "cat":
-            if value not in self.values:
-                raise ValueError(f"got {value!r}, allowed: {', '.join(self.values)}")
+            allowed = self.allowed()
+            if value not in allowed:
+                raise ValueError(f"got {value!r}, allowed: {', '.join(allowed)}")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"expected a number ({self.rule}), got {value!r}")
@@ -79,7 +88,7 @@ class Dim:
         return value
 
     def sort_key(self, value: Any) -> Any:
-        return self.values.index(value) if self.kind == "cat" else value
+        return self.allowed().index(value) if self.kind == "cat" else value
 
 
 def _int(name, default, rule, check, help=""):
@@ -106,7 +115,8 @@ STAGE_DIMS: tuple[Dim, ...] = (
     _int("embed_dim", 64, "integer 8..2048", lambda v: 8 <= v <= 2048, "channels"),
     _int("stride", 1, "1, 2 or 4", lambda v: v in (1, 2, 4), "downsampling at stage entry"),
     _cat("downsample", DOWNSAMPLES, "conv", "conv3x3+norm, or EfficientViT patch merging"),
-    _cat("mixer", MIXERS, "mhsa", "token mixer"),
+    Dim("mixer", "cat", "mhsa", "one of the registered mixers", help="token mixer",
+        values_from=mixer_names),
     _int("heads", 1, "integer 1..64", lambda v: 1 <= v <= 64, "attention heads / groups"),
     _float("qk_ratio", 1.0, _unit, lambda v: 0 < v <= 1, "QK dim per head / head dim"),
     _cat("pattern", PATTERNS, "dense", "sparse pattern of the attention mixer"),
@@ -266,16 +276,15 @@ def _stage(raw: dict, defaults: dict, where: str, src: str) -> StageSpace:
 
 
 def _check_stage(s: StageSpace, where: str, src: str) -> None:
-    attn = [m for m in s.mixer if m in ATTENTION_MIXERS]
+    specs = [get_mixer(m) for m in s.mixer]
+    attn = [m.name for m in specs if m.attention]
     if attn:
         for dim in s.embed_dim:
             if not any(dim % h == 0 for h in s.heads):
                 raise SpaceError(f"{src}: {where}.heads: no choice divides embed_dim {dim} "
                                  f"(heads {list(s.heads)}); attention mixers {attn} need one")
     if 1.0 not in s.keep_ratio:
-        patterns = {p for p in s.pattern if p != "dense"}
-        grid_bound = [m for m in s.mixer if m not in GRID_FREE_MIXERS
-                      and not (m == "attention" and patterns <= {"block"})]
+        grid_bound = [m.name for m in specs if not m.grid_free_in(s)]
         if grid_bound or True in s.ffn_conv or True in s.token_interaction:
             raise SpaceError(
                 f"{src}: {where}.keep_ratio: token reduction breaks the token grid that "

@@ -27,6 +27,7 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -38,9 +39,10 @@ from torch.func import functional_call
 
 from nas.arch import Arch, canonicalize, effective_mixers, extreme_pick, walk_arch
 from nas.errors import ArchError
+from nas.mixer_registry import get_mixer
 from nas.model.layers import AbsPosEmbed, LayerScale, SparseLinear
 from nas.model.vit import Block, VisionTransformer, build_model
-from nas.space import ATTENTION_MIXERS, SearchSpace
+from nas.space import SearchSpace
 
 __all__ = ["Supernet", "mask_2_4", "BLOCK_SHARING"]
 
@@ -197,13 +199,14 @@ def _covering_archs(space: SearchSpace) -> list[Arch]:
         w = f"stages[{i}]"
         mix = []
         for m in effective_mixers(ss):
-            dims = ss.embed_dim if m in ATTENTION_MIXERS else (max(ss.embed_dim),)
-            heads = ss.heads if m in ATTENTION_MIXERS else (None,)
-            srs = ss.sr_ratio if m == "sra" else (None,)
+            spec = get_mixer(m)  # head-structured weights: every width and head count
+            dims = ss.embed_dim if spec.attention else (max(ss.embed_dim),)
+            heads = ss.heads if spec.attention else (None,)
+            variants = list(itertools.product(*(ss.choices(n) for n in spec.variant_dims)))
             # blocks are keyed by mixer family, so the FFN variants are crossed with it
-            mix += [{(w, "mixer"): m, (w, "embed_dim"): d, (w, "heads"): h, (w, "sr_ratio"): r,
-                     (w, "low_rank"): lr}
-                    for d in dims for h in heads for r in srs for lr in ss.low_rank]
+            mix += [{(w, "mixer"): m, (w, "embed_dim"): d, (w, "heads"): h,
+                     **{(w, n): x for n, x in zip(spec.variant_dims, var)}, (w, "low_rank"): lr}
+                    for d in dims for h in heads for var in variants for lr in ss.low_rank]
         factors.append(mix)
         factors.append([{(w, "downsample"): d, (w, "stride"): s}
                         for d in ss.downsample for s in ss.stride])
@@ -250,10 +253,14 @@ class Supernet(nn.Module):
                     e = _Entry(e.name, e.key, tuple(max(a, b) for a, b in zip(old.shape, e.shape)),
                                e.how, e.init, e.buffer)
                 spec[e.key] = e
-        self._names: dict[str, str] = {}  # shared key -> attribute name
+        # shared key -> attribute (and state_dict) name: the key itself, the module path
+        # of the weight in the standalone model with each variant after an "@"
+        self._names: dict[str, str] = {}
+        self._legacy: dict[str, str] = {}  # checkpoints before names by path: "w{index}"
         for i, (key, e) in enumerate(sorted(spec.items())):
-            attr = f"w{i}"
+            attr = key
             self._names[key] = attr
+            self._legacy[f"w{i}"] = attr
             if e.buffer:
                 dtype = torch.long if e.how == "scalar" else torch.float32
                 t = torch.zeros(e.shape, dtype=dtype)
@@ -272,6 +279,13 @@ class Supernet(nn.Module):
     def shared_keys(self) -> dict[str, str]:
         """Shared-tensor name -> attribute name (for inspection and tests)."""
         return dict(self._names)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; also reads checkpoints written when the shared
+        tensors were named by position (``w0``, ``w1``, ... in sorted key order)."""
+        if state_dict and all(k in self._legacy for k in state_dict):
+            state_dict = {self._legacy[k]: v for k, v in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _plan(self, arch: Arch) -> _Plan:
         plan = self._plans.get(arch)

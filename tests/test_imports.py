@@ -1,8 +1,11 @@
-"""The package's import graph: no module-level cycles (read from the source, nothing imported)."""
+"""The package's layout: no module-level import cycles (read from the source, nothing
+imported), and every sub-package listed for the wheel."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # installed name -> source folder (pyproject's package-dir)
@@ -100,3 +103,13 @@ def test_no_module_level_import_cycles():
     graph = {name: module_level_imports(name, path, known) for name, path in known.items()}
     assert "nas.space" in graph["nas.arch"]
     assert cycles(graph) == []
+
+
+def test_every_package_folder_is_packaged():
+    """A new sub-package (a folder with ``__init__.py``) must be listed in pyproject.toml,
+    or the wheel silently leaves it out."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {name for name, path in modules().items() if path.name == "__init__.py"}
+    assert found == listed

@@ -184,3 +184,19 @@ def test_block_sharing_keys_and_equivalence(spaces):
         _agree(shared.eval(), sample_arch(space, rng))
     with pytest.raises(ValueError, match="block_sharing"):
         Supernet(space, block_sharing="none")
+
+
+def test_checkpoint_tensors_are_named_by_module_path_and_old_names_load(spaces):
+    space = spaces["tiny32"]
+    net = Supernet(space, generator=torch.Generator().manual_seed(0))
+    state = net.state_dict()
+    assert "stages/0/blocks/0@mhsa/mixer@attn/q/weight" in state
+    assert all(k.startswith(("stem@", "stages/", "head/", "pos")) for k in state), list(state)[:5]
+    # checkpoints written before: the same tensors as w0, w1, ... in sorted key order
+    old = {f"w{i}": state[k].clone() for i, k in enumerate(sorted(state))}
+    fresh = Supernet(space, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(fresh.state_dict()["head/fc/weight"], state["head/fc/weight"])
+    fresh.load_state_dict(old)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+    with pytest.raises(RuntimeError, match="Missing key"):
+        fresh.load_state_dict({"w0": old["w0"]})

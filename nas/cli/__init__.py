@@ -1,8 +1,11 @@
 """The ``nas`` command line.
 
 Each module in this package (other than private ones) is a command group with a
-``register(subparsers)`` function that adds its sub-commands; each sub-command sets
-``func(args) -> int``. Invalid user input (any :class:`nas.errors.NasError`, or a
+``register(subparsers)`` function that adds its sub-commands. A command module holds
+argument definitions only and imports nothing heavy, so ``nas --help`` stays fast:
+each sub-command's ``func(args) -> int`` is ``lazy("nas.cli._GROUP:FUNCTION")``
+(:mod:`nas.cli._lazy`), and the private module ``_GROUP`` that does the work, with its
+torch and Ray imports, is loaded only when the command runs. Invalid user input (any :class:`nas.errors.NasError`, or a
 file that cannot be read or written) is reported as one line on stderr with exit
 code 2, never a traceback.
 """

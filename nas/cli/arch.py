@@ -1,13 +1,9 @@
-"""``nas arch``: information about one architecture."""
+"""``nas arch``: information about one architecture (implementation: :mod:`nas.cli._arch`)."""
 from __future__ import annotations
 
 import argparse
 
-from nas.arch import load_arch, space_contains
-from nas.complexity import count_macs, count_params
-from nas.errors import ArchError
-from nas.model.shapes import stage_grids
-from nas.space import load_space
+from nas.cli._lazy import lazy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,24 +13,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     info = s.add_parser("info", help="params, MACs and validity of an arch")
     info.add_argument("arch", help="YAML/JSON file, or inline YAML/JSON")
     info.add_argument("--space", required=True, help="search space YAML file or shipped name")
-    info.set_defaults(func=_info)
-
-
-def _info(args) -> int:
-    space = load_space(args.space)
-    arch = load_arch(args.arch)
-    ok, reason = space_contains(space, arch)
-    kw = {"num_classes": space.num_classes, "in_chans": space.in_chans}
-    if len(arch.stages) != len(space.stages):
-        raise ArchError(reason)
-    print(f"space       {space.name} ({space.fingerprint})")
-    print(f"in space    {'yes' if ok else 'no: ' + reason}")
-    print(f"params      {count_params(arch, **kw):,}")
-    print(f"MACs        {count_macs(arch, **kw):,}")
-    grids = ", ".join(f"{h}x{w}" for h, w in stage_grids(arch))
-    print(f"token grids {grids}")
-    for i, s in enumerate(arch.stages):
-        print(f"stage {i}     depth {s.depth}, dim {s.embed_dim}, mixer {s.mixer}"
-              + (f" ({s.pattern})" if s.mixer == "attention" else "")
-              + (f", keep {s.keep_ratio} ({s.reduce_method})" if s.keep_ratio < 1 else ""))
-    return 0 if ok else 2
+    info.set_defaults(func=lazy("nas.cli._arch:info"))

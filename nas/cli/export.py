@@ -1,10 +1,15 @@
-"""``nas export``: write a searched subnet as a standalone model directory."""
+"""``nas export``: write a searched subnet as a standalone model directory.
+
+Implementation: :mod:`nas.cli._export`.
+"""
 from __future__ import annotations
 
 import argparse
 
-from nas.errors import NasError
-from nas.export.formats import FORMATS
+from nas.cli._lazy import lazy
+
+# nas.export.formats.FORMATS, named here so that --help loads no torch (a test keeps them equal)
+FORMAT_NAMES = ("safetensors", "onnx", "pt2", "torchscript")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or inline YAML/JSON (not needed for a standalone run of nas train --arch)")
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to create")
     p.add_argument("--formats", default="safetensors,onnx",
-                   help=f"comma-separated subset of {', '.join(FORMATS)} (default: "
+                   help=f"comma-separated subset of {', '.join(FORMAT_NAMES)} (default: "
                    "safetensors,onnx; safetensors is always written)")
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                    help="epochs of distillation from the largest subnet (default 0)")
@@ -38,23 +43,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace an existing --out that nas export wrote (never anything else)")
     p.add_argument("--seed", type=int, default=0, help="seed of fine-tuning (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_export)
-
-
-def _export(args) -> int:
-    from nas.export import export_subnet
-
-    if args.finetune_epochs < 0:
-        raise NasError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
-    res = export_subnet(args.run, args.arch, args.out, formats=args.formats,
-                        finetune_epochs=args.finetune_epochs, fold_bn=args.fold_bn,
-                        fuse_qkv=args.fuse_qkv, table=args.table, measure=args.measure,
-                        evaluate=args.evaluate, overwrite=args.overwrite, seed=args.seed,
-                        verbose=not args.quiet)
-    m = res.config.metrics
-    acc = f", val acc {m['val_acc']:.4f}" if "val_acc" in m else ""
-    lat = m.get("latency_ms", {})
-    ms = f", {lat['measured']:.3f} ms measured" if "measured" in lat else ""
-    print(f"exported {res.out} ({m['params']:,} params{acc}{ms}; "
-          f"{', '.join(['safetensors', *res.checks])})")
-    return 0
+    p.set_defaults(func=lazy("nas.cli._export:export"))

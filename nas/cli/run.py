@@ -1,7 +1,12 @@
-"""``nas run``: train, profile, fit the predictor, search, export and report in one command."""
+"""``nas run``: train, profile, fit the predictor, search, export and report in one command.
+
+Implementation: :mod:`nas.cli._run`.
+"""
 from __future__ import annotations
 
 import argparse
+
+from nas.cli._lazy import lazy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,19 +30,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "report")
     p.add_argument("--show-config", action="store_true",
                    help="print the resolved settings as YAML and exit")
-    p.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    import yaml
-
-    from nas.pipeline import load_pipeline_config, run_pipeline
-
-    cfg = load_pipeline_config(args.config, run_dir=args.out, data=args.data)
-    if args.show_config:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
-        return 0
-    report = run_pipeline(cfg, args.out, until=args.until)
-    if report.is_file():
-        print(f"report: {report}")
-    return 0
+    p.set_defaults(func=lazy("nas.cli._run:run"))

@@ -1,8 +1,12 @@
-"""``nas search``: search archs under a latency budget with Ray Tune (see :mod:`nas.search`)."""
+"""``nas search``: search archs under a latency budget with Ray Tune (see :mod:`nas.search`).
+
+Implementation: :mod:`nas.cli._search`.
+"""
 from __future__ import annotations
 
 import argparse
-import json
+
+from nas.cli._lazy import lazy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,46 +38,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory to create (or to resume, if it holds this search)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the search in RUN_DIR (only --address/--workers may change)")
-    p.set_defaults(func=_search)
-
-
-def _options(items: list[str]) -> dict:
-    from nas.search import SearchError
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SearchError(f"--option {item!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _search(args: argparse.Namespace) -> int:
-    from nas.search import SearchConfig, SearchError, resume_search, run_search
-
-    if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in ("space", "table", "predictor", "budget_ms",
-                                                     "run", "out", "batch_size", "gpus_per_trial")
-                 if getattr(args, k) is not None] + (["--option"] if args.option else [])
-        if given:
-            raise SearchError(f"--resume continues the saved search; it takes no "
-                              f"{', '.join(given)} (only --address, --workers)")
-        result = resume_search(args.resume, address=args.address, workers=args.workers)
-    else:
-        missing = [flag for flag, v in (("--space", args.space), ("--budget-ms", args.budget_ms),
-                                        ("--out", args.out)) if v is None]
-        if missing:
-            raise SearchError(f"nas search needs {', '.join(missing)} (or --resume RUN_DIR)")
-        config = SearchConfig(
-            space=args.space, budget_ms=args.budget_ms, out=args.out, searcher=args.searcher,
-            trials=args.trials, objective=args.objective, table=args.table,
-            predictor=args.predictor, run=args.run, seed=args.seed, workers=args.workers,
-            batch_size=args.batch_size, gpus_per_trial=args.gpus_per_trial,
-            address=args.address, options=_options(args.option))
-        result = run_search(config)
-    print(result.summary)
-    return 0 if result.best is not None else 1
+    p.set_defaults(func=lazy("nas.cli._search:search"))

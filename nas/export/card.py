@@ -5,6 +5,7 @@ from typing import Any
 
 from nas.export.config import ModelConfig
 from nas.export.formats import FILE_NAMES
+from nas.mixer_registry import get_mixer
 
 __all__ = ["model_card"]
 
@@ -23,10 +24,11 @@ def _stage_rows(config: ModelConfig) -> list[str]:
     rows = ["| stage | depth | dim | stride | mixer | heads | mlp ratio | norm | act |",
             "|---:|---:|---:|---:|---|---:|---:|---|---|"]
     for i, s in enumerate(config.arch.stages):
-        mixer = s.mixer + (f" ({s.pattern})" if s.mixer == "attention" else "")
+        spec = get_mixer(s.mixer)
+        mixer = s.mixer + (f" ({s.pattern})" if "pattern" in spec.dims else "")
         if s.keep_ratio < 1:
             mixer += f", keep {s.keep_ratio} ({s.reduce_method})"
-        heads = s.heads if s.mixer in ("mhsa", "attention", "sra", "linear", "cga") else "-"
+        heads = s.heads if spec.attention else "-"
         rows.append(f"| {i} | {s.depth} | {s.embed_dim} | {s.stride} | {mixer} | {heads} | "
                     f"{s.mlp_ratio:g} | {s.norm} | {s.act} |")
     return rows

@@ -10,12 +10,39 @@ Example:
     >>> table = LatencyTable.load("t.json", space=space)  # doctest: +SKIP
     >>> table.predict(archs), measure_arch(archs[0], space, threads=1)  # doctest: +SKIP
 """
-from nas.latency.device import DeviceError, DeviceSpec, device_fingerprint
-from nas.latency.measure import Measurer, Timing, measure_arch, measure_archs
-from nas.latency.profile import calibration_archs, profile_space
-from nas.latency.signatures import Signature, arch_signatures, space_signatures
-from nas.latency.table import LatencyTable, merge_tables
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nas.latency.device import DeviceError, DeviceSpec, device_fingerprint
+    from nas.latency.measure import Measurer, Timing, measure_arch, measure_archs
+    from nas.latency.profile import calibration_archs, profile_space
+    from nas.latency.signatures import Signature, arch_signatures, space_signatures
+    from nas.latency.table import LatencyTable, merge_tables
+
+# public name -> the submodule that defines it; imported when first used (PEP 562), so
+# nas.latency.config (the profile settings that ``nas profile --help`` reads) loads
+# without torch
+_EXPORTS = {
+    "DeviceError": "device", "DeviceSpec": "device", "device_fingerprint": "device",
+    "Measurer": "measure", "Timing": "measure", "measure_arch": "measure",
+    "measure_archs": "measure", "calibration_archs": "profile", "profile_space": "profile",
+    "Signature": "signatures", "arch_signatures": "signatures",
+    "space_signatures": "signatures", "LatencyTable": "table", "merge_tables": "table",
+}
 
 __all__ = ["LatencyTable", "merge_tables", "profile_space", "calibration_archs", "measure_arch",
-           "measure_archs", "Measurer", "Timing", "DeviceSpec", "DeviceError", "device_fingerprint", "Signature",
-           "arch_signatures", "space_signatures"]
+           "measure_archs", "Measurer", "Timing", "DeviceSpec", "DeviceError",
+           "device_fingerprint", "Signature", "arch_signatures", "space_signatures"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

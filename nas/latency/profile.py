@@ -26,6 +26,7 @@ import numpy as np
 import nas.latency.calibrate as cal
 import nas.latency.quiet as quiet
 from nas.arch import Arch, canonicalize, sample_arch
+from nas.costmodel import analytic_cost
 from nas.errors import ArtifactError, NasError
 from nas.io import check_output_file
 from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
@@ -36,20 +37,55 @@ from nas.progress import progress as show_progress
 from nas.raysession import ray_session
 from nas.space import SearchSpace
 
-__all__ = ["profile_space", "calibration_archs"]
+__all__ = ["profile_space", "calibration_archs", "CALIBRATION_STRATEGIES"]
 
 log = logging.getLogger(__name__)
 
 
-def calibration_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
-    """``n`` distinct random archs of ``space`` (fewer if the space is smaller), seeded."""
+CALIBRATION_STRATEGIES = ("cover", "random")
+
+
+def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = "cover"
+                      ) -> list[Arch]:
+    """``n`` distinct archs of ``space`` to calibrate a table on (fewer if the space is
+    smaller), seeded.
+
+    ``random``: uniform samples. ``cover`` (default): from ``10 n`` uniform samples, a
+    greedy farthest-point cover of what the correction depends on (analytic MACs in log
+    scale, block count, blocks after in-stage token reduction; standardised), starting
+    from the sample nearest the mean: the fit sees the small, the large and the
+    token-reduced ends of the space instead of mostly its middle. The first ``k`` of the
+    list are themselves a ``k``-cover.
+    """
+    if strategy not in CALIBRATION_STRATEGIES:
+        raise NasError(f"calibration strategy must be one of "
+                       f"{', '.join(CALIBRATION_STRATEGIES)}, got {strategy!r}")
     rng = np.random.default_rng(seed)
-    out: dict[Arch, None] = {}
-    for _ in range(50 * n):
-        if len(out) >= n:
+    pool: dict[Arch, None] = {}
+    want = n if strategy == "random" else 10 * n
+    for _ in range(50 * want):
+        if len(pool) >= want:
             break
-        out.setdefault(sample_arch(space, rng))
-    return list(out)
+        pool.setdefault(sample_arch(space, rng))
+    archs = list(pool)
+    if strategy == "random" or len(archs) <= n:
+        return archs[:n]
+    X = np.array([_cover_features(a) for a in archs], dtype=np.float64)
+    X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    picked = [int(np.argmin((X ** 2).sum(1)))]
+    dist = ((X - X[picked[0]]) ** 2).sum(1)
+    while len(picked) < n:
+        i = int(np.argmax(dist))
+        picked.append(i)
+        dist = np.minimum(dist, ((X - X[i]) ** 2).sum(1))
+    return [archs[i] for i in picked]
+
+
+def _cover_features(arch: Arch) -> tuple[float, float, float]:
+    macs, _, _ = analytic_cost(arch)
+    blocks = sum(s.depth for s in arch.stages)
+    reduced = sum(s.depth - s.reduce_at for s in arch.stages if s.keep_ratio < 1.0)
+    return float(np.log(max(macs, 1.0))), float(blocks), float(reduced)
 
 
 class _RayMeasurer:
@@ -146,7 +182,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                   address: str | None = None,
                   max_entries: int | None = None, max_signatures: int = 20000,
                   features: Sequence[str] = cal.DEFAULT_FEATURES, save_every: int = 8,
-                  recalibrate: bool = False, progress: bool = True,
+                  recalibrate: bool = False, progress: bool = True, calibration: str = "cover",
                   force: bool = False, allow_busy: bool | None = None) -> LatencyTable:
     """Measure every component signature of ``space`` on a device and write a table.
 
@@ -163,8 +199,11 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             spaces too large to enumerate. Each must be in ``space``.
         seed: seed of the calibration subnets.
         calibrate_on: time these archs for the calibration instead of ``calibrate``
-            random ones (e.g. subnets under a MAC budget, when random subnets of a huge
+            chosen ones (e.g. subnets under a MAC budget, when random subnets of a huge
             space are too slow to time).
+        calibration: how the ``calibrate`` subnets are chosen, ``cover`` or ``random``
+            (see :func:`calibration_archs`). A table that already holds samples of
+            another set keeps that set (unless ``recalibrate``).
         min_run_time: seconds of timed calls per measurement.
         warmup: untimed calls before each measurement.
         stat: block statistic used as the latency, ``median`` or ``min`` (see
@@ -219,7 +258,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         monitor = quiet.LoadMonitor()
     t0 = time.perf_counter()
     cal_archs = ([canonicalize(space, a) for a in calibrate_on] if calibrate_on is not None
-                 else calibration_archs(space, calibrate, seed))
+                 else calibration_archs(space, calibrate, seed, strategy=calibration))
     kw = {"num_classes": space.num_classes, "in_chans": space.in_chans}
     if archs is None:
         sigs = space_signatures(space, limit=max_signatures)
@@ -237,6 +276,9 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         table = _open_table(out, space, measurer.fingerprint(), measurer.timing_record(), scope,
                             force)
         table.set_rounds(rounds)
+        kept = table.calibration_archs()
+        if kept and not recalibrate and not set(kept) <= set(cal_archs):
+            cal_archs = kept  # a table calibrated on another set (older version): keep its set
         missing = sum(max(0, rounds - table.rounds(g)) for g in sigs)
         stop_early = max_entries is not None and missing > max_entries
         budget = max_entries if stop_early else missing

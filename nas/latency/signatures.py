@@ -8,8 +8,9 @@ ICLR 2019) and FBNet (Wu et al., CVPR 2019):
 * ``down``   - stage-entry downsampling: kind, cin, cout, stride, input grid, norm (act, mlp_ratio);
 * ``pos``    - positional encoding: kind, dim, grid;
 * ``block``  - one block: every active block dimension of the stage (from
-  :func:`nas.arch.active_dims` minus the stage-level ones) plus its token count and
-  grid (``null`` when it runs on a reduced token set);
+  :func:`nas.arch.active_dims` minus the stage-level ones; a mixer's are the ones its
+  :class:`nas.mixer_registry.MixerSpec` activates) plus its token count and grid
+  (``null`` when it runs on a reduced token set, only after grid-free blocks);
 * ``reduce`` - in-stage token reduction and its restore: method, tokens, kept, dim;
 * ``head``   - pooling, norm, classifier: dim, classes, norm, tokens.
 
@@ -28,10 +29,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from nas.arch import Arch, StageArch, active_dims, walk_arch
+from nas.arch import Arch, StageArch, active_dims, stage_grid_free, walk_arch
 from nas.errors import ArtifactError, NasError, SpaceError
 from nas.model.shapes import down_grid, kept_tokens, stem_grid
-from nas.space import GRID_FREE_MIXERS, SearchSpace
+from nas.space import SearchSpace
 
 __all__ = ["KINDS", "STAGE_LEVEL_DIMS", "Signature", "block_dims", "stem_signature",
            "stage_signatures", "head_signature", "arch_signatures", "space_signatures",
@@ -313,13 +314,13 @@ def space_signatures(space: SearchSpace, *, limit: int = 20000) -> list[Signatur
             for c in configs:
                 bd = block_dims(c)
                 add(Signature.make("block", **bd, tokens=n, grid=(side, side)))
-                if not _grid_free(c):
+                if not stage_grid_free(c):
                     continue
                 for keep in reducible:
                     kt = kept_tokens(n, keep)
                     if kt < n:
                         add(Signature.make("block", **bd, tokens=kt, grid=None))
-            if any(_grid_free(c) for c in configs):
+            if any(stage_grid_free(c) for c in configs):
                 for keep in reducible:
                     kt = kept_tokens(n, keep)
                     if kt < n:
@@ -335,9 +336,3 @@ def space_signatures(space: SearchSpace, *, limit: int = 20000) -> list[Signatur
                 add(head_signature(dim=dim, norm=norm, tokens=side * side,
                                    num_classes=space.num_classes))
     return list(out)
-
-
-def _grid_free(s: StageArch) -> bool:
-    """Whether in-stage token reduction may precede this stage's blocks (see nas.arch)."""
-    return (s.mixer in GRID_FREE_MIXERS or (s.mixer == "attention" and s.pattern == "block")) \
-        and not s.ffn_conv and not s.token_interaction

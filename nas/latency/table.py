@@ -3,18 +3,12 @@
 A table belongs to one search space (its fingerprint and canonical spec are stored)
 and one measurement setting (device fingerprint: device name, torch/CUDA versions,
 dtype, batch size, threads, ``kernels.KERNELS_VERSION``). It predicts the latency
-of an arch as the calibrated sum of its components (:mod:`nas.latency.signatures`);
-per-stage sums are cached, so thousands of archs a second are cheap.
+of an arch as the calibrated sum of its components (:mod:`nas.latency.signatures`).
 
-File layout (JSON, written atomically)::
-
-    {"format": "vitnas.latency-table", "version": 1, "created": ..., "updated": ...,
-     "space": {"name", "fingerprint", "spec"}, "device": {...}, "timing": {...},
-     "scope": {"kind": "space" | "archs", "signatures": N}, "complete": bool,
-     "entries": [{"kind": "block", "ms": 0.12, "median": 0.12, "min": 0.11, "iqr": 0.004,
-                  "ops": 31, "params": {...}}, ...],
-     "calibration": {"features": [...], "coef": [...], "samples": [{"ms", ..., "arch"}],
-                     "fit": {"n", "fit_mape", "loo_mape", "raw_mape", ...}, "seed": 0}}
+:class:`LatencyTable` is the in-memory table: metadata and checks, building it up
+(entries, calibration samples, the calibration fit) and predicting. The file format
+(layout, version, validation, writer) is :mod:`nas.latency.tablefile`; the calibrated,
+cached sum it predicts with is :mod:`nas.latency.prediction`.
 
 Example:
     >>> table = LatencyTable.load("tiny32_cpu.json", space=space)  # doctest: +SKIP
@@ -24,9 +18,7 @@ Example:
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,114 +26,25 @@ from typing import Any
 import numpy as np
 
 import nas.latency.calibrate as cal
-from nas.arch import Arch, StageArch
-from nas.errors import ArchError, ArtifactError, NasError
+from nas.arch import Arch
+from nas.errors import ArtifactError
 from nas.io import read_json, write_text
 from nas.latency.device import DeviceSpec, describe_device, device_fingerprint, fingerprint_diff
-from nas.latency.signatures import (
-    KINDS,
-    Signature,
-    arch_signatures,
-    head_signature,
-    stage_signatures,
-    stem_signature,
-)
-from nas.model.shapes import stem_grid
-from nas.space import SearchSpace, parse_space
+from nas.latency.prediction import ComponentSum
+from nas.latency.signatures import Signature, arch_signatures
+from nas.latency.tablefile import FORMAT, VERSION, dumps_table, now, validate_table
+from nas.space import SearchSpace
 
 __all__ = ["FORMAT", "VERSION", "LatencyTable", "merge_tables"]
-
-FORMAT = "vitnas.latency-table"
-VERSION = 1
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _bad(source: str, what: str) -> ArtifactError:
-    return ArtifactError(f"latency table {source} is not a valid table: {what}")
-
-
-def _check_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _ms_problem(ms: Any) -> str:
-    """What is wrong with a stored latency ("" when nothing)."""
-    if ms is None:
-        return "missing"
-    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
-        return "not a number"
-    if not math.isfinite(ms):
-        return "not finite"
-    return "negative" if ms < 0 else ""
-
-
-def _validate(data: Any, source: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise _bad(source, f"expected a JSON object, got {type(data).__name__}")
-    if data.get("format") != FORMAT:
-        raise _bad(source, f"format is {data.get('format')!r}, expected {FORMAT!r}")
-    if data.get("version") != VERSION:
-        raise _bad(source, f"version {data.get('version')!r} is not supported (this code reads "
-                           f"version {VERSION})")
-    for key, typ in (("space", dict), ("device", dict), ("timing", dict), ("entries", list),
-                     ("scope", dict), ("complete", bool)):
-        if not isinstance(data.get(key), typ):
-            raise _bad(source, f"missing or malformed {key!r}")
-    sp = data["space"]
-    if not isinstance(sp.get("fingerprint"), str) or not isinstance(sp.get("spec"), dict):
-        raise _bad(source, "space needs a fingerprint and a spec")
-    try:
-        space = parse_space(sp["spec"], source=f"{source} (stored space)")
-    except NasError as e:
-        raise _bad(source, f"stored space: {e}") from None
-    if space.fingerprint != sp["fingerprint"]:
-        raise _bad(source, f"stored space hashes to {space.fingerprint}, not to the recorded "
-                           f"{sp['fingerprint']} (edited or corrupted)")
-    for key in ("type", "name", "dtype", "batch_size", "threads"):
-        if key not in data["device"]:
-            raise _bad(source, f"device lacks {key!r}")
-    records: dict[str, dict[str, Any]] = {}
-    for i, r in enumerate(data["entries"]):
-        if not (isinstance(r, dict) and r.get("kind") in KINDS and isinstance(r.get("params"), dict)):
-            raise _bad(source, f"entries[{i}] needs a kind ({', '.join(KINDS)}) and params")
-        problem = _ms_problem(r.get("ms"))
-        if problem:
-            raise _bad(source, f"entries[{i}].ms is {problem} ({str(r.get('ms'))[:40]}); a "
-                               "latency is a non-negative number of milliseconds")
-        if not (isinstance(r.get("ops", 0), int) and not isinstance(r.get("ops", 0), bool)
-                and r.get("ops", 0) >= 0):
-            raise _bad(source, f"entries[{i}].ops must be a non-negative integer, got "
-                               f"{str(r.get('ops'))[:40]}")
-        try:
-            records[Signature.make(r["kind"], **r["params"]).key] = r
-        except (TypeError, ValueError) as e:
-            raise _bad(source, f"entries[{i}].params: {str(e)[:120]}") from None
-    c = data.get("calibration")
-    if c is not None:
-        if not isinstance(c, dict) or not isinstance(c.get("samples"), list):
-            raise _bad(source, "calibration needs a list of samples")
-        feats, coef = c.get("features"), c.get("coef")
-        if feats is not None:
-            if not (isinstance(feats, list) and set(feats) <= set(cal.FEATURES)
-                    and isinstance(coef, list) and len(coef) == len(feats)
-                    and all(_check_number(x) for x in coef)):
-                raise _bad(source, f"calibration features/coef malformed (features must come "
-                                   f"from {', '.join(cal.FEATURES)}, one coefficient each)")
-    data["_space"] = space
-    data["_records"] = records
-    return data
 
 
 class LatencyTable:
     """A latency lookup table; build with :func:`nas.latency.profile_space`, open with :meth:`load`."""
 
     def __init__(self, data: dict[str, Any], *, source: str = "<memory>"):
-        self._data = _validate(data, source)
+        self._space, self._records = validate_table(data, source)
+        self._data = data
         self.source = source
-        self._records: dict[str, dict[str, Any]] = self._data.pop("_records")
         self._ms = {k: float(r["ms"]) for k, r in self._records.items()}
         self._ops = {k: int(r.get("ops", 0)) for k, r in self._records.items()}
         self._clear_caches()
@@ -152,8 +55,8 @@ class LatencyTable:
     def new(cls, space: SearchSpace, device: dict[str, Any], timing: dict[str, Any], *,
             scope: str = "space", signatures: int = 0) -> LatencyTable:
         """An empty table for ``space`` measured under ``device`` (a device fingerprint)."""
-        now = _now()
-        return cls({"format": FORMAT, "version": VERSION, "created": now, "updated": now,
+        stamp = now()
+        return cls({"format": FORMAT, "version": VERSION, "created": stamp, "updated": stamp,
                     "space": {"name": space.name, "fingerprint": space.fingerprint,
                               "spec": space.to_dict()},
                     "device": dict(device), "timing": dict(timing),
@@ -189,15 +92,15 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> None:
         """Write the table atomically (temp file + rename), one entry per line."""
-        self._data["updated"] = _now()
-        write_text(path, _pretty(self.to_dict()) + "\n")
+        self._data["updated"] = now()
+        write_text(path, dumps_table(self.to_dict()))
 
     # ------------------------------------------------------------------ metadata and checks
 
     @property
     def space(self) -> SearchSpace:
         """The search space the table was built for (rebuilt from the stored spec)."""
-        return self._data["_space"]
+        return self._space
 
     @property
     def space_fingerprint(self) -> str:
@@ -384,7 +287,7 @@ class LatencyTable:
         archs = self.calibration_archs()
         if not samples:
             return {"n": 0}
-        X = self._feature_matrix(archs)
+        X = self._sum.feature_matrix(archs)
         y = np.array([s["ms"] for s in samples], dtype=np.float64)
         used, coef, stats = cal.fit_report(X, y, features)
         c.update({"features": list(used) or None, "coef": coef or None, "fit": stats})
@@ -394,13 +297,10 @@ class LatencyTable:
     # ------------------------------------------------------------------ prediction
 
     def _clear_caches(self) -> None:
-        self._stage_cache: dict[tuple, tuple[float, int, int, int, tuple[int, int]]] = {}
-        self._end_cache: dict[tuple, tuple[float, int]] = {}
-        c = self._data.get("calibration")
-        if c and c.get("features"):
-            self._features, self._coef = tuple(c["features"]), np.asarray(c["coef"], np.float64)
-        else:
-            self._features, self._coef = (), np.zeros(0)
+        """Start predicting afresh: after the entries or the calibration changed."""
+        self._sum = ComponentSum(lookup=self.lookup, ops=self._ops, space=self.space,
+                                 space_name=self._data["space"]["name"],
+                                 calibration=self._data.get("calibration"))
 
     def lookup(self, sig: Signature) -> float:
         """Measured latency (ms) of one component; :class:`ArtifactError` when absent."""
@@ -416,64 +316,18 @@ class LatencyTable:
             raise ArtifactError(f"latency table {self.source} has no entry for {sig.key}; "
                                 f"{hint}") from None
 
-    def _cost(self, sig: Signature) -> tuple[float, int]:
-        """(ms, ops) of one component."""
-        return self.lookup(sig), self._ops.get(sig.key, 0)
-
-    def _stage(self, s: StageArch, cin: int, grid: tuple[int, int]
-               ) -> tuple[float, int, int, int, float, tuple[int, int]]:
-        """(ms, ops, blocks, components, token-reduction ms, output grid) of one stage, cached."""
-        key = (s, cin, grid)
-        hit = self._stage_cache.get(key)
-        if hit is None:
-            sigs, out_grid = stage_signatures(s, cin, grid)
-            costs = [self._cost(g) for g in sigs]
-            reduce_ms = sum(c[0] for g, c in zip(sigs, costs) if g.kind == "reduce")
-            hit = (sum(c[0] for c in costs), sum(c[1] for c in costs), s.depth, len(sigs),
-                   reduce_ms, out_grid)
-            self._stage_cache[key] = hit
-        return hit
-
-    def _row(self, arch: Arch) -> tuple[float, int, int, int, float, float]:
-        """One row of the feature matrix (see ``calibrate.FEATURES``), from cached pieces."""
-        s0 = arch.stages[0]
-        skey = ("stem", arch.resolution, arch.stem, arch.stem_stride, s0.embed_dim, s0.norm, s0.act)
-        ms, ops = self._end_cache.get(skey) or self._end_cache.setdefault(skey, self._cost(
-            stem_signature(kind=arch.stem, stride=arch.stem_stride, resolution=arch.resolution,
-                           dim=s0.embed_dim, norm=s0.norm, act=s0.act,
-                           in_chans=self.space.in_chans)))
-        blocks, comps, reduce_ms = 0, 2, 0.0
-        side = stem_grid(arch.stem, arch.stem_stride, arch.resolution)
-        grid, cin = (side, side), s0.embed_dim
-        for s in arch.stages:
-            t, o, b, c, r, grid = self._stage(s, cin, grid)
-            ms, ops, blocks, comps, cin = ms + t, ops + o, blocks + b, comps + c, s.embed_dim
-            reduce_ms += r
-        last = arch.stages[-1]
-        hkey = ("head", last.embed_dim, last.norm, grid)
-        t, o = self._end_cache.get(hkey) or self._end_cache.setdefault(hkey, self._cost(
-            head_signature(dim=last.embed_dim, norm=last.norm, tokens=grid[0] * grid[1],
-                           num_classes=self.space.num_classes)))
-        return ms + t, ops + o, blocks, comps, 1.0, reduce_ms
-
-    def _feature_matrix(self, archs: Sequence[Arch]) -> np.ndarray:
-        n_stages = len(self.space.stages)
-        rows = []
-        for a in archs:
-            if len(a.stages) != n_stages:
-                raise ArchError(f"arch has {len(a.stages)} stages; the table's space "
-                                f"{self._data['space']['name']} has {n_stages}")
-            rows.append(self._row(a))
-        return np.array(rows, dtype=np.float64).reshape(len(rows), len(cal.FEATURES))
+    def features(self, archs: Sequence[Arch]) -> np.ndarray:
+        """The calibration features of ``archs`` (columns ``nas.latency.calibrate.FEATURES``),
+        e.g. to fit another correction on other samples."""
+        return self._sum.feature_matrix(archs)
 
     def raw_sum(self, arch: Arch) -> float:
         """Uncalibrated sum of the arch's component latencies (ms)."""
-        return float(self._feature_matrix([arch])[0, 0])
+        return float(self._sum.feature_matrix([arch])[0, 0])
 
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
         """Calibrated latency (ms) of every arch, as a float64 array."""
-        X = self._feature_matrix(archs)
-        return cal.apply(X, self._features, self._coef)
+        return self._sum.predict(archs)
 
     def predict_one(self, arch: Arch) -> float:
         return float(self.predict([arch])[0])
@@ -532,21 +386,3 @@ def merge_tables(a: LatencyTable, b: LatencyTable, *, force: bool = False) -> La
 def _sample_key(sample: dict[str, Any]) -> str:
     return json.dumps(sample["arch"], sort_keys=True)
 
-
-def _pretty(obj: Any, indent: int = 0, width: int = 100, flat_items: bool = False) -> str:
-    """Indented JSON: values that fit in ``width`` stay on one line, and so does every item
-    of the lists named in ``_FLAT_ITEMS`` (table entries, calibration samples)."""
-    text = json.dumps(obj, separators=(", ", ": "))
-    if not isinstance(obj, (dict, list)) or not obj or indent + len(text) <= width:
-        return text
-    pad = " " * (indent + 2)
-    if isinstance(obj, dict):
-        body = [f"{pad}{json.dumps(k)}: {_pretty(v, indent + 2, width, k in _FLAT_ITEMS)}"
-                for k, v in obj.items()]
-        return "{\n" + ",\n".join(body) + "\n" + " " * indent + "}"
-    body = [pad + (json.dumps(v, separators=(", ", ": ")) if flat_items
-                   else _pretty(v, indent + 2, width)) for v in obj]
-    return "[\n" + ",\n".join(body) + "\n" + " " * indent + "]"
-
-
-_FLAT_ITEMS = ("entries", "samples")

@@ -8,21 +8,22 @@ attention, kernelised linear attention (Katharopoulos et al. 2020), EfficientViT
 cascaded group attention (Liu et al., CVPR 2023); and the attention-free ones:
 pooling (PoolFormer), depthwise conv, token MLP (ResMLP) and identity.
 
-``MIXERS`` maps a mixer name to a builder ``(stage_arch, dim, tokens) -> nn.Module``.
+Each mixer is declared in :mod:`nas.mixer_registry`, whose spec names its builder
+``(stage_arch, dim, tokens) -> nn.Module`` (the ``build_*`` functions at the end of
+this file); ``MIXERS`` is a dict of the builders registered at the time it is read.
 """
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nas.kernels import Pattern, linear_attention, sparse_attention
+from nas.mixer_registry import get_mixer, mixer_names
 from nas.model.layers import TokenNorm, to_img, to_tokens
 
 __all__ = ["Attention", "SRAttention", "LinearAttention", "CascadedGroupAttention", "Pooling",
-           "DWConvMixer", "TokenMLP", "IdentityMixer", "MIXERS", "build_mixer"]
+           "DWConvMixer", "TokenMLP", "IdentityMixer", "build_mixer"]
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -225,26 +226,52 @@ def _pattern(s) -> Pattern:
     return Pattern(s.pattern, window=s.window, shift=s.shift, density=s.density)
 
 
-MIXERS: dict[str, Callable[..., nn.Module]] = {
-    "mhsa": lambda s, dim, tokens: Attention(dim, heads=s.heads, qk_dim=s.qk_dim),
-    "attention": lambda s, dim, tokens: Attention(
-        dim, heads=s.heads, qk_dim=s.qk_dim, pattern=_pattern(s), local_heads=s.local_heads),
-    "sra": lambda s, dim, tokens: SRAttention(dim, heads=s.heads, qk_dim=s.qk_dim,
-                                              sr_ratio=s.sr_ratio, norm=s.norm),
-    "linear": lambda s, dim, tokens: LinearAttention(dim, heads=s.heads, qk_dim=s.qk_dim),
-    "cga": lambda s, dim, tokens: CascadedGroupAttention(
-        dim, heads=s.heads, qk_dim=s.qk_dim, window=s.window, kernel=s.kernel),
-    "pool": lambda s, dim, tokens: Pooling(s.kernel),
-    "dwconv": lambda s, dim, tokens: DWConvMixer(dim, kernel=s.kernel),
-    "mlp": lambda s, dim, tokens: TokenMLP(tokens),
-    "identity": lambda s, dim, tokens: IdentityMixer(),
-}
+# Builders of the built-in mixers, named by their specs in nas.mixer_registry.
+
+def build_mhsa(s, dim: int, tokens: int) -> nn.Module:
+    return Attention(dim, heads=s.heads, qk_dim=s.qk_dim)
+
+
+def build_attention(s, dim: int, tokens: int) -> nn.Module:
+    return Attention(dim, heads=s.heads, qk_dim=s.qk_dim, pattern=_pattern(s),
+                     local_heads=s.local_heads)
+
+
+def build_sra(s, dim: int, tokens: int) -> nn.Module:
+    return SRAttention(dim, heads=s.heads, qk_dim=s.qk_dim, sr_ratio=s.sr_ratio, norm=s.norm)
+
+
+def build_linear(s, dim: int, tokens: int) -> nn.Module:
+    return LinearAttention(dim, heads=s.heads, qk_dim=s.qk_dim)
+
+
+def build_cga(s, dim: int, tokens: int) -> nn.Module:
+    return CascadedGroupAttention(dim, heads=s.heads, qk_dim=s.qk_dim, window=s.window,
+                                  kernel=s.kernel)
+
+
+def build_pool(s, dim: int, tokens: int) -> nn.Module:
+    return Pooling(s.kernel)
+
+
+def build_dwconv(s, dim: int, tokens: int) -> nn.Module:
+    return DWConvMixer(dim, kernel=s.kernel)
+
+
+def build_mlp(s, dim: int, tokens: int) -> nn.Module:
+    return TokenMLP(tokens)
+
+
+def build_identity(s, dim: int, tokens: int) -> nn.Module:
+    return IdentityMixer()
+
+
+def __getattr__(name: str):
+    if name == "MIXERS":  # kept for compatibility: name -> builder, as registered now
+        return {m: get_mixer(m).resolve_builder() for m in mixer_names()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_mixer(stage, tokens: int) -> nn.Module:
     """Build the mixer of ``stage`` (a :class:`nas.arch.StageArch`) for ``tokens`` tokens."""
-    try:
-        builder = MIXERS[stage.mixer]
-    except KeyError:
-        raise ValueError(f"unknown mixer {stage.mixer!r}; valid: {', '.join(MIXERS)}") from None
-    return builder(stage, stage.embed_dim, tokens)
+    return get_mixer(stage.mixer).build(stage, tokens)

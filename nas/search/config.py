@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
+from nas.settings import setting
 
 __all__ = ["SearchError", "SearchConfig", "OBJECTIVE_NAMES", "RUNTIME_FIELDS"]
 
@@ -57,14 +58,16 @@ class SearchConfig:
     space: str
     budget_ms: float
     out: str
-    searcher: str = "evolution"
-    trials: int = 1000
+    searcher: str = setting("evolution", "a searcher of nas.search.SEARCHERS (evolution, "
+                            "bayesian, random, ...)")
+    trials: int = setting(1000, "archs to evaluate", check=lambda v: v >= 1, rule=">= 1")
     objective: str = "predictor"
     table: str | None = None
     predictor: str | None = None
     run: str | None = None
     seed: int = 0
-    workers: int | None = None
+    workers: int | None = setting(None, "concurrent Ray trials (default: the cluster's CPUs)",
+                                  check=lambda v: v >= 1, rule=">= 1")
     batch_size: int | None = None
     gpus_per_trial: float | None = None
     address: str | None = None

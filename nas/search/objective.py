@@ -36,8 +36,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from nas.arch import Arch
+from nas.costmodel import analytic_cost
 from nas.encoding import encode_arch
-from nas.space import ATTENTION_MIXERS, SearchSpace
+from nas.space import SearchSpace
 
 __all__ = ["Objective", "PredictorObjective", "SupernetObjective", "SyntheticObjective",
            "file_digest"]
@@ -207,13 +208,13 @@ class SyntheticObjective:
     seed: int = 0
 
     def latency_ms(self, archs: Sequence[Arch]) -> np.ndarray:
-        return np.array([_synthetic_cost(a)[2] for a in archs], dtype=np.float64)
+        return np.array([analytic_cost(a)[2] for a in archs], dtype=np.float64)
 
     def evaluate(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         w, q, centre, scale = _synthetic_weights(self.space, self.seed)
         rows = []
         for a in archs:
-            macs, params, latency = _synthetic_cost(a)
+            macs, params, latency = analytic_cost(a)
             e = encode_arch(self.space, a).astype(np.float64)
             taste = float(np.tanh(e @ w + e @ q @ e))
             capacity = scale * (math.log(macs) - centre)
@@ -231,67 +232,10 @@ def _synthetic_weights(space: SearchSpace, seed: int) -> tuple[np.ndarray, np.nd
     """Encoding weights (linear, pairwise) and the log-MAC centre and scale of the space."""
     from nas.arch import extreme_arch
 
-    lo, hi = (math.log(_synthetic_cost(extreme_arch(space, w))[0]) for w in ("min", "max"))
+    lo, hi = (math.log(analytic_cost(extreme_arch(space, w))[0]) for w in ("min", "max"))
     n = len(encode_arch(space, extreme_arch(space, "min")))
     rng = np.random.default_rng([seed, 7919])
     q = rng.normal(0, 0.25 / max(1, n) ** 0.5, (n, n))
     return rng.normal(0, 0.6, n), (q + q.T) / 2, (lo + hi) / 2, 5.0 / max(hi - lo, 1e-6)
 
 
-def _synthetic_cost(arch: Arch) -> tuple[float, float, float]:
-    """(MACs, params, latency ms) of an approximate analytic cost model."""
-    side = max(1, arch.resolution // arch.stem_stride)
-    cin = arch.stages[0].embed_dim
-    macs = 3.0 * cin * arch.stem_stride ** 2 * side * side
-    params = 3.0 * cin * arch.stem_stride ** 2
-    blocks = 0
-    for s in arch.stages:
-        side = max(1, -(-side // s.stride))
-        tokens, d = side * side, s.embed_dim
-        if s.stride > 1 or cin != d:
-            k = 9 if s.downsample == "conv" else 4
-            macs += tokens * cin * d * k
-            params += cin * d * k
-        for b in range(s.depth):
-            reduced = s.keep_ratio < 1 and b >= s.reduce_at
-            t = max(1, int(tokens * s.keep_ratio)) if reduced else tokens
-            m, p = _synthetic_block(s, t, d)
-            macs, params, blocks = macs + m, params + p, blocks + 1
-        cin = d
-    latency = 0.08 + 0.03 * blocks + macs / 2.0e7
-    return macs, params, latency
-
-
-def _synthetic_block(s, t: int, d: int) -> tuple[float, float]:
-    mix = par = 0.0
-    if s.mixer in ATTENTION_MIXERS:
-        qk = max(1, round(d // s.heads * s.qk_ratio)) * s.heads
-        par = d * (2 * qk + 2 * d)
-        mix = t * par
-        if s.mixer == "mhsa":
-            mix += t * t * (qk + d)
-        elif s.mixer == "attention":
-            ctx = s.local_fraction * min(t, s.window ** 2) + (1 - s.local_fraction) * t
-            mix += t * ctx * (qk + d)
-        elif s.mixer == "sra":
-            kv = max(1, t // s.sr_ratio ** 2)
-            mix += t * kv * (qk + d) + t * d * d / s.sr_ratio ** 2
-            par += d * d
-        elif s.mixer == "linear":
-            mix += 2 * t * qk * d
-        else:  # cga
-            mix += t * min(t, s.window ** 2) * (qk + d) + t * d * s.kernel ** 2
-    elif s.mixer == "pool":
-        mix = 0.25 * t * d * s.kernel ** 2
-    elif s.mixer == "dwconv":
-        mix, par = t * d * (s.kernel ** 2 + d), d * (s.kernel ** 2 + d)
-    elif s.mixer == "mlp":
-        mix, par = 2.0 * t * t * d, 2.0 * t * t
-    hidden = d * s.mlp_ratio
-    rank = min(d, hidden) * s.low_rank
-    ffn = 2 * d * hidden if s.low_rank >= 1 else 2 * rank * (d + hidden)
-    if s.sparsity == "2:4":
-        ffn *= 0.6
-    ffn *= 1 + 2 * s.sandwich
-    extra = 9 * hidden * s.ffn_conv + 9 * d * s.token_interaction * (1 + 2 * s.sandwich)
-    return mix + t * (ffn + extra), par + ffn + extra

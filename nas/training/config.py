@@ -9,7 +9,7 @@ space's canonical form and fingerprint, so a run can be rebuilt exactly.
 Example:
     >>> cfg = TrainConfig.from_dict({"space": "tiny32", "data": "digits", "out": "runs/a"})
     >>> cfg.epochs, cfg.replace(seed=3).seed
-    (60, 3)
+    (30, 3)
 """
 from __future__ import annotations
 
@@ -18,10 +18,8 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-import torch
-
-from nas.data import parse_data_spec
-from nas.errors import ArtifactError, NasError
+from nas.errors import ArtifactError
+from nas.settings import SettingsError, check_settings, parse_settings, setting
 from nas.threads import usable_cpus
 
 __all__ = ["ConfigError", "TrainConfig", "DISTILL", "DEVICES", "EXECUTION_FIELDS", "RUN_META_KEYS",
@@ -44,8 +42,16 @@ RECIPE_KEYS = ("space", "data", "epochs", "batch_size", "lr", "weight_decay", "w
                "limit_train", "limit_val")
 
 
-class ConfigError(NasError):
+class ConfigError(SettingsError):
     """A training setting is unknown, badly typed or out of range."""
+
+
+def _pos(v: float) -> bool:
+    return v >= 1
+
+
+def _nonneg(v: float) -> bool:
+    return v >= 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,67 +109,74 @@ class TrainConfig:
         limit_val: use only the first N validation images (0: all); for tests.
     """
 
-    space: str
-    data: str
-    out: str
-    epochs: int = 60
-    seed: int = 0
-    batch_size: int = 64
-    lr: float = 4e-3
-    weight_decay: float = 0.05
-    warmup_epochs: int = 3
-    warmup_lr: float = 1e-5
-    min_lr: float = 1e-5
-    label_smoothing: float = 0.1
-    num_random: int = 1
-    sandwich_rule: str = "family"
-    end_reduction: str = "extreme"
-    distill_from: str = "largest"
-    block_sharing: str = "mixer"
-    distill: str = "kl"
-    max_shift: int = 3
-    hflip: bool = False
-    arch: str | None = None
-    clip_grad: float = 5.0
-    eval_batch_size: int = 256
-    calib_size: int = 512
-    workers: int | None = None
-    address: str | None = None
-    device: str | None = None
-    threads: int = 0
-    limit_train: int = 0
-    limit_val: int = 0
+    space: str = setting(help="search space YAML file or shipped name (e.g. tiny32)")
+    data: str = setting(help="dataset: digits | imagefolder:PATH | cifar10:PATH")
+    out: str = setting(help="run directory", metavar="RUN_DIR")
+    epochs: int = setting(30, "training epochs", check=_pos, rule=">= 1")
+    seed: int = setting(0, "seed of weights, data order, augmentation, subnets", check=_nonneg,
+                        rule=">= 0")
+    batch_size: int = setting(128, "global batch size", check=_pos, rule=">= 1")
+    lr: float = setting(2e-3, "peak learning rate (AdamW)", check=lambda v: v > 0, rule="> 0")
+    weight_decay: float = setting(0.05, "AdamW weight decay", check=_nonneg, rule=">= 0",
+                                  flag="hidden")
+    warmup_epochs: int = setting(3, "linear warmup epochs", check=_nonneg, rule=">= 0",
+                                 flag="hidden")
+    warmup_lr: float = setting(1e-5, "learning rate at the start of warmup",
+                               check=lambda v: v > 0, rule="> 0", flag="hidden")
+    min_lr: float = setting(1e-5, "final learning rate", check=_nonneg, rule=">= 0",
+                            flag="hidden")
+    label_smoothing: float = setting(0.1, "label smoothing", check=lambda v: 0 <= v < 1,
+                                     rule="in [0, 1)", flag="hidden")
+    num_random: int = setting(1, "random subnets per step besides the largest and smallest",
+                              check=_nonneg, rule=">= 0")
+    sandwich_rule: str = setting("family", "sandwich rule", choices=SANDWICH_RULES,
+                                 flag="hidden")
+    end_reduction: str = setting("extreme", "token reduction of the family sandwich's ends",
+                                 choices=END_REDUCTION, flag="hidden")
+    distill_from: str = setting("largest", "teacher of in-place distillation",
+                                choices=DISTILL_FROM, flag="hidden")
+    block_sharing: str = setting("mixer", "what blocks share across mixer families",
+                                 choices=BLOCK_SHARING, flag="hidden")
+    distill: str = setting("kl", "distillation loss", choices=DISTILL, flag="hidden")
+    max_shift: int = setting(3, "random translation in pixels (pad + random crop; 4 is the "
+                             "CIFAR standard)", check=_nonneg, rule=">= 0")
+    hflip: bool = setting(False, "random horizontal flips (off for digits: they are chiral)")
+    arch: str | None = setting(None, "train this arch (YAML/JSON file or inline) alone from "
+                               "scratch instead of the supernet; it must belong to --space")
+    clip_grad: float = setting(5.0, "gradient-norm clipping", check=_nonneg,
+                               rule=">= 0 (0 disables clipping)", flag="hidden")
+    eval_batch_size: int = setting(256, "validation batch size", check=_pos, rule=">= 1",
+                                   flag="hidden")
+    calib_size: int = setting(512, "training images that recalibrate BatchNorm",
+                              check=_pos, rule=">= 1", flag="hidden")
+    workers: int | None = setting(None, "data-parallel Ray Train workers (default: train in "
+                                  "this process without Ray)", check=_pos, rule=">= 1")
+    address: str | None = setting(None, "Ray cluster address (default: RAY_ADDRESS or a "
+                                  "local Ray)")
+    device: str | None = setting(None, "default: cuda when available", choices=DEVICES)
+    threads: int = setting(0, "torch threads per process (0: automatic)", check=_nonneg,
+                           rule=">= 0 (0: automatic)")
+    limit_train: int = setting(0, "use only the first N training images (0: all)",
+                               check=_nonneg, rule=">= 0", flag="hidden")
+    limit_val: int = setting(0, "use only the first N validation images (0: all)",
+                             check=_nonneg, rule=">= 0", flag="hidden")
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            kind = _FIELD_TYPES[f.name]
-            optional = f.default is None
-            if value is None and optional:
-                continue
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-            elif kind is bool and not isinstance(value, bool) \
-                    or kind is not bool and (isinstance(value, bool) or not isinstance(value, kind)):
-                raise ConfigError(f"train config: {f.name} must be {kind.__name__}"
-                                  f"{' or null' if optional else ''}, got {value!r}")
-        _check_range(self)
+        check_settings(self, "train config", ConfigError)
+        # The dataset registry loads torch: imported here, not at module level, so the
+        # config (and `nas train --help`, whose flags it defines) loads without it.
+        from nas.data import parse_data_spec
+
         parse_data_spec(self.data)
 
     @classmethod
     def from_dict(cls, raw: Any, *, source: str = "train config") -> TrainConfig:
         """Build from a mapping, rejecting unknown keys (``RUN_META_KEYS`` are skipped)."""
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: expected a mapping of settings, got {type(raw).__name__}")
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in raw if k not in names and k not in RUN_META_KEYS]
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; "
-                              f"allowed: {', '.join(names)}")
-        missing = [n for n in ("space", "data", "out") if raw.get(n) is None]
-        if missing:
-            raise ConfigError(f"{source}: missing {', '.join(missing)} (give --{missing[0]})")
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        if isinstance(raw, dict):
+            missing = [n for n in ("space", "data", "out") if raw.get(n) is None]
+            if missing:
+                raise ConfigError(f"{source}: missing {', '.join(missing)} (give --{missing[0]})")
+        return parse_settings(cls, raw, source, ignore=RUN_META_KEYS, error=ConfigError)
 
     @property
     def standalone(self) -> bool:
@@ -178,6 +191,8 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """This config with the device chosen (and checked: a saved config may name cuda)."""
+        import torch  # not at module level: see __post_init__
+
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("train config: device cuda requested but CUDA is not available; "
                               "use --device cpu")
@@ -194,43 +209,6 @@ class TrainConfig:
         return [f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
                 for f in fields(self) if f.name not in (*EXECUTION_FIELDS, "space")
                 and getattr(self, f.name) != getattr(other, f.name)]
-
-
-_STR_FIELDS = ("space", "data", "out", "distill", "sandwich_rule", "end_reduction", "distill_from",
-               "block_sharing", "address", "device", "arch")
-_BOOL_FIELDS = ("hflip",)
-_FLOAT_FIELDS = ("lr", "weight_decay", "warmup_lr", "min_lr", "label_smoothing", "clip_grad")
-_FIELD_TYPES: dict[str, type] = {
-    f.name: str if f.name in _STR_FIELDS else float if f.name in _FLOAT_FIELDS
-    else bool if f.name in _BOOL_FIELDS else int for f in fields(TrainConfig)}
-
-
-def _check_range(c: TrainConfig) -> None:
-    def need(ok: bool, name: str, rule: str) -> None:
-        if not ok:
-            raise ConfigError(f"train config: {name} must be {rule}, got {getattr(c, name)!r}")
-
-    need(c.epochs >= 1, "epochs", ">= 1")
-    need(c.batch_size >= 1, "batch_size", ">= 1")
-    need(c.lr > 0, "lr", "> 0")
-    need(c.weight_decay >= 0, "weight_decay", ">= 0")
-    need(c.warmup_epochs >= 0, "warmup_epochs", ">= 0")
-    need(c.warmup_lr > 0 and c.min_lr >= 0, "warmup_lr", "> 0 (and min_lr >= 0)")
-    need(0 <= c.label_smoothing < 1, "label_smoothing", "in [0, 1)")
-    need(c.num_random >= 0, "num_random", ">= 0")
-    need(c.distill in DISTILL, "distill", "one of " + ", ".join(DISTILL))
-    need(c.sandwich_rule in SANDWICH_RULES, "sandwich_rule", "one of " + ", ".join(SANDWICH_RULES))
-    need(c.end_reduction in END_REDUCTION, "end_reduction", "one of " + ", ".join(END_REDUCTION))
-    need(c.distill_from in DISTILL_FROM, "distill_from", "one of " + ", ".join(DISTILL_FROM))
-    need(c.block_sharing in BLOCK_SHARING, "block_sharing", "one of " + ", ".join(BLOCK_SHARING))
-    need(c.max_shift >= 0, "max_shift", ">= 0")
-    need(c.clip_grad >= 0, "clip_grad", ">= 0 (0 disables clipping)")
-    need(c.eval_batch_size >= 1, "eval_batch_size", ">= 1")
-    need(c.calib_size >= 1, "calib_size", ">= 1")
-    need(c.workers is None or c.workers >= 1, "workers", ">= 1")
-    need(c.device is None or c.device in DEVICES, "device", "one of " + ", ".join(DEVICES))
-    need(c.threads >= 0, "threads", ">= 0 (0: automatic)")
-    need(c.limit_train >= 0 and c.limit_val >= 0, "limit_train", ">= 0 (and limit_val >= 0)")
 
 
 def standalone_recipe(run_config: dict[str, Any], **changes: Any) -> dict[str, Any]:
