@@ -10,8 +10,9 @@ Example:
     >>> table = LatencyTable.load("t.json", space=space)  # doctest: +SKIP
     >>> table.predict(archs), measure_arch(archs[0], space, threads=1)  # doctest: +SKIP
 """
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nas.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from nas.latency.device import DeviceError, DeviceSpec, device_fingerprint
@@ -36,13 +37,4 @@ __all__ = ["LatencyTable", "merge_tables", "profile_space", "calibration_archs",
            "device_fingerprint", "Signature", "arch_signatures", "space_signatures"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__, globals())
