@@ -1,11 +1,13 @@
 """How well latency tables predict end-to-end latency on this CPU.
 
 1. For each batch size (default 1, 8 and 64) builds (or resumes; ``--fresh`` rebuilds)
-   the tiny32 CPU table (fp32, fixed threads) with a calibration on random subnets,
-   and records its cost (wall time, entries).
+   the tiny32 CPU table (fp32, fixed threads) with a calibration on subnets that cover
+   the space (``--calibration``), and records its cost (wall time, entries).
 2. Times >= 100 held-out random tiny32 subnets (none used for calibration) end to end
-   as standalone models, each built twice and both copies timed interleaved; copy 2
+   as standalone models, each built twice and both copies timed back to back; copy 2
    against copy 1 is the noise floor of the same run.
+3. Refits the correction on the first k of the calibration set and of a random one
+   (both timed again side by side): how many subnets, and which, the table needs.
 3. For imagenet224 (too large to enumerate) profiles only the signatures of the four
    reference archs plus calibration subnets under a MAC budget, and compares the
    references' predicted and measured latency.
@@ -81,22 +83,21 @@ def heldout_archs(space, n: int, exclude: set, seed: int) -> list:
 
 def time_archs(measurer: Measurer, archs: list, desc: str, rounds: int
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Two independent end-to-end timings of every arch, interleaved in time.
+    """Two independent end-to-end timings of every arch, side by side.
 
-    Each arch is built twice (two model instances) and both copies are in one list, the
-    second half after the first, timed ``rounds`` times over; each copy keeps its fastest
-    round. A machine that drifts over minutes moves both copies alike, so their gap is
-    the noise of one measurement, not the drift between two passes.
+    Each arch is built twice (two model instances) and the copies are timed back to back
+    in one list, ``rounds`` times over; each copy keeps its fastest round. The gap between
+    the copies is the repeatability of one measurement within this session; the drift
+    between the table's build and this session is in the table's error, not here.
     """
     t0 = time.perf_counter()
-    dicts = [a.to_dict() for a in archs]
-    measurer.measure_archs(dicts[: min(len(dicts), 10)])  # warm the CPU up, untimed
-    stats = measurer.measure_archs(dicts + dicts, rounds=rounds)
+    dicts = [d for a in archs for d in (a.to_dict(), a.to_dict())]
+    measurer.measure_archs(dicts[: min(len(dicts), 20)])  # warm the CPU up, untimed
+    stats = measurer.measure_archs(dicts, rounds=rounds)
     print(f"  {desc}: {len(archs)} archs x 2 copies x {rounds} rounds "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    n = len(archs)
-    first = {k: np.array([s[k] for s in stats[:n]]) for k in ("median", "min")}
-    second = {k: np.array([s[k] for s in stats[n:]]) for k in ("median", "min")}
+    first = {k: np.array([s[k] for s in stats[0::2]]) for k in ("median", "min")}
+    second = {k: np.array([s[k] for s in stats[1::2]]) for k in ("median", "min")}
     return first, second
 
 
@@ -109,7 +110,7 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
     out = table_path(batch)
     if args.fresh and out.exists():
         out.unlink()  # this bench's own table file: rebuilt from scratch for the build time
-    mrt = args.min_run_time * max(1.0, batch ** 0.5 / 2)  # enough calls per block at batch 64
+    mrt = args.min_run_time * max(1.0, batch ** 0.5 / 4)  # enough ~1 ms blocks at batch 64
     t0 = time.perf_counter()
     table = profile_space(space, out=out, batch_size=batch, threads=args.threads,
                           calibrate=args.calibrate, seed=args.seed, min_run_time=mrt,
@@ -151,7 +152,7 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
         lines.append(row(f"calibrated without the reduce_ms term ({stat})",
                          metrics(alts[stat].predict(held), first[stat])))
         lines.append(row(f"raw sum of components ({stat})", metrics(raw, first[stat])))
-        lines.append(row(f"noise floor: copy 2 vs copy 1, interleaved ({stat})", noise))
+        lines.append(row(f"noise floor: copy 2 vs copy 1, back to back ({stat})", noise))
         fit = t.calibration["fit"]
         lines.append(f"| calibration fit ({stat}, {fit['n']} subnets, LOO) | "
                      f"{fit.get('loo_mape', float('nan')):.2f}% | | | "
@@ -168,30 +169,32 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
 
 
 def calibration_study(args, space, table, held: list, truth: np.ndarray, measurer) -> list[str]:
-    """How many calibration subnets are needed, and cover vs random ones: corrections fitted
-    on the first k of the table's set, and on a random set timed now, judged on the same
+    """How many calibration subnets are needed, and cover vs random ones, like for like: the
+    table's set and a random (or cover) set of the same size are timed now in one
+    interleaved list, and corrections fitted on the first k of each are judged on the same
     held-out ground truth."""
     used = tuple(table.calibration["features"])
-    samples = table.calibration["samples"]
-    X, y = table.features(table.calibration_archs()), np.array([s["ms"] for s in samples])
+    mine = table.calibration_archs()
+    other = "random" if args.calibration == "cover" else "cover"
+    alt = [a for a in calibration_archs(space, len(mine), args.seed, strategy=other)
+           if a not in set(held)]
+    both = [a for pair in zip(mine, alt) for a in pair]
+    t0 = time.perf_counter()
+    stats = measurer.measure_archs([a.to_dict() for a in both], rounds=args.rounds)
+    y = np.array([st[table.stat] for st in stats])
+    seconds = time.perf_counter() - t0
     H = table.features(held)
-    out = ["", f"calibration subnets needed ({table.stat}; the first k of the table's "
-           f"{args.calibration} set, same held-out ground truth):", "",
+    out = ["", f"calibration subnets needed ({table.stat}): corrections fitted on the first k "
+           f"of each set (both sets timed again now, interleaved, {seconds:.0f} s), same "
+           "held-out ground truth:", "",
            "| calibration | MAPE | within 5% | within 10% | max error | mean signed error | "
            "Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for k in sorted({k for k in (6, 10, 15, 20, len(y)) if k <= len(y)}):
-        feats = calib.usable_features(used, k)
-        pred = calib.apply(H, feats, calib.fit(X[:k], y[:k], feats))
-        out.append(row(f"first {k} of the {args.calibration} set", metrics(pred, truth)))
-    other = "random" if args.calibration == "cover" else "cover"
-    alt = [a for a in calibration_archs(space, len(y), args.seed + 7, strategy=other)
-           if a not in set(held)]
-    t0 = time.perf_counter()
-    stats = measurer.measure_archs([a.to_dict() for a in alt], rounds=args.rounds)
-    ya = np.array([st[table.stat] for st in stats])
-    pred = calib.apply(H, used, calib.fit(table.features(alt), ya, used))
-    out.append(row(f"{len(alt)} {other} subnets instead (timed now, "
-                   f"{time.perf_counter() - t0:.0f} s)", metrics(pred, truth)))
+    for name, archs, ys in ((args.calibration, mine, y[0::2]), (other, alt, y[1::2])):
+        X = table.features(archs)
+        for k in sorted({k for k in (6, 10, 15, 20, len(archs)) if k <= len(archs)}):
+            feats = calib.usable_features(used, k)
+            pred = calib.apply(H, feats, calib.fit(X[:k], ys[:k], feats))
+            out.append(row(f"{k} {name} subnets", metrics(pred, truth)))
     return out
 
 
@@ -237,8 +240,8 @@ def main() -> None:
                     help="comma-separated batch sizes, one table and held-out set each")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--min-run-time", type=float, default=0.1,
-                    help="seconds per measurement at batch <= 4 (x sqrt(batch)/2 above)")
-    ap.add_argument("--rounds", type=int, default=3,
+                    help="seconds per measurement at batch <= 16 (x sqrt(batch)/4 above)")
+    ap.add_argument("--rounds", type=int, default=2,
                     help="rounds per item, for the tables and the ground truth alike")
     ap.add_argument("--calibrate", type=int, default=30)
     ap.add_argument("--calibration", choices=CALIBRATION_STRATEGIES, default="cover",
@@ -286,8 +289,8 @@ def main() -> None:
         f"{os.cpu_count()} cores",
         f"- held-out: {args.heldout} random tiny32 subnets per batch size, none used for "
         f"calibration ({args.calibrate} subnets, {args.calibration} set), each built twice "
-        "and both copies timed "
-        "in one interleaved list (copy 1 = ground truth, copy 2 vs copy 1 = noise floor)",
+        "and both copies timed back to back (copy 1 = ground truth, copy 2 vs copy 1 = noise "
+        "floor: repeatability within this session)",
         f"- predictor speed: {len(many) / cold:,.0f} archs/s cold cache, "
         f"{len(many) / warm:,.0f} archs/s warm",
         "- targets: >= 95% within 10%, MAPE <= 4%, noise floor <= 2% MAPE, build <= 600 s",

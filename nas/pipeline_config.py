@@ -48,13 +48,16 @@ _TRAIN_OWN = ("space", "data", "out", "seed", "arch", "workers", "address", "dev
 TrainSection = derive(
     "TrainSection", TrainConfig, [f.name for f in fields(TrainConfig) if f.name not in _TRAIN_OWN],
     doc="Supernet training: the fields of :class:`nas.training.TrainConfig`.",
-    error=PipelineError)
+    error=PipelineError, module=__name__)
 
 ProfileSection = derive(
     "ProfileSection", ProfileConfig,
     ["threads", "batch_size", "calibrate", "min_run_time", "rounds", "allow_busy"],
+    # half the timed calls per measurement: the profile stage stays within the budget of
+    # the embedded run (and runs written before these sections were derived resume)
+    changes={"min_run_time": 0.05},
     doc="Latency table of this machine (CPU): fields of :class:`nas.latency.config.ProfileConfig`.",
-    error=PipelineError)
+    error=PipelineError, module=__name__)
 
 PredictorSection = derive(
     "PredictorSection", (CollectConfig, FitConfig),
@@ -67,7 +70,7 @@ PredictorSection = derive(
                                     "collect -n)", check=lambda v: v >= 2, rule=">= 2"))],
     doc="Subnets scored with inherited weights (``collect`` of them), and the predictor: "
         "fields of :class:`nas.predictors.config.CollectConfig` and ``FitConfig``.",
-    error=PipelineError)
+    error=PipelineError, module=__name__)
 
 SearchSection = derive(
     "SearchSection", SearchConfig, ["searcher", "trials", "workers"],
@@ -81,7 +84,7 @@ SearchSection = derive(
                                            check=lambda v: v >= 10, rule=">= 10"))],
     doc="The search (fields of :class:`nas.search.SearchConfig`); ``budget_ms: null`` takes "
         "the ``budget_quantile`` (median) of the table latencies of ``budget_samples`` random "
-        "archs.", error=PipelineError)
+        "archs.", error=PipelineError, module=__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +158,9 @@ def _check_names(cfg: PipelineConfig, source: str) -> None:
     if cfg.search.searcher not in SEARCHERS:
         raise PipelineError(f"{source}: search: searcher: unknown {cfg.search.searcher!r}; "
                             f"valid: {', '.join(SEARCHERS)}")
+    if cfg.predictor.model == "auto" and cfg.predictor.folds < 2:
+        raise PipelineError(f"{source}: predictor: model auto picks the family by "
+                            f"cross-validation and needs folds >= 2, got {cfg.predictor.folds}")
     if cfg.predictor.model != "auto" and cfg.predictor.model not in PREDICTORS:
         raise PipelineError(f"{source}: predictor: model: unknown {cfg.predictor.model!r}; "
                             f"valid: auto, {', '.join(PREDICTORS)}")

@@ -122,7 +122,10 @@ def check_settings(obj: Any, where: str, error: type[NasError] = SettingsError) 
     nested settings dataclasses are checked when they are built."""
     hints = _hints(type(obj))
     for f in fields(obj):
-        if dataclasses.is_dataclass(hints[f.name]):
+        if dataclasses.is_dataclass(hints[f.name]):  # a section: built (and checked) already
+            if not isinstance(getattr(obj, f.name), hints[f.name]):
+                raise error(f"{where}: {f.name} must be a {hints[f.name].__name__}, got "
+                            f"{_short(getattr(obj, f.name))}")
             continue
         kind, nullable = _kind(hints[f.name])
         value = _coerce(f.name, getattr(obj, f.name), kind, nullable, where, dict(f.metadata),
@@ -172,10 +175,11 @@ def defaults(cls: type) -> dict[str, Any]:
 
 def derive(name: str, sources: type | Iterable[type], names: Iterable[str], *, doc: str = "",
            changes: dict[str, Any] | None = None, extra: Iterable[tuple[str, Any, Any]] = (),
-           error: type[NasError] = SettingsError) -> type:
+           error: type[NasError] = SettingsError, module: str | None = None) -> type:
     """A frozen dataclass ``name`` with the fields ``names`` of ``sources`` (the first that
     has each): the same types, rules and help, defaults from there unless ``changes`` says
-    otherwise; ``extra`` adds ``(name, type, setting(...))`` fields of its own."""
+    otherwise; ``extra`` adds ``(name, type, setting(...))`` fields of its own. Pass the
+    ``module`` the class is assigned in (``__name__``), so it pickles."""
     sources = [sources] if isinstance(sources, type) else list(sources)
     changes = changes or {}
     spec = []
@@ -192,7 +196,7 @@ def derive(name: str, sources: type | Iterable[type], names: Iterable[str], *, d
     cls = dataclasses.make_dataclass(name, spec, frozen=True, kw_only=True,
                                      namespace={"__post_init__": __post_init__,
                                                 "__doc__": doc or sources[0].__doc__})
-    cls.__module__ = sources[0].__module__
+    cls.__module__ = module or sources[0].__module__
     return cls
 
 

@@ -51,8 +51,8 @@ class FitConfig:
 
     model: str = setting("auto", "mlp | gp | ridge | ensemble | auto (auto: best "
                          "cross-validated Kendall tau)")
-    folds: int = setting(5, "cross-validation folds (0 skips)", check=lambda v: v >= 0,
-                         rule=">= 0")
+    folds: int = setting(5, "cross-validation folds (0 skips)", check=lambda v: v == 0 or v >= 2,
+                         rule="0 or >= 2")
     target: str = setting("auto", "what the model regresses on: the accuracy, its "
                           "rank-Gaussian scores, the blend of accuracy and loss ranks, or the "
                           "combined loss and train_speed ranks (auto: combined when the table "

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 
 CALIBRATION_STRATEGIES = ("cover", "random")
+COVER_POOL = 500  # uniform samples the cover is drawn from: a fixed pool keeps it prefix-stable
 
 
 def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = "cover"
@@ -50,19 +51,20 @@ def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = 
     """``n`` distinct archs of ``space`` to calibrate a table on (fewer if the space is
     smaller), seeded.
 
-    ``random``: uniform samples. ``cover`` (default): from ``10 n`` uniform samples, a
-    greedy farthest-point cover of what the correction depends on (analytic MACs in log
-    scale, block count, blocks after in-stage token reduction; standardised), starting
-    from the sample nearest the mean: the fit sees the small, the large and the
-    token-reduced ends of the space instead of mostly its middle. The first ``k`` of the
-    list are themselves a ``k``-cover.
+    ``random``: uniform samples. ``cover`` (default): from :data:`COVER_POOL` uniform
+    samples, a greedy farthest-point cover of what the correction depends on (analytic
+    MACs in log scale, block count, blocks after in-stage token reduction; standardised),
+    starting from the sample nearest the mean: the fit sees the small, the large and the
+    token-reduced ends of the space instead of mostly its middle. The order does not
+    depend on ``n`` (for ``n`` up to the pool), so ``k`` subnets are the first ``k`` of
+    ``n`` and a table resumed with a larger ``calibrate`` keeps what it timed.
     """
     if strategy not in CALIBRATION_STRATEGIES:
         raise NasError(f"calibration strategy must be one of "
                        f"{', '.join(CALIBRATION_STRATEGIES)}, got {strategy!r}")
     rng = np.random.default_rng(seed)
     pool: dict[Arch, None] = {}
-    want = n if strategy == "random" else 10 * n
+    want = n if strategy == "random" else max(n, COVER_POOL)
     for _ in range(50 * want):
         if len(pool) >= want:
             break
@@ -79,6 +81,12 @@ def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = 
         picked.append(i)
         dist = np.minimum(dist, ((X - X[i]) ** 2).sum(1))
     return [archs[i] for i in picked]
+
+
+def _strategy(calibration: str, archs: Sequence[Arch] | None) -> str:
+    if calibration == "auto":
+        return "cover" if archs is None else "random"
+    return calibration
 
 
 def _cover_features(arch: Arch) -> tuple[float, float, float]:
@@ -182,7 +190,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                   address: str | None = None,
                   max_entries: int | None = None, max_signatures: int = 20000,
                   features: Sequence[str] = cal.DEFAULT_FEATURES, save_every: int = 8,
-                  recalibrate: bool = False, progress: bool = True, calibration: str = "cover",
+                  recalibrate: bool = False, progress: bool = True, calibration: str = "auto",
                   force: bool = False, allow_busy: bool | None = None) -> LatencyTable:
     """Measure every component signature of ``space`` on a device and write a table.
 
@@ -202,8 +210,10 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             chosen ones (e.g. subnets under a MAC budget, when random subnets of a huge
             space are too slow to time).
         calibration: how the ``calibrate`` subnets are chosen, ``cover`` or ``random``
-            (see :func:`calibration_archs`). A table that already holds samples of
-            another set keeps that set (unless ``recalibrate``).
+            (see :func:`calibration_archs`); ``auto``: cover for a space profiled whole,
+            random with ``archs`` (a space too large to enumerate, whose cover would pick
+            its largest models). A table that already holds samples of another set keeps
+            that set, with a warning (unless ``recalibrate``).
         min_run_time: seconds of timed calls per measurement.
         warmup: untimed calls before each measurement.
         stat: block statistic used as the latency, ``median`` or ``min`` (see
@@ -258,7 +268,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         monitor = quiet.LoadMonitor()
     t0 = time.perf_counter()
     cal_archs = ([canonicalize(space, a) for a in calibrate_on] if calibrate_on is not None
-                 else calibration_archs(space, calibrate, seed, strategy=calibration))
+                 else calibration_archs(space, calibrate, seed, strategy=_strategy(calibration,
+                                                                                    archs)))
     kw = {"num_classes": space.num_classes, "in_chans": space.in_chans}
     if archs is None:
         sigs = space_signatures(space, limit=max_signatures)
@@ -277,8 +288,11 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                             force)
         table.set_rounds(rounds)
         kept = table.calibration_archs()
-        if kept and not recalibrate and not set(kept) <= set(cal_archs):
-            cal_archs = kept  # a table calibrated on another set (older version): keep its set
+        if kept and not recalibrate and calibrate_on is None and not set(kept) <= set(cal_archs):
+            log.warning("%s was calibrated on another set of subnets (another seed, strategy or "
+                        "version): keeping its %d; pass --recalibrate to replace them", out,
+                        len(kept))
+            cal_archs = kept
         missing = sum(max(0, rounds - table.rounds(g)) for g in sigs)
         stop_early = max_entries is not None and missing > max_entries
         budget = max_entries if stop_early else missing

@@ -59,7 +59,7 @@ class SearchConfig:
     budget_ms: float
     out: str
     searcher: str = setting("evolution", "a searcher of nas.search.SEARCHERS (evolution, "
-                            "bayesian, random, ...)")
+                            "tpe, gp, nsga2, random)")
     trials: int = setting(1000, "archs to evaluate", check=lambda v: v >= 1, rule=">= 1")
     objective: str = "predictor"
     table: str | None = None
