@@ -7,7 +7,7 @@ import pytest
 from nas.arch import space_contains
 from nas.costmodel import analytic_cost
 from nas.errors import NasError
-from nas.latency.profile import _strategy, calibration_archs
+from nas.latency.profile import calibration_archs
 from nas.space import load_space
 
 
@@ -17,17 +17,18 @@ def space():
 
 
 def test_cover_is_prefix_stable_distinct_and_in_the_space(space):
-    cover = calibration_archs(space, 30, 0)
+    cover = calibration_archs(space, 30, 0, strategy="cover")
     assert len(set(cover)) == 30 and all(space_contains(space, a)[0] for a in cover)
-    assert calibration_archs(space, 12, 0) == cover[:12]  # --calibrate 12 then 30 resumes
-    assert set(cover) <= set(calibration_archs(space, 50, 0))
-    assert calibration_archs(space, 30, 1) != cover
+    assert calibration_archs(space, 12, 0, strategy="cover") == cover[:12]  # 12, then 30
+    assert set(cover) <= set(calibration_archs(space, 50, 0, strategy="cover"))
+    assert calibration_archs(space, 30, 1, strategy="cover") != cover
 
 
 def test_cover_spans_the_space_wider_than_random(space):
-    cover = calibration_archs(space, 20, 0)
-    rand = calibration_archs(space, 20, 0, strategy="random")
+    cover = calibration_archs(space, 20, 0, strategy="cover")
+    rand = calibration_archs(space, 20, 0)
     assert rand == calibration_archs(space, 20, 0, strategy="random")
+    assert calibration_archs(space, 8, 0) == rand[:8]  # random is prefix-stable too
     span = {name: np.ptp(np.log([analytic_cost(a)[0] for a in s]))
             for name, s in (("cover", cover), ("random", rand))}
     assert span["cover"] > span["random"]
@@ -35,8 +36,6 @@ def test_cover_spans_the_space_wider_than_random(space):
     assert 0 in reduced and max(reduced) >= 1  # both ends of token reduction
 
 
-def test_strategy_choice(space):
-    assert _strategy("auto", None) == "cover" and _strategy("auto", []) == "random"
-    assert _strategy("random", None) == "random"
+def test_unknown_strategy_is_refused(space):
     with pytest.raises(NasError, match="must be one of cover, random"):
         calibration_archs(space, 5, 0, strategy="best")

@@ -33,10 +33,10 @@ class ProfileConfig:
                            check=lambda v: v >= 1, rule=">= 1")
     calibrate: int = setting(30, "random subnets timed end to end to calibrate the sum",
                              check=lambda v: v >= 0, rule=">= 0", metavar="N")
-    calibration: str = setting("auto", "how the calibration subnets are chosen: a cover of "
-                               "the space's size, depth and token reduction, or random "
-                               "(auto: cover, random with --archs)",
-                               choices=("auto", "cover", "random"))
+    calibration: str = setting("random", "how the calibration subnets are chosen: random, or "
+                               "a cover of the space's size, depth and token reduction (it "
+                               "fitted no better on tiny32, see bench/results/latency_cpu.md)",
+                               choices=("random", "cover"))
     min_run_time: float = setting(0.1, "seconds of timed calls per measurement",
                                   check=lambda v: v > 0, rule="> 0")
     warmup: int = setting(10, "untimed calls before each measurement",
