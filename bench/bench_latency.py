@@ -129,7 +129,8 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
     timing = {"min_run_time": mrt, "warmup": 10, "rounds": args.rounds}
     measurer = Measurer(spec.to_dict(), timing, num_classes=space.num_classes,
                         in_chans=space.in_chans)
-    first, second = time_archs(measurer, held, f"batch {batch} ground truth", args.rounds)
+    first, second = time_archs(measurer, held, f"batch {batch} ground truth",
+                               args.truth_rounds or args.rounds)
     red = np.array([any(s.keep_ratio < 1.0 for s in a.stages) for a in held])
     lines = [f"**batch {batch}** ({len(table)} entries built in {table.scope['seconds']:.0f} s, "
              f"{mrt:.3f} s per measurement; {len(held)} held-out subnets, {int(red.sum())} with "
@@ -175,7 +176,10 @@ def calibration_study(args, space, table, held: list, truth: np.ndarray, measure
     held-out ground truth."""
     used = tuple(table.calibration["features"])
     mine = table.calibration_archs()
-    other = "random" if args.calibration == "cover" else "cover"
+    # the table's own set names itself (a resumed table may hold another set than asked)
+    name = next((n for n in CALIBRATION_STRATEGIES
+                 if calibration_archs(space, len(mine), args.seed, strategy=n) == mine), "table")
+    other = "random" if name == "cover" else "cover"
     alt = [a for a in calibration_archs(space, len(mine), args.seed, strategy=other)
            if a not in set(held)]
     both = [a for pair in zip(mine, alt) for a in pair]
@@ -189,12 +193,12 @@ def calibration_study(args, space, table, held: list, truth: np.ndarray, measure
            "held-out ground truth:", "",
            "| calibration | MAPE | within 5% | within 10% | max error | mean signed error | "
            "Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, archs, ys in ((args.calibration, mine, y[0::2]), (other, alt, y[1::2])):
+    for label, archs, ys in ((name, mine, y[0::2]), (other, alt, y[1::2])):
         X = table.features(archs)
         for k in sorted({k for k in (6, 10, 15, 20, len(archs)) if k <= len(archs)}):
             feats = calib.usable_features(used, k)
             pred = calib.apply(H, feats, calib.fit(X[:k], ys[:k], feats))
-            out.append(row(f"{k} {name} subnets", metrics(pred, truth)))
+            out.append(row(f"{k} {label} subnets", metrics(pred, truth)))
     return out
 
 
@@ -243,6 +247,10 @@ def main() -> None:
                     help="seconds per measurement at batch <= 16 (x sqrt(batch)/4 above)")
     ap.add_argument("--rounds", type=int, default=2,
                     help="rounds per item, for the tables and the ground truth alike")
+    ap.add_argument("--truth-rounds", type=int, default=0,
+                    help="rounds of the held-out ground truth (default: --rounds)")
+    ap.add_argument("--out", default="latency_cpu.md",
+                    help="results file under bench/results (earlier runs kept below)")
     ap.add_argument("--calibrate", type=int, default=30)
     ap.add_argument("--calibration", choices=CALIBRATION_STRATEGIES, default="random",
                     help="how the tables' calibration subnets are chosen (the other way is "
@@ -282,7 +290,8 @@ def main() -> None:
         f"- setting: {describe_device(t.device)} (batch as below)",
         f"- timing: ~1 ms timed blocks on the {t.timing['clock']} clock, "
         f"{t.timing['warmup']} warm-up calls; statistic over blocks: {t.stat} (the table's), and "
-        f"the other for comparison; {args.rounds} rounds per item (every table entry, "
+        f"the other for comparison; {args.rounds} rounds per item ({args.truth_rounds or args.rounds} "
+        "for the ground truth; every table entry, "
         "calibration subnet and ground-truth subnet is timed once per round over the whole "
         "list, keeping its fastest round)",
         f"- machine load average (1 min) at start {load0[0]:.1f}, at end {load1[0]:.1f} on "
@@ -301,12 +310,14 @@ def main() -> None:
     ]) + "\n"
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
-    write_result("latency_tiny32_heldout.csv", buf.getvalue())
+    csv_name = ("latency_tiny32_heldout.csv" if args.out == "latency_cpu.md"
+                else f"{Path(args.out).stem}_heldout.csv")
+    write_result(csv_name, buf.getvalue())
     print(text)
-    old = RESULTS / "latency_cpu.md"
-    path = write_result("latency_cpu.md", with_history(text, old.read_text() if old.exists() else ""))
+    old = RESULTS / args.out
+    path = write_result(args.out, with_history(text, old.read_text() if old.exists() else ""))
     print(f"written to {path} (earlier runs kept below; per-arch figures of this run: "
-          f"latency_tiny32_heldout.csv)")
+          f"{csv_name})")
 
 
 if __name__ == "__main__":
