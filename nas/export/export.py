@@ -155,13 +155,7 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
         >>> export_subnet("runs/t/train", "runs/t/search/best.yaml", "runs/t/model",
         ...               formats="safetensors,onnx")  # doctest: +SKIP
     """
-    from nas.training import (
-        calibrate_bn,
-        evaluate_model,
-        load_run,
-        load_run_calib_data,
-        load_val_data,
-    )
+    from nas.training import calibrate_bn, evaluate_model, load_run, load_val_data
 
     formats = parse_formats(formats)
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) \
@@ -185,11 +179,7 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
 
     cfg = run.config
     _log(verbose, f"subnet of {space.name} from {run.run_dir} (epoch {run.epoch})")
-    if run.arch is None:  # a subnet's BatchNorm statistics are recomputed for it alone
-        calib = load_run_calib_data(cfg)
-        model = calibrate_bn(run.supernet, arch, calib)
-    else:  # trained alone: its statistics are its own
-        model = run.supernet.extract(arch).eval()
+    model, calib = _subnet_model(run, arch)
     x_val = y_val = None
     if evaluate or finetune_epochs:
         x_val, y_val = load_val_data(cfg)
@@ -221,20 +211,10 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
     if evaluate:
         res = evaluate_model(fast, x_val, y_val, resolution=arch.resolution)
         metrics.update(val_acc=res["acc"], val_loss=res["loss"], val_images=len(y_val))
-    latency: dict[str, Any] = {}
-    if lat_table is not None:
-        latency["predicted"] = float(lat_table.predict([arch])[0])
-    if measure:
-        _log(verbose, "timing on this machine")
-        if rewrites:
-            latency["rewrites"] = rewrites
-        latency["measured"], latency["setting"] = measure_latency(
-            fast, arch, in_chans=space.in_chans, device=device, timing=timing)
-        latency["measured_plain"], _ = measure_latency(
-            model, arch, in_chans=space.in_chans, device=device, timing=timing)
+    latency = _latency_record(model, fast, arch, space.in_chans, lat_table, rewrites,
+                              measure=measure, verbose=verbose)
     if latency:
         metrics["latency_ms"] = latency
-
     source = {"name": out.name, "run_dir": str(Path(run.run_dir).resolve()), "epoch": run.epoch,
               "data": cfg.get("data"), "finetune_epochs": finetune_epochs,
               "command": command or "nas " + shlex.join(sys.argv[1:]),
@@ -251,3 +231,38 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
     checks = write_model_dir(fast, config, out, formats=formats, overwrite=overwrite,
                              card=model_card, keep=(run_dir,))
     return ExportResult(out=out, config=config, checks=checks)
+
+
+def _subnet_model(run: Any, arch: Arch) -> tuple[torch.nn.Module, Any]:
+    """The subnet as a standalone model in eval mode, and the calibration images (or None).
+
+    A supernet's subnet gets its BatchNorm statistics recomputed for it alone; a
+    standalone run's model keeps its own.
+    """
+    from nas.training import calibrate_bn, load_run_calib_data
+
+    if run.arch is None:
+        calib = load_run_calib_data(run.config)
+        return calibrate_bn(run.supernet, arch, calib), calib
+    return run.supernet.extract(arch).eval(), None
+
+
+def _latency_record(model: torch.nn.Module, fast: torch.nn.Module, arch: Arch, in_chans: int,
+                    lat_table: Any, rewrites: dict[str, float], *, measure: bool,
+                    verbose: bool) -> dict[str, Any]:
+    """``metrics.latency_ms`` of config.json: the table's prediction, the exported and the
+    plain model measured at the table's setting, and the rewrite timings."""
+    device = lat_table.device if lat_table is not None else None
+    timing = lat_table.timing if lat_table is not None else None
+    latency: dict[str, Any] = {}
+    if lat_table is not None:
+        latency["predicted"] = float(lat_table.predict([arch])[0])
+    if measure:
+        _log(verbose, "timing on this machine")
+        if rewrites:
+            latency["rewrites"] = rewrites
+        latency["measured"], latency["setting"] = measure_latency(
+            fast, arch, in_chans=in_chans, device=device, timing=timing)
+        latency["measured_plain"], _ = measure_latency(
+            model, arch, in_chans=in_chans, device=device, timing=timing)
+    return latency
