@@ -140,14 +140,74 @@ def _timing(table, rounds: int) -> dict:
             "rounds": rounds}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    state_path = ROOT / "bench" / "results" / f"e2e_{args.label}_state.json"
-    state = read_json(state_path, what="e2e state") if state_path.is_file() else {}
+def report_intro(args, state: dict, state_path: Path, run_cfg: dict, space,
+                 total: float) -> str:
+    """The header: where the search came from, the standalone recipe, the timing setting."""
+    timing = state["timing"]
+    text = header(f"End to end: searched subnet vs hand-designed references ({space.name}, "
+                  f"{args.label})")
+    text += (f"- supernet, table, predictor: `{state['pipeline']}` (supernet epoch "
+             f"{state['epoch']}); search and budgets cached in `{state_path.name}`\n"
+             "- predictors searched with: "
+             + ", ".join(f"{n} (`{p}`)" for n, p in state["predictors"].items()) + "\n"
+             f"- standalone (`nas train --arch`, the supernet's recipe): {args.epochs} epochs on "
+             f"a fixed {args.limit_train}-image subset of the training images, seeds "
+             f"{args.seeds}; accuracy on the {run_cfg.get('limit_val') or 'all'} val images\n"
+             f"- latency: batch {timing['batch_size']}, {timing['threads']} thread(s) (the "
+             f"table's setting), {timing['rounds']} interleaved rounds, fastest kept; the "
+             "verdict compares the measurements of this run\n"
+             f"- time: {total / 60:.1f} min (cached standalone results are not retrained)\n\n")
+    return text
+
+
+def arch_table(state: dict, space, names: list[str], archs: list[Arch], found: dict,
+               measured: dict, rows: dict) -> str:
+    """One row per found subnet and reference: size, latency, accuracy."""
+    text = ("| arch | params | MMACs | measured ms | table ms | standalone acc (mean; seeds) "
+            "| inherited acc |\n|---|---:|---:|---:|---:|---:|---:|\n")
+    for name, arch in zip(names, archs):
+        r = rows[name]
+        inh = f"{100 * state['inherited'][name]:.2f}%" if name in found else ""
+        text += (f"| {name} | {count_params(arch, num_classes=space.num_classes):,} | "
+                 f"{count_macs(arch, num_classes=space.num_classes) / 1e6:.1f} | "
+                 f"{measured[name]:.3f} | {state['table'][name]:.3f} | {100 * r['acc']:.2f}% "
+                 f"({', '.join(f'{100 * a:.2f}' for a in r['accs'])}) | {inh} |\n")
+    return text
+
+
+def verdict_table(refs: dict, found: dict, measured: dict, rows: dict) -> str:
+    """Per budget and found subnet: is it no slower and >= 1 point better than the best
+    reference that fits?"""
+    text = ("\n| budget (reference) | found: measured ms, acc | best reference that fits "
+            "(measured) | goal: no slower and >= +1 point |\n|---|---|---|---|\n")
+    for n in BUDGET_REFS:
+        budget = measured[n]  # this run's measurement of the budget's reference
+        fits = [m for m in refs if measured[m] <= budget]
+        best = max(fits, key=lambda m: rows[m]["acc"])
+        for f in (k for k in found if k.endswith(f"@{n}")):
+            gain = 100 * (rows[f]["acc"] - rows[best]["acc"])
+            ok = measured[f] <= budget and gain >= 1.0
+            text += (f"| {n} ({budget:.3f} ms) | {f}: {measured[f]:.3f} ms, "
+                     f"{100 * rows[f]['acc']:.2f}% | {best}: {measured[best]:.3f} ms, "
+                     f"{100 * rows[best]['acc']:.2f}% | {'met' if ok else 'missed'} "
+                     f"({gain:+.2f} points, {measured[f] / budget:.3f}x the budget) |\n")
+    return text
+
+
+def load_config(args, state: dict, state_path: Path) -> tuple[dict, Path]:
+    """The run's config (from the run, else from the cached state) and where it was read."""
     cfg_path = args.pipeline / "train" / "config.json"
     run_cfg = read_json(cfg_path, what="run config") if cfg_path.is_file() else state.get("config")
     if run_cfg is None:
         raise SystemExit(f"no run at {args.pipeline} and no cached state in {state_path}")
+    return run_cfg, cfg_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    state_path = ROOT / "bench" / "results" / f"e2e_{args.label}_state.json"
+    state = read_json(state_path, what="e2e state") if state_path.is_file() else {}
+    run_cfg, cfg_path = load_config(args, state, state_path)
     space = parse_space(run_cfg["search_space"], source=str(cfg_path))
     if args.cache is None:
         args.cache = ROOT / "bench" / "results" / f"standalone_{space.name}_{args.label}.json"
@@ -183,42 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = _standalone(args, arch, recipe)
         print(f"{name}: {measured[name]:.3f} ms, standalone acc {rows[name]['accs']}", flush=True)
     total = time.perf_counter() - t0
-    timing = state["timing"]
-    text = header(f"End to end: searched subnet vs hand-designed references ({space.name}, "
-                  f"{args.label})")
-    text += (f"- supernet, table, predictor: `{state['pipeline']}` (supernet epoch "
-             f"{state['epoch']}); search and budgets cached in `{state_path.name}`\n"
-             "- predictors searched with: "
-             + ", ".join(f"{n} (`{p}`)" for n, p in state["predictors"].items()) + "\n"
-             f"- standalone (`nas train --arch`, the supernet's recipe): {args.epochs} epochs on "
-             f"a fixed {args.limit_train}-image subset of the training images, seeds "
-             f"{args.seeds}; accuracy on the {run_cfg.get('limit_val') or 'all'} val images\n"
-             f"- latency: batch {timing['batch_size']}, {timing['threads']} thread(s) (the "
-             f"table's setting), {timing['rounds']} interleaved rounds, fastest kept; the "
-             "verdict compares the measurements of this run\n"
-             f"- time: {total / 60:.1f} min (cached standalone results are not retrained)\n\n")
-    text += ("| arch | params | MMACs | measured ms | table ms | standalone acc (mean; seeds) "
-             "| inherited acc |\n|---|---:|---:|---:|---:|---:|---:|\n")
-    for name, arch in zip(names, archs):
-        r = rows[name]
-        inh = f"{100 * state['inherited'][name]:.2f}%" if name in found else ""
-        text += (f"| {name} | {count_params(arch, num_classes=space.num_classes):,} | "
-                 f"{count_macs(arch, num_classes=space.num_classes) / 1e6:.1f} | "
-                 f"{measured[name]:.3f} | {state['table'][name]:.3f} | {100 * r['acc']:.2f}% "
-                 f"({', '.join(f'{100 * a:.2f}' for a in r['accs'])}) | {inh} |\n")
-    text += ("\n| budget (reference) | found: measured ms, acc | best reference that fits "
-             "(measured) | goal: no slower and >= +1 point |\n|---|---|---|---|\n")
-    for n in BUDGET_REFS:
-        budget = measured[n]  # this run's measurement of the budget's reference
-        fits = [m for m in refs if measured[m] <= budget]
-        best = max(fits, key=lambda m: rows[m]["acc"])
-        for f in (k for k in found if k.endswith(f"@{n}")):
-            gain = 100 * (rows[f]["acc"] - rows[best]["acc"])
-            ok = measured[f] <= budget and gain >= 1.0
-            text += (f"| {n} ({budget:.3f} ms) | {f}: {measured[f]:.3f} ms, "
-                     f"{100 * rows[f]['acc']:.2f}% | {best}: {measured[best]:.3f} ms, "
-                     f"{100 * rows[best]['acc']:.2f}% | {'met' if ok else 'missed'} "
-                     f"({gain:+.2f} points, {measured[f] / budget:.3f}x the budget) |\n")
+    text = report_intro(args, state, state_path, run_cfg, space, total)
+    text += arch_table(state, space, names, archs, found, measured, rows)
+    text += verdict_table(refs, found, measured, rows)
     for k, arch in found.items():
         text += f"\n{k}: `{arch.to_json()}`\n"
     path = write_result(f"e2e_{args.label}_cpu.md", text)

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -67,7 +68,21 @@ def _noise_ceiling(run_dir: str, table, k: int, seed: int, views: int) -> dict:
             "tau_ceiling": float(2 / np.pi * np.arcsin(np.sqrt(max(rel, 0.0))))}
 
 
-def main() -> int:
+@dataclasses.dataclass
+class Efficiency:
+    """Results of the sample-efficiency stage, keyed by (family, training size)."""
+
+    taus: dict[tuple[str, int], list[float]]
+    rmse: dict[tuple[str, int], list[float]]
+    fit_s: dict[tuple[str, int], list[float]]
+    last_fit: dict  # family -> its last predictor fitted on the largest size
+    base: dict[str, float]  # zero-cost baselines' tau, mean over the splits
+    sizes: list[int]  # the training sizes that fit in every split's pool
+    test_size: int  # held-out subnets per split
+    pool_size: int  # subnets the training sets are drawn from
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/bench_train", help="trained run directory")
     ap.add_argument("-n", type=int, default=400, help="subnets to collect (besides extremes)")
@@ -88,12 +103,12 @@ def main() -> int:
                     help="shifted views per val image when collecting (nas predictor collect "
                     "--views): 355 digits val images alone cap tau near 0.75")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    load_start = os.getloadavg()[0]
-    families = [f for f in args.families.split(",") if f]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    return ap.parse_args()
 
-    # 1. collection ---------------------------------------------------------------------
+
+def collect(args) -> tuple[dict, str]:
+    """1. Collects the table (unless --skip-collect); returns its metadata and a note on how
+    long collection took (from this session or from the metadata)."""
     collect_note = ""
     if not args.skip_collect:
         t0 = time.perf_counter()
@@ -113,11 +128,12 @@ def main() -> int:
                         f"{last.get('workers')}`): {last.get('evaluated')} subnets evaluated in "
                         f"{last.get('wall_s')}s wall after Ray start, {last.get('eval_s_per_arch')}s "
                         f"per subnet per worker (val inference + params/MACs count)")
-    space = table_space(args.table)
-    table = read_table(args.table, space=space)
-    print(f"table: {len(table)} rows, acc {table.acc.min():.3f}..{table.acc.max():.3f}")
+    return meta, collect_note
 
-    # 2. sample efficiency ---------------------------------------------------------------
+
+def sample_efficiency(args, table, space, families: list[str], sizes: list[int]) -> Efficiency:
+    """2. Tau on held-out subnets of every family per training size, over random splits and
+    draws, beside the zero-cost baselines."""
     taus: dict[tuple[str, int], list[float]] = {}
     rmse: dict[tuple[str, int], list[float]] = {}
     fit_s: dict[tuple[str, int], list[float]] = {}
@@ -152,53 +168,69 @@ def main() -> int:
                     print(f"split {split} size {size:4d} draw {r} {fam:9s} tau "
                           f"{m['kendall_tau']:.3f} ({fit_s[(fam, size)][-1]:.1f}s)", flush=True)
     base = {k: float(np.mean([b[k] for b in bases])) for k in ("params", "MACs")}
+    return Efficiency(taus=taus, rmse=rmse, fit_s=fit_s, last_fit=last_fit, base=base,
+                      sizes=sizes, test_size=len(test), pool_size=len(pool))
 
-    # 3. label noise ----------------------------------------------------------------------
-    views = int(meta.get("views", 1))
+
+def label_noise(args, meta: dict, table, views: int) -> dict | None:
+    """3. The label-noise ceiling of tau (None with --noise-subnets 0)."""
     noise = _noise_ceiling(meta.get("run", {}).get("run_dir") or args.run, table,
                            args.noise_subnets, args.seed, views) if args.noise_subnets else None
     if noise:
         print("label noise: split-half tau {split_tau:.3f}, r {split_r:.3f}, reliability "
               "{reliability:.3f}, tau ceiling {tau_ceiling:.3f}".format(**noise))
+    return noise
 
-    # 4. throughput ----------------------------------------------------------------------
+
+def family_throughput(pred, space, archs: list) -> tuple[float, float, float, float]:
+    """Best of 3 (the machine is shared, contention only slows things down) archs/s of one
+    fitted predictor: cold cache, cold cache per CPU-s, warm cache, one arch per call."""
+    cold, cold_cpu, warm, single = [], [], [], []
+    for _ in range(3):
+        pred.encoder = type(pred.encoder)(space)  # cold cache
+        t0, c0 = time.perf_counter(), time.process_time()
+        pred.predict_with_std(archs)
+        cold.append(len(archs) / (time.perf_counter() - t0))
+        cold_cpu.append(len(archs) / max(time.process_time() - c0, 1e-9))
+        t0 = time.perf_counter()
+        pred.predict_with_std(archs)
+        warm.append(len(archs) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for a in archs[:300]:
+            pred.predict([a])
+        single.append(300 / (time.perf_counter() - t0))
+    return max(cold), max(cold_cpu), max(warm), max(single)
+
+
+def throughput(args, space, families: list[str], last_fit: dict) -> tuple[int, dict, float]:
+    """4. Batch-prediction throughput of each family on fresh archs; returns the number of
+    archs, the rates per family and the load average when started."""
     gen = np.random.default_rng(args.seed + 7)
     archs = [sample_arch(space, gen) for _ in range(args.throughput_archs)]
     speed = {}
     load_tp = os.getloadavg()[0]
-    for fam in families:  # best of 3: the machine is shared, contention only slows things down
-        pred = last_fit[fam]
-        cold, cold_cpu, warm, single = [], [], [], []
-        for _ in range(3):
-            pred.encoder = type(pred.encoder)(space)  # cold cache
-            t0, c0 = time.perf_counter(), time.process_time()
-            pred.predict_with_std(archs)
-            cold.append(len(archs) / (time.perf_counter() - t0))
-            cold_cpu.append(len(archs) / max(time.process_time() - c0, 1e-9))
-            t0 = time.perf_counter()
-            pred.predict_with_std(archs)
-            warm.append(len(archs) / (time.perf_counter() - t0))
-            t0 = time.perf_counter()
-            for a in archs[:300]:
-                pred.predict([a])
-            single.append(300 / (time.perf_counter() - t0))
-        speed[fam] = (max(cold), max(cold_cpu), max(warm), max(single))
-        print(f"throughput {fam:9s} cold {max(cold):,.0f}/s ({max(cold_cpu):,.0f} per CPU-s) "
-              f"warm {max(warm):,.0f}/s one-by-one {max(single):,.0f}/s")
+    for fam in families:
+        speed[fam] = family_throughput(last_fit[fam], space, archs)
+        cold, cold_cpu, warm, single = speed[fam]
+        print(f"throughput {fam:9s} cold {cold:,.0f}/s ({cold_cpu:,.0f} per CPU-s) "
+              f"warm {warm:,.0f}/s one-by-one {single:,.0f}/s")
+    return len(archs), speed, load_tp
 
-    # report -------------------------------------------------------------------------------
+
+def run_description(args, meta: dict) -> str:
+    """How the supernet of the table was trained (from its run's config)."""
     run_cfg = read_json(Path(meta.get("run", {}).get("run_dir") or args.run) / "config.json",
                         what="run config")
     run_cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run_cfg}
-    trained = ("trained by `nas train` into `{out}` ({epochs} epochs, batch {batch_size}, lr {lr}, "
-               "{num_random} random subnet(s) per step, sandwich rule {sandwich_rule}, block "
-               "sharing {block_sharing}, seed {seed})").format(**run_cfg)
+    return ("trained by `nas train` into `{out}` ({epochs} epochs, batch {batch_size}, lr {lr}, "
+            "{num_random} random subnet(s) per step, sandwich rule {sandwich_rule}, block "
+            "sharing {block_sharing}, seed {seed})").format(**run_cfg)
 
-    def cell(fam: str, size: int) -> str:
-        v = np.array(taus[(fam, size)])
-        return f"{v.mean():.3f} ± {v.std():.3f}"
 
-    lines = [
+def setup_lines(args, meta: dict, table, space, views: int, collect_note: str,
+                eff: Efficiency, load_start: float, trained: str) -> list[str]:
+    """The report's opening list: machine load, supernet, table, collection, test sets."""
+    return [
         f"- load average (1 min) at start {load_start:.1f}, at end {os.getloadavg()[0]:.1f} "
         f"(other jobs share the machine; wall-clock figures are inflated accordingly)",
         f"- supernet: {trained}",
@@ -210,43 +242,65 @@ def main() -> int:
         f"(mean {table.acc.mean():.3f}); each subnet scored on the val split in {views} "
         f"view(s) (the images and 1-pixel shifts, `nas predictor collect --views {views}`)",
         f"- {collect_note}" if collect_note else "- collection: not timed in this session",
-        f"- test sets: {args.test_splits} random splits, each holding out {len(test)} subnets; "
-        f"training sets drawn from the other {len(pool)} of the split, {args.repeats} draws per "
+        f"- test sets: {args.test_splits} random splits, each holding out {eff.test_size} subnets; "
+        f"training sets drawn from the other {eff.pool_size} of the split, {args.repeats} draws per "
         f"size (mean ± std over all splits and draws; a single fixed test set of 100 moved tau "
         f"by up to ±0.08 between splits)",
+    ]
+
+
+def tau_lines(families: list[str], eff: Efficiency, table) -> list[str]:
+    """The Kendall tau table (mean ± std per family and size) and the RMSE sentence."""
+    columns = families + list(EXTRA)
+
+    def cell(fam: str, size: int) -> str:
+        v = np.array(eff.taus[(fam, size)])
+        return f"{v.mean():.3f} ± {v.std():.3f}"
+
+    lines = [
         "",
         "## Kendall tau on the held-out subnets",
         "",
-        "| training subnets | " + " | ".join(families + list(EXTRA))
-        + " | params (zero-cost) | MACs (zero-cost) |",
+        "| training subnets | " + " | ".join(columns) + " | params (zero-cost) | MACs (zero-cost) |",
         "|---|" + "---|" * (len(families) + len(EXTRA) + 2),
     ]
-    for size in sizes:
-        lines.append(f"| {size} | " + " | ".join(cell(f, size) for f in families + list(EXTRA))
-                     + f" | {base['params']:.3f} | {base['MACs']:.3f} |")
+    for size in eff.sizes:
+        lines.append(f"| {size} | " + " | ".join(cell(f, size) for f in columns)
+                     + f" | {eff.base['params']:.3f} | {eff.base['MACs']:.3f} |")
     lines += [
         "",
-        f"RMSE of the predicted accuracy on the held-out subnets at {sizes[-1]} training subnets "
-        f"(accuracy points; the table's accuracies have a std of "
+        f"RMSE of the predicted accuracy on the held-out subnets at {eff.sizes[-1]} training "
+        f"subnets (accuracy points; the table's accuracies have a std of "
         f"{100 * float(np.std(table.acc)):.2f} points): "
-        + ", ".join(f"{f} {100 * np.mean(rmse[(f, sizes[-1])]):.2f}" for f in families + list(EXTRA))
+        + ", ".join(f"{f} {100 * np.mean(eff.rmse[(f, eff.sizes[-1])]):.2f}" for f in columns)
         + ".",
     ]
-    if noise:
-        lines += [
-            "",
-            "## Label noise: how high can tau go on this validation split?",
-            "",
-            f"{noise['k']} random subnets of the table re-evaluated on two random halves of the "
-            f"val split ({noise['half']} images each, {views} view(s) per image): split-half "
-            f"Kendall tau "
-            f"{noise['split_tau']:.3f}, Pearson r {noise['split_r']:.3f}. Spearman-Brown "
-            f"reliability of the full-split accuracy: {noise['reliability']:.3f}, so even a "
-            f"perfect predictor of the expected accuracy would correlate at most "
-            f"r = {np.sqrt(noise['reliability']):.3f} with the measured one, i.e. Kendall tau "
-            f"about {noise['tau_ceiling']:.3f} (Gaussian approximation, 2/pi asin r).",
-        ]
-    lines += [
+    return lines
+
+
+def noise_lines(noise: dict | None, views: int) -> list[str]:
+    """The label-noise section (empty without a noise estimate)."""
+    if not noise:
+        return []
+    return [
+        "",
+        "## Label noise: how high can tau go on this validation split?",
+        "",
+        f"{noise['k']} random subnets of the table re-evaluated on two random halves of the "
+        f"val split ({noise['half']} images each, {views} view(s) per image): split-half "
+        f"Kendall tau "
+        f"{noise['split_tau']:.3f}, Pearson r {noise['split_r']:.3f}. Spearman-Brown "
+        f"reliability of the full-split accuracy: {noise['reliability']:.3f}, so even a "
+        f"perfect predictor of the expected accuracy would correlate at most "
+        f"r = {np.sqrt(noise['reliability']):.3f} with the measured one, i.e. Kendall tau "
+        f"about {noise['tau_ceiling']:.3f} (Gaussian approximation, 2/pi asin r).",
+    ]
+
+
+def throughput_lines(families: list[str], eff: Efficiency, n_archs: int, speed: dict,
+                     load_tp: float) -> list[str]:
+    """What the columns mean, fit times, and the throughput table."""
+    lines = [
         "",
         "Every family regresses on the default target, `blend` (`nas predictor fit --target "
         "auto`): the mean of the rank-Gaussian scores of the measured accuracy and of the "
@@ -257,10 +311,11 @@ def main() -> int:
         "to the encoding (`complexity=True`; slow to predict on new archs, so not a default).",
         "",
         "Fit time (s, mean over draws) at the largest size: "
-        + ", ".join(f"{f} {np.mean(fit_s[(f, sizes[-1])]):.1f}" for f in families + list(EXTRA))
+        + ", ".join(f"{f} {np.mean(eff.fit_s[(f, eff.sizes[-1])]):.1f}"
+                    for f in families + list(EXTRA))
         + ".",
         "",
-        f"## Batch prediction throughput ({len(archs):,} fresh archs, fitted on {sizes[-1]})",
+        f"## Batch prediction throughput ({n_archs:,} fresh archs, fitted on {eff.sizes[-1]})",
         "",
         f"`predict_with_std` on the whole list, best of 3 (load average {load_tp:.1f} when "
         f"started); cold: a new encoding cache, warm: the same archs again. Wall-clock rates "
@@ -275,18 +330,26 @@ def main() -> int:
     for fam in families:
         c, cc, w, one = speed[fam]
         lines.append(f"| {fam} | {c:,.0f} | {cc:,.0f} | {w:,.0f} | {one:,.0f} |")
-    best = max(families, key=lambda f: np.mean(taus[(f, sizes[-1])]))
-    best_tau = float(np.mean(taus[(best, sizes[-1])]))
+    return lines
+
+
+def target_lines(families: list[str], eff: Efficiency, speed: dict, noise: dict | None,
+                 load_tp: float) -> list[str]:
+    """Whether the accuracy and throughput targets are met."""
+    size = eff.sizes[-1]
+    best = max(families, key=lambda f: np.mean(eff.taus[(f, size)]))
+    best_tau = float(np.mean(eff.taus[(best, size)]))
+    base = eff.base
     slowest = min(speed[f][0] for f in families)
     slowest_cpu = min(speed[f][1] for f in families)
-    lines += [
+    return [
         "",
         "## Targets",
         "",
         f"- Kendall tau >= 0.75 with <= 300 training subnets: "
         f"{'met' if best_tau >= 0.75 else 'not met'} (best {best} {best_tau:.3f} at "
-        f"{sizes[-1]})" + (f"; the label-noise ceiling of this val split is about "
-                           f"{noise['tau_ceiling']:.2f}" if noise else "") + ".",
+        f"{size})" + (f"; the label-noise ceiling of this val split is about "
+                      f"{noise['tau_ceiling']:.2f}" if noise else "") + ".",
         f"- clearly above both zero-cost baselines: "
         f"{'met' if best_tau > max(base.values()) + 0.2 else 'not met'} ({best_tau:.3f} vs "
         f"params {base['params']:.3f}, MACs {base['MACs']:.3f}).",
@@ -295,9 +358,39 @@ def main() -> int:
         f" (slowest family, cold cache: {slowest:,.0f} archs/s wall-clock at load average "
         f"{load_tp:.1f}, {slowest_cpu:,.0f} archs per CPU-second).",
     ]
+
+
+def write_report(args, *, meta: dict, collect_note: str, table, space, views: int,
+                 families: list[str], eff: Efficiency, noise: dict | None, n_archs: int,
+                 speed: dict, load_tp: float, load_start: float) -> None:
+    """Writes ``bench/results/predictors_cpu.md``."""
+    trained = run_description(args, meta)
+    lines = setup_lines(args, meta, table, space, views, collect_note, eff, load_start, trained)
+    lines += tau_lines(families, eff, table)
+    lines += noise_lines(noise, views)
+    lines += throughput_lines(families, eff, n_archs, speed, load_tp)
+    lines += target_lines(families, eff, speed, noise, load_tp)
     path = write_result("predictors_cpu.md", header("Accuracy predictors on CPU")
                         + "\n".join(lines) + "\n")
     print(f"wrote {path}")
+
+
+def main() -> int:
+    args = parse_args()
+    load_start = os.getloadavg()[0]
+    families = [f for f in args.families.split(",") if f]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    meta, collect_note = collect(args)
+    space = table_space(args.table)
+    table = read_table(args.table, space=space)
+    print(f"table: {len(table)} rows, acc {table.acc.min():.3f}..{table.acc.max():.3f}")
+    eff = sample_efficiency(args, table, space, families, sizes)
+    views = int(meta.get("views", 1))
+    noise = label_noise(args, meta, table, views)
+    n_archs, speed, load_tp = throughput(args, space, families, eff.last_fit)
+    write_report(args, meta=meta, collect_note=collect_note, table=table, space=space,
+                 views=views, families=families, eff=eff, noise=noise, n_archs=n_archs,
+                 speed=speed, load_tp=load_tp, load_start=load_start)
     return 0
 
 

@@ -387,26 +387,48 @@ def summary_table(archs: list[Arch], rankings: dict[str, list[float]], scratch: 
     return "\n".join(out) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+@dataclasses.dataclass
+class Bench:
+    """What the stages of ``main`` share: the supernet run, its recipe and the subnets."""
+
+    args: argparse.Namespace
+    run: object | None  # the loaded run; None when only its config or cached results remain
+    run_cfg: dict
+    space: object
+    recipe: dict
+    limit: int
+    data_kind: str
+    inherited_cache: InheritedCache
+    x: object
+    y: object
+    archs: list[Arch]
+
+
+def load_supernet(args, inherited_cache: InheritedCache) -> tuple[object | None, dict]:
+    """The trained run (None when only its config or its cached results remain) and its
+    config."""
+    if args.scratch_only:
+        return None, read_json(args.run / "config.json", what="run config")
+    if (args.run / "checkpoints" / "last.safetensors").is_file():
+        run = load_run(args.run)
+        return run, run.config
+    if inherited_cache.entry is not None:  # the supernet is gone: its cached results
+        print(f"{args.run} has no checkpoint: ranking from the cached inherited results")
+        return None, inherited_cache.entry["config"]
+    raise SystemExit(f"no trained run at {args.run} (nor cached results of it); run "
+                     "bench/bench_train.py first or pass --run")
+
+
+def prepare(args) -> Bench:
+    """Checks the arguments, loads the run and resolves the standalone budget (fills in
+    ``args.epochs`` and ``args.cache`` where they were left out)."""
     if args.subnets < 15:
         raise SystemExit("--subnets must be >= 15")
     if args.scratch_only and not (args.run / "config.json").is_file():
         raise SystemExit(f"--scratch-only still needs a run's config (recipe): {args.run}")
     torch.set_num_threads(args.threads or auto_threads(1))
     inherited_cache = InheritedCache(args.run)
-    if args.scratch_only:
-        run_cfg = read_json(args.run / "config.json", what="run config")
-        run = None
-    elif (args.run / "checkpoints" / "last.safetensors").is_file():
-        run = load_run(args.run)
-        run_cfg = run.config
-    elif inherited_cache.entry is not None:  # the supernet is gone: its cached results
-        run, run_cfg = None, inherited_cache.entry["config"]
-        print(f"{args.run} has no checkpoint: ranking from the cached inherited results")
-    else:
-        raise SystemExit(f"no trained run at {args.run} (nor cached results of it); run "
-                         "bench/bench_train.py first or pass --run")
+    run, run_cfg = load_supernet(args, inherited_cache)
     space = parse_space(run_cfg["search_space"], source=f"{args.run}/config.json")
     if args.epochs is None:  # the same budget as the supernet
         args.epochs = int(run_cfg["epochs"])
@@ -418,62 +440,92 @@ def main(argv: list[str] | None = None) -> int:
         args.cache = ROOT / "bench" / "results" / f"standalone_{space.name}_{data_kind}.json"
     x, y = load_val_data(run_cfg)
     archs = unique_archs(space, args.subnets, args.seed)
-    if args.scratch_only:
-        t0 = time.perf_counter()
-        ks = [args.only_repeat] if args.only_repeat is not None else range(args.repeats)
-        order = list(enumerate(archs))
-        for i, arch in order[::-1] if args.reverse else order:
-            t = time.perf_counter()
-            reps = [cached_reference(args.cache, arch, recipe, args.seed + k,
-                                     threads=args.threads) for k in ks]
-            print(f"subnet {i}: scratch losses {[round(r['loss'], 4) for r in reps]} "
-                  f"({time.perf_counter() - t:.0f}s)", flush=True)
-        print(f"scratch references cached in {args.cache} "
-              f"({(time.perf_counter() - t0) / 60:.1f} min)")
-        return 0
-    if args.cached_only:  # a preliminary table while the references are still training
-        done = [all(cached_reference(args.cache, a, recipe, args.seed + k, train_missing=False)
-                    for k in range(args.repeats)) for a in archs]
-        archs = [a for a, ok in zip(archs, done) if ok]
-        print(f"--cached-only: {len(archs)} of {args.subnets} subnets have all their references")
-        if len(archs) < 15:
-            raise SystemExit("--cached-only: fewer than 15 subnets have their references")
+    return Bench(args=args, run=run, run_cfg=run_cfg, space=space, recipe=recipe, limit=limit,
+                 data_kind=data_kind, inherited_cache=inherited_cache, x=x, y=y, archs=archs)
+
+
+def train_references(b: Bench) -> None:
+    """--scratch-only: trains (and caches) the standalone references."""
+    args = b.args
     t0 = time.perf_counter()
-    train_xy = load_val_data(run_cfg, split="train")
-    if args.inherited_only:  # the supernet-dependent part, cached (references may follow later)
-        for i, arch in enumerate(archs):
-            inherited_cache.get(run, arch, x, y, train_xy)
-            print(f"subnet {i}: inherited results cached", flush=True)
-        proxy_scores(args, run_cfg, space, archs, train_xy, inherited_cache)
-        return 0
-    rows = []
-    for i, arch in enumerate(archs):
+    ks = [args.only_repeat] if args.only_repeat is not None else range(args.repeats)
+    order = list(enumerate(b.archs))
+    for i, arch in order[::-1] if args.reverse else order:
         t = time.perf_counter()
-        reps = [cached_reference(args.cache, arch, recipe, args.seed + k, threads=args.threads)
+        reps = [cached_reference(args.cache, arch, b.recipe, args.seed + k,
+                                 threads=args.threads) for k in ks]
+        print(f"subnet {i}: scratch losses {[round(r['loss'], 4) for r in reps]} "
+              f"({time.perf_counter() - t:.0f}s)", flush=True)
+    print(f"scratch references cached in {args.cache} "
+          f"({(time.perf_counter() - t0) / 60:.1f} min)")
+
+
+def cached_archs(b: Bench) -> list[Arch]:
+    """--cached-only: the subnets whose references are all cached (at least 15)."""
+    args = b.args
+    done = [all(cached_reference(args.cache, a, b.recipe, args.seed + k, train_missing=False)
+                for k in range(args.repeats)) for a in b.archs]
+    archs = [a for a, ok in zip(b.archs, done) if ok]
+    print(f"--cached-only: {len(archs)} of {args.subnets} subnets have all their references")
+    if len(archs) < 15:
+        raise SystemExit("--cached-only: fewer than 15 subnets have their references")
+    return archs
+
+
+def cache_inherited(b: Bench, train_xy) -> None:
+    """--inherited-only: the supernet-dependent part, cached (references may follow later)."""
+    for i, arch in enumerate(b.archs):
+        b.inherited_cache.get(b.run, arch, b.x, b.y, train_xy)
+        print(f"subnet {i}: inherited results cached", flush=True)
+    proxy_scores(b.args, b.run_cfg, b.space, b.archs, train_xy, b.inherited_cache)
+
+
+def measure_subnets(b: Bench, train_xy) -> list[dict]:
+    """Per subnet: inherited and refit results, and its standalone references (trained where
+    missing)."""
+    args = b.args
+    rows = []
+    for i, arch in enumerate(b.archs):
+        t = time.perf_counter()
+        reps = [cached_reference(args.cache, arch, b.recipe, args.seed + k, threads=args.threads)
                 for k in range(args.repeats)]
-        inherited, refit = inherited_cache.get(run, arch, x, y, train_xy)
+        inherited, refit = b.inherited_cache.get(b.run, arch, b.x, b.y, train_xy)
         scratch = {m: float(np.mean([r[m] for r in reps])) for m in ("loss", "acc")}
-        rows.append({"i": i, "params": count_params(arch, num_classes=space.num_classes),
+        rows.append({"i": i, "params": count_params(arch, num_classes=b.space.num_classes),
                      "inh": inherited, "refit": refit, "scr": scratch, "reps": reps,
                      "mixers": "/".join(s.mixer for s in arch.stages)})
         print(f"subnet {i}: inherited loss {inherited['loss']:.4f} (refit {refit['loss']:.4f}) | "
               f"scratch loss {scratch['loss']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
-    inh_loss, refit_loss = ([r[k]["loss"] for r in rows] for k in ("inh", "refit"))
+    return rows
+
+
+def scratch_budgets(b: Bench, rows: list[dict]) -> dict[int, np.ndarray]:
+    """(subnets, seeds) standalone val losses per budget in epochs: the main one, then
+    ``--also``'s."""
+    args = b.args
     budgets = {args.epochs: np.array([[rep["loss"] for rep in r["reps"]] for r in rows])}
     for spec in filter(None, args.also.split(",")):
         epochs, repeats = (int(v) for v in spec.split(":"))
-        budgets[epochs] = scratch_losses(args, archs, {**recipe, "epochs": epochs}, repeats)
-    total = time.perf_counter() - t0
+        budgets[epochs] = scratch_losses(args, b.archs, {**b.recipe, "epochs": epochs}, repeats)
+    return budgets
+
+
+def report_intro(b: Bench, rows: list[dict], budgets: dict[int, np.ndarray],
+                 total: float) -> str:
+    """The header: the run, the budget and the headline Kendall taus."""
+    args, run_cfg = b.args, b.run_cfg
+    inh_loss, refit_loss = ([r[k]["loss"] for r in rows] for k in ("inh", "refit"))
     main_loss = budgets[args.epochs].mean(1)
     tau, tau_refit = (kendalltau(v, main_loss) for v in (inh_loss, refit_loss))
     tau_acc = kendalltau([r["inh"]["acc"] for r in rows], [r["scr"]["acc"] for r in rows])
-    within, across = family_split_tau(archs, inh_loss, main_loss.tolist())
+    within, across = family_split_tau(b.archs, inh_loss, main_loss.tolist())
     cfg = {"sandwich_rule": "classic", "block_sharing": "all", **run_cfg}
-    epoch = run.epoch if run is not None else inherited_cache.entry["epoch"]
+    epoch = b.run.epoch if b.run is not None else b.inherited_cache.entry["epoch"]
     partial = (f" (of {args.subnets}: --cached-only, the others' references are not trained "
                "yet)") if len(rows) < args.subnets else ""
-    text = header(f"Ranking fidelity: inherited weights vs standalone training ({space.name}, "
-                  f"{data_kind})")
+    limit = b.limit
+    text = header(f"Ranking fidelity: inherited weights vs standalone training ({b.space.name}, "
+                  f"{b.data_kind})")
     text += (f"- supernet run: `{args.run}` (epoch {epoch}, {cfg['num_random']} "
              f"random subnets per step, sandwich rule {cfg['sandwich_rule']}, block sharing "
              f"{cfg['block_sharing']}, distill from {cfg.get('distill_from', 'largest')}, "
@@ -481,26 +533,23 @@ def main(argv: list[str] | None = None) -> int:
              f"- {len(rows)} random subnets (seed {args.seed}){partial}; standalone (`nas train --arch`, "
              f"the supernet run's recipe): {args.epochs} epochs each on "
              f"{f'a fixed {limit}-image subset' if limit else 'all'} of the training images "
-             f"(mean of {args.repeats} seeds), val loss on {len(y)} val images\n"
+             f"(mean of {args.repeats} seeds), val loss on {len(b.y)} val images\n"
              f"- time: {total / 60:.1f} min (cached references are not retrained)\n\n"
              f"**Kendall tau (val loss), inherited weights vs {args.epochs}-epoch scratch = "
              f"{tau.statistic:.3f}** (p = {tau.pvalue:.2g}; target >= 0.5); with the classifier "
              f"refit: **{tau_refit.statistic:.3f}** (p = {tau_refit.pvalue:.2g}); Kendall tau (val "
              f"acc) = {tau_acc.statistic:.3f}; pairs with the same stage-0 mixer: tau "
              f"{within:.3f}, pairs with different ones: tau {across:.3f}\n\n")
-    signals, costs = proxy_scores(args, run_cfg, space, archs, train_xy, inherited_cache)
-    text += ("Every ranking against the standalone val loss (mean of the seeds), with bootstrap "
-             "90% intervals; signals at initialisation (`predictors/proxies.py`, scored on "
-             f"the run's training images, train_speed over {args.proxy_steps} steps) rank by "
-             "minus their score:\n\n")
-    text += summary_table(archs, {"inherited weights": inh_loss,
-                                  "inherited weights, classifier refit": refit_loss,
-                                  **{f"signal: {k}": v for k, v in signals.items()}},
-                          budgets[args.epochs],
-                          {f"signal: {k}": v for k, v in costs.items()}) + "\n"
+    return text
+
+
+def budget_table(rows: list[dict], budgets: dict[int, np.ndarray], main_loss: np.ndarray) -> str:
+    """Kendall tau of the inherited rankings with each standalone budget, and the budgets'
+    own noise ceilings."""
+    inh_loss, refit_loss = ([r[k]["loss"] for r in rows] for k in ("inh", "refit"))
     names = [f"scratch {e} epochs ({b.shape[1]} seeds)" for e, b in budgets.items()]
-    text += ("| Kendall tau (val loss) | " + " | ".join(names) + " |\n|---|"
-             + "---:|" * len(budgets) + "\n")
+    text = ("| Kendall tau (val loss) | " + " | ".join(names) + " |\n|---|"
+            + "---:|" * len(budgets) + "\n")
     for name, loss in (("inherited weights", inh_loss),
                        ("inherited weights, classifier refit on the train split", refit_loss)):
         text += (f"| {name} | " + " | ".join(f"{kendalltau(loss, b.mean(1)).statistic:.3f}"
@@ -512,25 +561,71 @@ def main(argv: list[str] | None = None) -> int:
         text += (f"| this budget's ranking vs the {e0}-epoch one | "
                  + " | ".join(f"{kendalltau(main_loss, b.mean(1)).statistic:.3f}"
                               for b in budgets.values()) + " |\n")
-    text += ("\n| # | mixers | params | inherited loss | inherited acc | refit loss | "
-             "scratch loss | scratch acc |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
+    return text
+
+
+def subnet_table(rows: list[dict]) -> str:
+    """One row per subnet: inherited, refit and standalone results."""
+    text = ("\n| # | mixers | params | inherited loss | inherited acc | refit loss | "
+            "scratch loss | scratch acc |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
     for r in rows:
         text += (f"| {r['i']} | {r['mixers']} | {r['params']:,} | {r['inh']['loss']:.4f} | "
                  f"{100 * r['inh']['acc']:.2f}% | {r['refit']['loss']:.4f} | "
                  f"{r['scr']['loss']:.4f} | {100 * r['scr']['acc']:.2f}% |\n")
+    return text
+
+
+def write_report(b: Bench, rows: list[dict], budgets: dict[int, np.ndarray], train_xy,
+                 total: float) -> None:
+    """Scores the signals at initialisation, then writes (and prints) the results file."""
+    args, space, archs = b.args, b.space, b.archs
+    inh_loss, refit_loss = ([r[k]["loss"] for r in rows] for k in ("inh", "refit"))
+    main_loss = budgets[args.epochs].mean(1)
+    text = report_intro(b, rows, budgets, total)
+    signals, costs = proxy_scores(args, b.run_cfg, space, archs, train_xy, b.inherited_cache)
+    text += ("Every ranking against the standalone val loss (mean of the seeds), with bootstrap "
+             "90% intervals; signals at initialisation (`predictors/proxies.py`, scored on "
+             f"the run's training images, train_speed over {args.proxy_steps} steps) rank by "
+             "minus their score:\n\n")
+    text += summary_table(archs, {"inherited weights": inh_loss,
+                                  "inherited weights, classifier refit": refit_loss,
+                                  **{f"signal: {k}": v for k, v in signals.items()}},
+                          budgets[args.epochs],
+                          {f"signal: {k}": v for k, v in costs.items()}) + "\n"
+    text += budget_table(rows, budgets, main_loss)
+    text += subnet_table(rows)
     text += dimension_table(space, archs, {
         "inherited": inh_loss, "refit": refit_loss,
-        **{f"scratch {e} ep": b.mean(1).tolist() for e, b in budgets.items()}})
+        **{f"scratch {e} ep": loss.mean(1).tolist() for e, loss in budgets.items()}})
     text += family_table(space, archs, inh_loss, refit_loss, budgets[args.epochs])
-    if run is not None:  # these need the supernet itself
-        text += compare_runs(args.compare_runs, archs, rows, x, y, budgets[args.epochs].mean(1),
-                             train_xy)
-        text += one_change_table(run, x, y)
-    name = args.out or ("ranking_cpu.md" if data_kind == "digits"
-                        else f"ranking_{data_kind}_cpu.md")
+    if b.run is not None:  # these need the supernet itself
+        text += compare_runs(args.compare_runs, archs, rows, b.x, b.y,
+                             budgets[args.epochs].mean(1), train_xy)
+        text += one_change_table(b.run, b.x, b.y)
+    name = args.out or ("ranking_cpu.md" if b.data_kind == "digits"
+                        else f"ranking_{b.data_kind}_cpu.md")
     path = write_result(name, text)
     print(text)
     print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    b = prepare(args)
+    if args.scratch_only:
+        train_references(b)
+        return 0
+    if args.cached_only:  # a preliminary table while the references are still training
+        b.archs = cached_archs(b)
+    t0 = time.perf_counter()
+    train_xy = load_val_data(b.run_cfg, split="train")
+    if args.inherited_only:
+        cache_inherited(b, train_xy)
+        return 0
+    rows = measure_subnets(b, train_xy)
+    budgets = scratch_budgets(b, rows)
+    total = time.perf_counter() - t0
+    write_report(b, rows, budgets, train_xy, total)
     return 0
 
 

@@ -209,7 +209,7 @@ def _pm(values, scale=1.0, fmt="{:.2f}"):
     return (fmt + " ± " + fmt).format(v.mean(), v.std()) if len(v) > 1 else fmt.format(v.mean())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="tiny32")
     ap.add_argument("--table")
@@ -230,28 +230,11 @@ def main() -> None:
     ap.add_argument("--overhead-trials", type=int, default=1000,
                     help="random search with 1, 5 and 20 archs per Ray trial: the Tune overhead")
     ap.add_argument("--out", default="search_cpu.md")
-    args = ap.parse_args()
-    load_start = os.getloadavg()[0]
+    return ap.parse_args()
 
-    import logging
 
-    import ray
-
-    space = load_space(args.space)
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.table or args.predictor:
-        table, predictor, note = args.table, args.predictor, f"predictor `{args.predictor}`"
-    else:
-        table, predictor, note = find_artefacts(space, workdir)
-    objective, objective_name = make_objective(space, table, predictor)
-    workdir = workdir / objective_name
-    workdir.mkdir(parents=True, exist_ok=True)
-    budget, mean_lat = latency_quantile(space, objective, args.budget_quantile)
-    budget = float(f"{budget:.4g}")
-    print(f"objective {objective_name}; budget {budget} ms (q{args.budget_quantile} of uniform "
-          f"archs, mean {mean_lat:.3f} ms)", flush=True)
-
+def reference(args, space, objective, budget: float, workdir: Path) -> dict:
+    """The reference optimum (cached in ``workdir`` unless --fresh)."""
     ref_path = workdir / f"reference-{budget}-{args.reference_samples}.json"
     t0 = time.perf_counter()
     if ref_path.is_file() and not args.fresh:
@@ -264,6 +247,16 @@ def main() -> None:
         ref_path.write_text(json.dumps(ref))
     print(f"reference: best {ref['best']:.4f} of {ref['feasible']} feasible "
           f"({ref['drawn']} drawn, {ref['seconds']:.0f} s)", flush=True)
+    return ref
+
+
+def run_searches(args, objective, objective_name: str, budget: float, workdir: Path,
+                 ref: dict) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Every searcher and seed of the plan, then the Ray-overhead runs, in one local Ray;
+    returns the runs by tag and the overhead runs."""
+    import logging
+
+    import ray
 
     runs: dict[str, list[dict]] = {}
     plan = [(s, {}) for s in args.searchers.split(",") if s]
@@ -290,14 +283,36 @@ def main() -> None:
             print(f"overhead: batch {b}: {info['trials_per_s'] or 0:.1f} trials/s", flush=True)
     finally:
         ray.shutdown()
+    return runs, overhead
+
+
+def main() -> None:
+    args = parse_args()
+    load_start = os.getloadavg()[0]
+    space = load_space(args.space)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.table or args.predictor:
+        table, predictor, note = args.table, args.predictor, f"predictor `{args.predictor}`"
+    else:
+        table, predictor, note = find_artefacts(space, workdir)
+    objective, objective_name = make_objective(space, table, predictor)
+    workdir = workdir / objective_name
+    workdir.mkdir(parents=True, exist_ok=True)
+    budget, mean_lat = latency_quantile(space, objective, args.budget_quantile)
+    budget = float(f"{budget:.4g}")
+    print(f"objective {objective_name}; budget {budget} ms (q{args.budget_quantile} of uniform "
+          f"archs, mean {mean_lat:.3f} ms)", flush=True)
+    ref = reference(args, space, objective, budget, workdir)
+    runs, overhead = run_searches(args, objective, objective_name, budget, workdir, ref)
     load = (load_start, os.getloadavg()[0])
     write_result(args.out, report(args, space, objective_name, table, note, budget, mean_lat,
                                   ref, runs, overhead, load))
 
 
-def report(args, space, objective_name, table, note, budget, mean_lat, ref, runs, overhead,
-           load) -> str:
-    scale = 100.0  # accuracy in [0, 1] -> percent; gaps in percentage points (pp)
+def setup_lines(args, space, objective_name, table, note, budget, mean_lat, ref, load,
+                scale) -> list[str]:
+    """The report's opening: machine load, objective, budget and reference optimum."""
     lines = [header("Search on tiny32: quality vs trials, speed, Pareto front (CPU)")]
     lines.append(f"Shared machine: other jobs used the same 2 cores (1-min load average "
                  f"{load[0]:.1f} at the start of the invocation that wrote this report, "
@@ -322,8 +337,13 @@ def report(args, space, objective_name, table, note, budget, mean_lat, ref, runs
         f"{ref['seconds']:.0f} s): **{scale * ref['best']:.2f}%**. {args.seeds} seeds per "
         f"searcher; mean ± std over seeds. Every reported best arch was checked to lie in the "
         f"space and within budget per the table.\n")
+    return lines
+
+
+def curve_lines(args, ref, runs, scale) -> list[str]:
+    """Best feasible accuracy after n trials, per searcher."""
     cps = [c for c in CHECKPOINTS if c <= args.trials]
-    lines.append("## Best feasible accuracy (%) after n trials\n")
+    lines = ["## Best feasible accuracy (%) after n trials\n"]
     lines.append("| searcher | " + " | ".join(f"n={c}" for c in cps) + " | gap to ref (pp) at max n |")
     lines.append("|---|" + "---|" * (len(cps) + 1))
     for tag, infos in runs.items():
@@ -337,7 +357,12 @@ def report(args, space, objective_name, table, note, budget, mean_lat, ref, runs
     lines.append(f"| reference (best of {ref['feasible']:,} random feasible) | "
                  + " | ".join("" for _ in cps) + f" | {scale * ref['best']:.2f}% |")
     lines.append("")
-    lines.append("## Speed and constraint handling\n")
+    return lines
+
+
+def speed_lines(args, runs, overhead) -> list[str]:
+    """Trials/s, wall time and constraint handling per searcher; the Ray overhead."""
+    lines = ["## Speed and constraint handling\n"]
     lines.append("trials/s: archs evaluated per second of `Tuner.fit` (2 workers, "
                  "trials/50 archs per Ray trial up to 32, actor reuse); wall: the whole `run_search` (checks, "
                  "Tune, outputs; Ray already up). Redrawn: candidates over budget (or already "
@@ -367,8 +392,13 @@ def report(args, space, objective_name, table, note, budget, mean_lat, ref, runs
             lines.append(f"| {info['batch_size']} | {info['trials_per_s'] or 0:.1f} | "
                          f"{info['wall_s']:.0f} |")
         lines.append("")
+    return lines
+
+
+def front_lines(budget, ref, runs) -> list[str]:
+    """Hypervolume of each run's feasible trials."""
     acc_ref = ref["acc_min"]
-    lines.append("## Pareto front: hypervolume of the feasible trials\n")
+    lines = ["## Pareto front: hypervolume of the feasible trials\n"]
     lines.append(f"Area dominated in (accuracy up, latency down) within accuracy ≥ {acc_ref:.4f} "
                  f"(the worst of the reference's random feasible archs) and latency ≤ {budget} "
                  "ms, by all feasible trials of a run (accuracy fraction × ms; larger is "
@@ -379,6 +409,17 @@ def report(args, space, objective_name, table, note, budget, mean_lat, ref, runs
         hv = [hypervolume(i["front_acc"], i["front_lat"], ref=(acc_ref, budget)) for i in infos]
         lines.append(f"| {tag} ({infos[0]['trials']} trials) | {_pm(hv, fmt='{:.5f}')} |")
     lines.append("")
+    return lines
+
+
+def report(args, space, objective_name, table, note, budget, mean_lat, ref, runs, overhead,
+           load) -> str:
+    scale = 100.0  # accuracy in [0, 1] -> percent; gaps in percentage points (pp)
+    lines = setup_lines(args, space, objective_name, table, note, budget, mean_lat, ref, load,
+                        scale)
+    lines += curve_lines(args, ref, runs, scale)
+    lines += speed_lines(args, runs, overhead)
+    lines += front_lines(budget, ref, runs)
     lines.append(verdict(runs, ref, scale))
     return "\n".join(lines) + "\n"
 
