@@ -12,6 +12,9 @@ standalone val loss (mean of the seeds) of:
   rank-based choice, robust to the heavy tails a least-squares calibration chases);
 * the same plus per-family offsets (stage-0 mixer) learnt from the anchors' residuals,
   shrunk towards 0 by n / (n + 1);
+* the product's rule (:func:`nas.predictors.calibration.choose_offsets`): equal weights,
+  offsets kept only when leave-one-out on the anchors ranks them better; and, for each
+  ``--predictor``, its scores alone and with offsets chosen by that rule;
 
 next to the noise ceiling on the same held-out subnets (seed 1 vs seed 2). Intervals
 are the 5-95% range over splits. With ``--predictor NAME=PATH`` (repeatable) it also
@@ -39,6 +42,7 @@ from common import header, write_result  # noqa: E402
 from scipy.stats import kendalltau, rankdata  # noqa: E402
 
 from nas.io import read_json  # noqa: E402
+from nas.predictors.calibration import choose_offsets  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,6 +112,19 @@ def family_offsets(score: np.ndarray, target: np.ndarray, fam: np.ndarray,
     return out
 
 
+def predictor_scores(args, archs: list[str]) -> dict[str, np.ndarray]:
+    """Each ``--predictor``'s uncalibrated scores of the references (higher: better)."""
+    from nas.arch import Arch
+    from nas.predictors import load_predictor
+
+    out = {}
+    for item in args.predictor:
+        name, _, path = item.partition("=")
+        out[name] = load_predictor(path).scores([Arch.from_dict(json.loads(a)) for a in archs],
+                                                calibrated=False)
+    return out
+
+
 def predictor_table(args, archs: list[str], mean: np.ndarray, loss: np.ndarray,
                     families: list[str]) -> str:
     """Every reference ranked by each saved predictor (none saw a standalone result)."""
@@ -134,6 +151,32 @@ def predictor_table(args, archs: list[str], mean: np.ndarray, loss: np.ndarray,
             cells.append(f"{point[key]:.3f} [{np.quantile(vals, 0.05):.2f}, "
                          f"{np.quantile(vals, 0.95):.2f}]")
         text += f"| {name} | " + " | ".join(cells) + " |\n"
+    return text + family_order(rows, mean, families)
+
+
+def family_order(rows: dict[str, tuple[np.ndarray, np.ndarray]], mean: np.ndarray,
+                 families: list[str]) -> str:
+    """Stage-0 families from best to worst by mean standalone loss, and by each ranking's
+    mean score (loss-like) over the same subnets."""
+    fam = np.asarray(families)
+    names = sorted(set(families))
+
+    def order(v: np.ndarray) -> list[str]:
+        return sorted(names, key=lambda f: float(np.mean(v[fam == f])))
+
+    truth = order(mean)
+    pos = {f: i for i, f in enumerate(truth)}
+    pairs = len(names) * (len(names) - 1) // 2
+    text = ("\n| stage-0 families, best to worst by mean | order | family pairs in the "
+            "standalone order |\n|---|---|---:|\n"
+            f"| standalone val loss (mean of 2 seeds) | {' < '.join(truth)} | |\n")
+    for name, (a, _) in rows.items():
+        if name.startswith("noise"):
+            continue
+        got = order(a)
+        agree = sum(pos[got[i]] < pos[got[j]] for i in range(len(got))
+                    for j in range(i + 1, len(got)))
+        text += f"| {name} | {' < '.join(got)} | {agree}/{pairs} |\n"
     return text
 
 
@@ -144,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     mean = loss.mean(1)
     fam = np.asarray(families)
     z = {k: zrank(v) for k, v in est.items()}
-    combos = [c for c in (("refit", "train_speed"), ("refit", "train_speed", "naswot"))
-              if all(k in z for k in c)]
+    combos = [c for c in (("inherited", "naswot"), ("refit", "naswot"), ("refit", "train_speed"),
+                          ("refit", "train_speed", "naswot")) if all(k in z for k in c)]
+    preds = predictor_scores(args, archs)
     rng = np.random.default_rng(0)
     rows: dict[str, dict[int, list[float]]] = {}
 
@@ -175,6 +219,18 @@ def main(argv: list[str] | None = None) -> int:
                 off = family_offsets(s, anc_z, fam, anc)
                 put(f"{' + '.join(c)}: weights + family offsets from anchors", k,
                     tau((s + off)[held], mean[held]))
+                # the product's rule: equal weights, family offsets kept only if they rank
+                # the anchors better leave-one-out (nas.predictors.calibration)
+                cal = choose_offsets(-avg[anc], mean[anc], list(fam[anc]))
+                put(f"{' + '.join(c)}: equal weights + offsets if anchor LOO keeps them", k,
+                    tau(-cal.apply(-avg, list(fam))[held], mean[held]))
+                put(f"{' + '.join(c)}: share of splits where offsets were kept", k,
+                    float(cal.report["kept"]))
+            for name, score in preds.items():  # higher = better
+                put(f"predictor {name} (no anchors)", k, tau(-score[held], mean[held]))
+                cal = choose_offsets(score[anc], mean[anc], list(fam[anc]))
+                put(f"predictor {name} + offsets if anchor LOO keeps them", k,
+                    tau(-cal.apply(score, list(fam))[held], mean[held]))
     text = header(f"Combined ranking estimators on held-out standalone references "
                   f"({args.space}, {args.label})")
     text += (f"- {n} subnets with 2 standalone seeds (the ranking bench's references); "

@@ -99,7 +99,7 @@ class _Ctx:
 
 
 # the predictor section's fields that are nas predictor collect's flags
-_COLLECT_FLAGS = ("workers", "views", "refit_images", "train_speed_steps", "anchors",
+_COLLECT_FLAGS = ("workers", "views", "refit_images", "train_speed_steps", "naswot", "anchors",
                   "anchor_epochs")
 
 
@@ -147,7 +147,7 @@ def _stage_collect(ctx: _Ctx) -> dict[str, Any]:
     c = ctx.cfg.predictor
     summary = collect_table(ctx.train_dir, c.collect, ctx.subnets, seed=ctx.cfg.seed,
                             workers=c.workers, views=c.views, refit_images=c.refit_images,
-                            train_speed_steps=c.train_speed_steps, log=ctx.say)
+                            train_speed_steps=c.train_speed_steps, naswot=c.naswot, log=ctx.say)
     cmd = (f"nas predictor collect --run {ctx.train_dir} -n {c.collect} --seed {ctx.cfg.seed} "
            f"{to_flags(c, only=_COLLECT_FLAGS)} --out {ctx.subnets}")
     if c.anchors:
@@ -160,16 +160,18 @@ def _stage_collect(ctx: _Ctx) -> dict[str, Any]:
 
 def _stage_fit(ctx: _Ctx) -> dict[str, Any]:
     from nas.predictors import fit_predictor
-    from nas.predictors.anchors import anchor_metrics, anchor_paths
+    from nas.predictors.anchors import anchor_paths, calibrate_with_anchors
+    from nas.predictors.calibration import describe_calibration
 
     c = ctx.cfg.predictor
     pred = fit_predictor(str(ctx.subnets), model=c.model, seed=ctx.cfg.seed, folds=c.folds,
                          log=ctx.say)
     anchors = anchor_paths(ctx.subnets)[0]
     if anchors.is_file():
-        pred.info["anchors"] = anchor_metrics(pred, anchors)
+        pred.info["anchors"] = calibrate_with_anchors(pred, anchors)
         ctx.say(f"predictor vs {pred.info['anchors']['anchors']} standalone anchors: Kendall tau "
                 f"{pred.info['anchors']['kendall_tau']}")
+        ctx.say(describe_calibration(pred.info["anchors"]["calibration"]))
     pred.save(ctx.predictor)
     cv = pred.info.get("cv") or {}
     fam = (cv.get("families") or {}).get(cv.get("selected", pred.family), {})

@@ -61,11 +61,14 @@ ProfileSection = derive(
 
 PredictorSection = derive(
     "PredictorSection", (CollectConfig, FitConfig),
-    ["views", "refit_images", "train_speed_steps", "anchors", "anchor_epochs", "model", "folds",
-     "workers"],
+    ["views", "refit_images", "train_speed_steps", "naswot", "anchors", "anchor_epochs", "model",
+     "folds", "workers"],
     # digits' 360 val images are few: more views per image make their scores less noisy;
-    # one evaluator in this process (no Ray start-up) suits the small default run
-    changes={"views": 9, "workers": 1},
+    # one evaluator in this process (no Ray start-up) suits the small default run; a
+    # classifier refit on 1000 images and the naswot signal rank subnets as standalone
+    # training does far better (digits: Kendall tau 0.61 vs -0.05 against 30 standalone
+    # references, bench/results/combined_digits_cpu.md) for ~0.3 s more per subnet
+    changes={"views": 9, "workers": 1, "refit_images": 1000, "naswot": True},
     extra=[("collect", int, setting(200, "subnets scored with inherited weights (nas predictor "
                                     "collect -n)", check=lambda v: v >= 2, rule=">= 2"))],
     doc="Subnets scored with inherited weights (``collect`` of them), and the predictor: "

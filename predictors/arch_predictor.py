@@ -12,6 +12,8 @@ File format (no pickle, loading runs no code): either a directory holding
 and fingerprint), encoding names, feature normalisation, target normalisation, the
 model family with its hyperparameters and fitted scalars, cross-validation metrics,
 and the sha256 of the safetensors file, so a corrupted or mismatched pair is refused.
+Version 3 adds an optional ``calibration`` (per stage-0 family offsets learnt from
+standalone anchors, :mod:`nas.predictors.calibration`); versions 1 and 2 still load.
 
 Example:
     >>> pred = load_predictor("runs/acc_predictor", space=space)  # doctest: +SKIP
@@ -32,6 +34,7 @@ from nas.encoding import encoding_names
 from nas.errors import ArtifactError
 from nas.io import atomic_path, read_json, write_json
 from nas.predictors.base import PREDICTORS, Predictor, PredictorError
+from nas.predictors.calibration import FamilyOffsets
 from nas.predictors.features import (
     COMPLEXITY_FEATURES,
     ArchEncoder,
@@ -44,7 +47,7 @@ from nas.space import SearchSpace
 __all__ = ["ArchPredictor", "load_predictor", "predictor_paths", "FORMAT"]
 
 FORMAT = "vitnas.accuracy_predictor"
-VERSION = 2  # 2: target transforms (version 1 files are plain ``acc`` and still load)
+VERSION = 3  # 2: target transforms (1 is plain ``acc``); 3: family calibration (all load)
 
 
 class ArchPredictor:
@@ -60,12 +63,14 @@ class ArchPredictor:
         target: the target transform and its map back to accuracy (default: plain ``acc``).
         complexity: whether ``log(params)``/``log(MACs)`` follow the encoding.
         info: JSON-able extras saved with the predictor (CV metrics, data summary).
+        calibration: per stage-0 family offsets added to the model's scores (from anchors).
     """
 
     def __init__(self, *, space: SearchSpace, model: Predictor, x_mean: Sequence[float],
                  x_std: Sequence[float], y_mean: float, y_std: float,
                  target: TargetMap | None = None, complexity: bool = False,
-                 info: Mapping[str, Any] | None = None):
+                 info: Mapping[str, Any] | None = None,
+                 calibration: FamilyOffsets | None = None):
         self.space = space
         self.model = model
         self.encoder = ArchEncoder(space, complexity=complexity)
@@ -78,6 +83,7 @@ class ArchPredictor:
         self.target = target if target is not None else TargetMap("acc")
         self.complexity = complexity
         self.info: dict[str, Any] = dict(info or {})
+        self.calibration = calibration
 
     # -- properties ---------------------------------------------------------------------
 
@@ -116,6 +122,18 @@ class ArchPredictor:
         """Predicted validation accuracy of each arch (float64 array)."""
         return self.predict_with_std(archs)[0]
 
+    def scores(self, archs: Sequence[Arch], *, calibrated: bool = True) -> np.ndarray:
+        """The model's target-space scores (higher: better), with the family calibration
+        unless ``calibrated=False``; predictions are these mapped back to accuracy."""
+        if isinstance(archs, Arch):
+            archs = [archs]
+        if len(archs) == 0:
+            return np.zeros(0)
+        z = self.model.predict(self.features(archs))[0] * self.y_std + self.y_mean
+        if calibrated and self.calibration is not None:
+            z = self.calibration.apply(z, [a.stages[0].mixer for a in archs])
+        return z
+
     def predict_with_std(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray | None]:
         """Predicted accuracy and its standard deviation (``None`` if the family has none).
 
@@ -128,6 +146,8 @@ class ArchPredictor:
             return np.zeros(0), (np.zeros(0) if self.has_std else None)
         mean, std = self.model.predict(self.features(archs))
         z = mean * self.y_std + self.y_mean
+        if self.calibration is not None:
+            z = self.calibration.apply(z, [a.stages[0].mixer for a in archs])
         acc = self.target.to_acc(z)
         return acc, (None if std is None else self.target.std_to_acc(z, std * self.y_std))
 
@@ -147,6 +167,7 @@ class ArchPredictor:
                          "mean": self.x_mean.tolist(), "std": self.x_std.tolist()},
             "target": {**target_config, "mean": self.y_mean, "std": self.y_std},
             "model": {"family": self.family, "config": model_config},
+            **({"calibration": _finite(self.calibration.state())} if self.calibration else {}),
             **_finite(self.info),
         }
         return tensors, cfg
@@ -192,7 +213,7 @@ def load_predictor(path: str | Path, *, space: SearchSpace | None = None) -> Arc
     cfg = read_json(json_path, what="predictor")
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise ArtifactError(f"{json_path} is not an accuracy predictor (format {FORMAT!r} expected)")
-    if cfg.get("version") not in (1, VERSION):
+    if cfg.get("version") not in (1, 2, VERSION):
         raise ArtifactError(f"{what}: format version {cfg.get('version')!r}, this code reads {VERSION}")
     record = cfg.get("space")
     if space is not None:
@@ -226,9 +247,11 @@ def load_predictor(path: str | Path, *, space: SearchSpace | None = None) -> Arc
         if list(feats["names"]) != encoding_names(space) + (list(COMPLEXITY_FEATURES) if complexity else []):
             raise ArtifactError(f"{what}: feature names do not match the space's encoding")
         info = {k: v for k, v in cfg.items() if k not in _OWN_KEYS}
+        cal = cfg.get("calibration")
         return ArchPredictor(space=space, model=model, x_mean=feats["mean"], x_std=feats["std"],
                              y_mean=target["mean"], y_std=target["std"], target=target_map,
-                             complexity=complexity, info=info)
+                             complexity=complexity, info=info,
+                             calibration=None if cal is None else FamilyOffsets.from_state(cal))
     except ArtifactError:
         raise
     except (PredictorError, KeyError, TypeError, ValueError, AttributeError) as e:
@@ -247,4 +270,4 @@ def _finite(obj: Any) -> Any:
 
 
 _OWN_KEYS = ("format", "version", "created", "space", "encoding_names", "features", "target",
-             "model", "weights_sha256")
+             "model", "weights_sha256", "calibration")

@@ -80,11 +80,12 @@ class SubnetEvaluator:
         train_speed_steps: also score each subnet's training speed from its own
             initialisation over this many steps (:mod:`nas.predictors.proxies`, the run's
             optimizer settings and augmentation); 0 skips it.
+        naswot: also score each subnet's NASWOT signal at its own initialisation.
     """
 
     def __init__(self, run_dir: str, *, calib_images: int = 256, threads: int | None = None,
                  run: Any = None, views: int = 1, refit_images: int = 0,
-                 train_speed_steps: int = 0):
+                 train_speed_steps: int = 0, naswot: bool = False):
         import torch
 
         from nas import training
@@ -107,17 +108,8 @@ class SubnetEvaluator:
         self.refit = None
         if refit_images:
             self.refit = training.load_train_subset(self.run.config, refit_images)
-        self.scorer = None
-        if train_speed_steps:
-            from nas.predictors.proxies import ProxyScorer
-
-            cfg = self.run.config
-            x_tr, y_tr = training.load_train_subset(cfg, TRAIN_SPEED_IMAGES)
-            self.scorer = ProxyScorer(space, x_tr, y_tr, seed=0, steps=train_speed_steps,
-                                      lr=float(cfg.get("lr", 2e-3)),
-                                      weight_decay=float(cfg.get("weight_decay", 0.05)),
-                                      max_shift=int(cfg.get("max_shift", 0)),
-                                      hflip=bool(cfg.get("hflip", False)))
+        self.signals = (["train_speed"] if train_speed_steps else []) + (["naswot"] if naswot else [])
+        self.scorer = _scorer(self.run, train_speed_steps or 1) if self.signals else None
 
     def evaluate(self, arch_jsons: list[str]) -> list[dict[str, Any]]:
         """Rows (``arch`` JSON, acc, loss, params, macs, seconds) of the given archs."""
@@ -137,14 +129,39 @@ class SubnetEvaluator:
                                         calibrate=self.calibrate, refit=self.refit)
             row = {"arch": text, "acc": float(res["acc"]), "loss": float(res["loss"]),
                    "params": int(count_params(arch, **kw)), "macs": int(count_macs(arch, **kw))}
-            if self.scorer is not None:
-                row["train_speed"] = self.scorer.score(arch, "train_speed")
+            for name in self.signals:
+                row[name] = self.scorer.score(arch, name)
             rows.append(row | {"seconds": time.perf_counter() - t0})
         return rows
 
 
+def _scorer(run: Any, steps: int) -> Any:
+    """The run's :class:`nas.predictors.proxies.ProxyScorer` (its recipe and augmentation)."""
+    from nas import training
+    from nas.predictors.proxies import ProxyScorer
+
+    cfg = run.config
+    x_tr, y_tr = training.load_train_subset(cfg, TRAIN_SPEED_IMAGES)
+    return ProxyScorer(run.space, x_tr, y_tr, seed=0, steps=steps, lr=float(cfg.get("lr", 2e-3)),
+                       weight_decay=float(cfg.get("weight_decay", 0.05)),
+                       max_shift=int(cfg.get("max_shift", 0)), hflip=bool(cfg.get("hflip", False)))
+
+
+def _backfill_naswot(rows: list[dict[str, Any]], run: Any, say: Callable[[str], None]) -> int:
+    """Score ``naswot`` for the rows that lack it (a table collected without ``--naswot``);
+    cheap (one forward pass per subnet), so it runs in this process. Returns the count."""
+    todo = [r for r in rows if r.get("naswot") is None]
+    if todo:
+        say(f"collect: adding naswot to {len(todo)} rows already in the table")
+        scorer = _scorer(run, 1)
+        for r in todo:
+            r["naswot"] = scorer.score(r["arch"], "naswot")
+    return len(todo)
+
+
 def _check_resume(out: Path, space: SearchSpace, run_dir: Path, epoch: int,
-                  views: int, refit_images: int, train_speed_steps: int) -> list[dict[str, Any]]:
+                  views: int, refit_images: int, train_speed_steps: int,
+                  naswot: bool) -> list[dict[str, Any]]:
     """Rows already in ``out`` (empty if it does not exist), after checking it fits this run."""
     if not out.exists():
         return []
@@ -167,13 +184,16 @@ def _check_resume(out: Path, space: SearchSpace, run_dir: Path, epoch: int,
                 f"table {out} was collected with --train-speed-steps "
                 f"{meta.get('train_speed_steps', 0)}, not {train_speed_steps}; give the same "
                 "--train-speed-steps, another --out, or remove it")
+        if meta.get("naswot") and not naswot:
+            raise ArtifactError(f"table {out} has a naswot column: give --naswot to extend it, "
+                                "another --out, or remove it")
     return read_table(out, space=space).rows()
 
 
 def collect_table(run_dir: str | os.PathLike, n: int, out: str | os.PathLike, *, seed: int = 0,
                   workers: int | None = None, address: str | None = None,
                   chunk_size: int | None = None, calib_images: int = 256, views: int = 1,
-                  refit_images: int = 0, train_speed_steps: int = 0,
+                  refit_images: int = 0, train_speed_steps: int = 0, naswot: bool = False,
                   log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Evaluate ``n`` sampled subnets (plus largest/smallest) of a run into a CSV table.
 
@@ -200,6 +220,10 @@ def collect_table(run_dir: str | os.PathLike, n: int, out: str | os.PathLike, *,
             of each subnet over this many steps from its own initialisation
             (:mod:`nas.predictors.proxies`); ``nas predictor fit`` then regresses on the
             combined target. Costs about as much as this many training steps per subnet.
+        naswot: add a ``naswot`` column (NASWOT at each subnet's own initialisation, one
+            forward pass: ~0.05-0.13 CPU s per subnet); ``nas predictor fit`` then
+            regresses on the combined target. Rows of an existing table that lack it get
+            it on resume.
         log: progress lines (``None`` for silence).
 
     Returns:
@@ -221,7 +245,9 @@ def collect_table(run_dir: str | os.PathLike, n: int, out: str | os.PathLike, *,
             raise NasError(f"{name} must be an integer >= 0, got {value!r}")
     run = training.load_run(run_dir)
     space = run.space
-    rows = _check_resume(out, space, run_dir, run.epoch, views, refit_images, train_speed_steps)
+    rows = _check_resume(out, space, run_dir, run.epoch, views, refit_images, train_speed_steps,
+                         naswot)
+    backfilled = _backfill_naswot(rows, run, say) if naswot else 0
     done = {r["arch"] for r in rows}
     plan = plan_archs(space, n, seed)
     if len(plan) < n + 2:
@@ -233,7 +259,8 @@ def collect_table(run_dir: str | os.PathLike, n: int, out: str | os.PathLike, *,
     n_workers = workers or (None if address else os.cpu_count() or 1)
     info = {"run": {"run_dir": str(run_dir), "epoch": run.epoch, "data": run.config.get("data")},
             "seed": seed, "n": n, "planned": len(plan), "views": views,
-            "refit_images": refit_images, "train_speed_steps": train_speed_steps}
+            "refit_images": refit_images, "train_speed_steps": train_speed_steps,
+            "naswot": bool(naswot)}
     t0 = time.perf_counter()
     eval_seconds: list[float] = []
 
@@ -256,17 +283,17 @@ def collect_table(run_dir: str | os.PathLike, n: int, out: str | os.PathLike, *,
             n_workers = _collect_ray(str(run_dir), jsons, commit, workers=workers, address=address,
                                      chunk_size=chunk_size, calib_images=calib_images, views=views,
                                      refit_images=refit_images,
-                                     train_speed_steps=train_speed_steps)
+                                     train_speed_steps=train_speed_steps, naswot=naswot)
         else:
             evaluator = SubnetEvaluator(str(run_dir), calib_images=calib_images, run=run,
                                         views=views, refit_images=refit_images,
-                                        train_speed_steps=train_speed_steps)
+                                        train_speed_steps=train_speed_steps, naswot=naswot)
             size = chunk_size or 8
             for i in range(0, len(jsons), size):
                 commit(evaluator.evaluate(jsons[i:i + size]))
-    elif not out.exists():
+    elif backfilled or not out.exists():
         write_table(out, rows, space=space)
-        write_table_meta(out, space, {**info, "rows": 0})
+        write_table_meta(out, space, {**info, "rows": len(rows)})
     wall = time.perf_counter() - t0
     return {"rows": len(rows), "new": len(todo), "skipped": len(plan) - len(todo),
             "planned": len(plan), "wall_s": wall, "workers": n_workers,
@@ -276,7 +303,7 @@ def collect_table(run_dir: str | os.PathLike, n: int, out: str | os.PathLike, *,
 def _collect_ray(run_dir: str, jsons: list[str], commit: Callable[[list[dict[str, Any]]], None], *,
                  workers: int | None, address: str | None, chunk_size: int | None,
                  calib_images: int, views: int, refit_images: int,
-                 train_speed_steps: int) -> int:
+                 train_speed_steps: int, naswot: bool) -> int:
     """Evaluate ``jsons`` on Ray actors, committing each finished chunk; return the actor count."""
     import ray
     from ray.exceptions import RayTaskError
@@ -290,7 +317,8 @@ def _collect_ray(run_dir: str, jsons: list[str], commit: Callable[[list[dict[str
         size = chunk_size or max(1, min(16, math.ceil(len(jsons) / (4 * n_actors))))
         Actor = ray.remote(num_cpus=1)(SubnetEvaluator)
         actors = [Actor.remote(run_dir, calib_images=calib_images, threads=1, views=views,
-                               refit_images=refit_images, train_speed_steps=train_speed_steps)
+                               refit_images=refit_images, train_speed_steps=train_speed_steps,
+                               naswot=naswot)
                   for _ in range(n_actors)]
         pool = ActorPool(actors)
         chunks = [jsons[i:i + size] for i in range(0, len(jsons), size)]

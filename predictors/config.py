@@ -32,9 +32,13 @@ class CollectConfig:
                                      "steps from its own initialisation (e.g. 100; 0: skip); "
                                      "fit then ranks by the combined target",
                                      check=lambda v: v >= 0, rule=">= 0", metavar="STEPS")
+    naswot: bool = setting(False, "add a naswot column: each subnet's NASWOT score at its own "
+                           "initialisation (one forward pass); fit then ranks by the combined "
+                           "target")
     anchors: int = setting(0, "then train K subnets of every stage-0 mixer family standalone "
-                           "(the run's recipe) into TABLE.anchors.csv, to check predictors "
-                           "against", check=lambda v: v >= 0, rule=">= 0", metavar="K")
+                           "(the run's recipe) into TABLE.anchors.csv; fit checks predictors "
+                           "against them and keeps per-family offsets if they help",
+                           check=lambda v: v >= 0, rule=">= 0", metavar="K")
     anchor_epochs: int = setting(5, "standalone epochs of each anchor",
                                  check=lambda v: v >= 1, rule=">= 1", metavar="E")
     workers: int | None = setting(None, "parallel evaluators; 1 = in this process without Ray, "
@@ -55,8 +59,9 @@ class FitConfig:
                          rule="0 or >= 2")
     target: str = setting("auto", "what the model regresses on: the accuracy, its "
                           "rank-Gaussian scores, the blend of accuracy and loss ranks, or the "
-                          "combined loss and train_speed ranks (auto: combined when the table "
-                          "has both columns, else blend when it has a loss column)",
+                          "combined loss and init-signal ranks (auto: combined when the table "
+                          "has a loss and a train_speed or naswot column, else blend when it "
+                          "has a loss column)",
                           choices=TARGETS)
 
     def __post_init__(self) -> None:

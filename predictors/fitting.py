@@ -60,8 +60,8 @@ def _model_kwargs(family: str, seed: int, kwargs: dict[str, Any]) -> dict[str, A
 
 
 def _fit_arrays(X: np.ndarray, acc: np.ndarray, loss: np.ndarray | None, target: str, family: str,
-                kwargs: dict[str, Any], train_speed: np.ndarray | None = None):
-    tmap, y = TargetMap.fit(target, acc, loss, train_speed)
+                kwargs: dict[str, Any], signals: dict[str, np.ndarray] | None = None):
+    tmap, y = TargetMap.fit(target, acc, loss, signals)
     x_mean, x_std = X.mean(0), X.std(0)
     x_std = np.where(x_std > 1e-12, x_std, 1.0)
     y_mean, y_std = float(y.mean()), float(y.std())
@@ -72,19 +72,19 @@ def _fit_arrays(X: np.ndarray, acc: np.ndarray, loss: np.ndarray | None, target:
 
 def _cv(X: np.ndarray, acc: np.ndarray, loss: np.ndarray | None, target: str, family: str,
         kwargs: dict[str, Any], folds: int, seed: int, top_frac: float,
-        train_speed: np.ndarray | None = None) -> dict[str, Any]:
+        signals: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Metrics against the measured accuracy of each held-out fold; for the ``combined``
     target, against the combined score of the whole table (in accuracy units), since that
     score, not the inherited accuracy alone, is what the predictor is meant to rank by."""
     truth = acc
     if target == "combined":
-        full, z = TargetMap.fit(target, acc, loss, train_speed)
+        full, z = TargetMap.fit(target, acc, loss, signals)
         truth = full.to_acc(z)
     per_fold = []
     for train, test in kfold_indices(len(acc), folds, np.random.default_rng(seed)):
         model, xm, xs, ym, ys, tmap = _fit_arrays(
             X[train], acc[train], None if loss is None else loss[train], target, family, kwargs,
-            None if train_speed is None else train_speed[train])
+            {k: v[train] for k, v in (signals or {}).items()})
         mean, _ = model.predict((X[test] - xm) / xs)
         per_fold.append(ranking_metrics(truth[test], tmap.to_acc(mean * ys + ym),
                                         top_frac=top_frac))
@@ -107,10 +107,10 @@ def _check_folds(folds: int, n: int) -> None:
 
 
 def resolve_target(target: str, tab: ArchTable) -> str:
-    """``auto`` is ``combined`` when the table has losses and training speeds, ``blend``
+    """``auto`` is ``combined`` when the table has losses and init signals, ``blend``
     when it has losses, else ``rank``; others are checked."""
     if target == "auto":
-        if tab.loss is not None and tab.train_speed is not None:
+        if tab.loss is not None and tab.signals:
             return "combined"
         return "blend" if tab.loss is not None else "rank"
     if target not in TARGETS:
@@ -118,9 +118,9 @@ def resolve_target(target: str, tab: ArchTable) -> str:
     if target == "blend" and tab.loss is None:
         raise PredictorError(f"{tab.source}: target 'blend' needs a loss column (or use --target "
                              f"rank / acc)")
-    if target == "combined" and (tab.loss is None or tab.train_speed is None):
-        raise PredictorError(f"{tab.source}: target 'combined' needs loss and train_speed columns "
-                             "(nas predictor collect --train-speed-steps N)")
+    if target == "combined" and (tab.loss is None or not tab.signals):
+        raise PredictorError(f"{tab.source}: target 'combined' needs a loss column and a signal "
+                             "column (nas predictor collect --naswot or --train-speed-steps N)")
     return target
 
 
@@ -140,7 +140,7 @@ def cross_validate(table: Any, *, space: SearchSpace | None = None, model: str =
     _check_folds(folds, len(tab))
     X = table_features(tab, ArchEncoder(space, complexity=complexity))
     return _cv(X, tab.acc, tab.loss, resolve_target(target, tab), model,
-               _model_kwargs(model, seed, kwargs), folds, seed, top_frac, tab.train_speed)
+               _model_kwargs(model, seed, kwargs), folds, seed, top_frac, tab.signals)
 
 
 def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None = None, seed: int = 0,
@@ -191,7 +191,7 @@ def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None =
     if folds:
         for fam in families:
             results[fam] = _cv(X, y, tab.loss, target, fam, _model_kwargs(fam, seed, kwargs),
-                               folds, seed, top_frac, tab.train_speed)
+                               folds, seed, top_frac, tab.signals)
             if log is not None:
                 m = results[fam]["mean"]
                 log(f"{fam}: kendall_tau {m['kendall_tau']:.3f}")
@@ -204,7 +204,7 @@ def fit_predictor(table: Any, *, model: str = "mlp", space: SearchSpace | None =
     else:
         chosen = model
     fitted, xm, xs, ym, ys, tmap = _fit_arrays(X, y, tab.loss, target, chosen,
-                                               _model_kwargs(chosen, seed, kwargs), tab.train_speed)
+                                               _model_kwargs(chosen, seed, kwargs), tab.signals)
     info = {
         "seed": seed,
         "data": {"source": tab.source, "rows": len(tab), "acc_min": float(y.min()),

@@ -6,8 +6,8 @@ A table is a CSV file with one row per architecture:
 * ``space_fingerprint`` -- fingerprint of the search space the arch belongs to;
 * ``acc``, ``loss`` -- validation accuracy (0..1) and loss with inherited weights;
 * ``params``, ``macs`` -- complexity of the standalone model (batch size 1);
-* ``train_speed`` (optional) -- the subnet's training-speed signal from its own
-  initialisation (:mod:`nas.predictors.proxies`; higher is better);
+* ``train_speed``, ``naswot`` (optional, :data:`SIGNALS`) -- signals of the subnet at
+  its own initialisation (:mod:`nas.predictors.proxies`; higher is better);
 * one column per encoding entry (:func:`nas.encoding.encoding_names`), for other tools.
 
 Beside ``TABLE.csv``, ``TABLE.meta.json`` records the search space definition and how
@@ -39,12 +39,13 @@ from nas.io import read_json, write_json, write_text
 from nas.predictors.features import space_from_record, space_record
 from nas.space import SearchSpace
 
-__all__ = ["ArchTable", "BASE_COLUMNS", "read_table", "write_table", "table_meta_path",
+__all__ = ["ArchTable", "BASE_COLUMNS", "SIGNALS", "read_table", "write_table", "table_meta_path",
            "read_table_meta", "write_table_meta", "table_space"]
 
 BASE_COLUMNS = ("arch", "space_fingerprint", "acc", "loss", "params", "macs")
 _REQUIRED = ("arch", "acc")
-_OPTIONAL_NUMERIC = ("loss", "params", "macs", "train_speed")
+SIGNALS = ("train_speed", "naswot")  # optional columns scored at each subnet's own init
+_OPTIONAL_NUMERIC = ("loss", "params", "macs") + SIGNALS
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class ArchTable:
     fingerprint: str | None = None
     source: str = "<memory>"
     train_speed: np.ndarray | None = None
+    naswot: np.ndarray | None = None
+
+    @property
+    def signals(self) -> dict[str, np.ndarray]:
+        """The :data:`SIGNALS` columns this table has, by name."""
+        return {n: getattr(self, n) for n in SIGNALS if getattr(self, n) is not None}
 
     def __len__(self) -> int:
         return len(self.archs)
@@ -71,7 +78,7 @@ class ArchTable:
 
         return ArchTable(tuple(self.archs[i] for i in idx), self.acc[idx], pick(self.loss),
                          pick(self.params), pick(self.macs), self.fingerprint, self.source,
-                         train_speed=pick(self.train_speed))
+                         train_speed=pick(self.train_speed), naswot=pick(self.naswot))
 
     def rows(self) -> list[dict[str, Any]]:
         """Rows as dicts (``arch`` as an :class:`Arch`), e.g. to extend and rewrite the table."""
@@ -197,7 +204,7 @@ def read_table(source: Any, *, space: SearchSpace | None = None) -> ArchTable:
     return ArchTable(tuple(archs), np.asarray(acc, dtype=np.float64), arrays.get("loss"),
                      arrays.get("params"), arrays.get("macs"),
                      fingerprint or (space.fingerprint if space is not None else None), what,
-                     train_speed=arrays.get("train_speed"))
+                     train_speed=arrays.get("train_speed"), naswot=arrays.get("naswot"))
 
 
 def _check_fingerprint(fingerprint: str | None, space: SearchSpace, what: str) -> None:
@@ -210,11 +217,11 @@ def _check_fingerprint(fingerprint: str | None, space: SearchSpace, what: str) -
 
 def write_table(path: str | Path, rows: Iterable[Mapping[str, Any]], *, space: SearchSpace) -> None:
     """Atomically write ``rows`` (``arch`` as :class:`Arch`, ``acc``, ``loss``, ``params``,
-    ``macs``, optionally ``train_speed``) as a CSV table of ``space``, with the encoding
+    ``macs``, optionally the :data:`SIGNALS`) as a CSV table of ``space``, with the encoding
     columns."""
     names = encoding_names(space)
     rows = list(rows)
-    # the signal column only when some row has it, so that plain tables keep their layout
+    # signal columns only when some row has them, so that plain tables keep their layout
     optional = [c for c in _OPTIONAL_NUMERIC
                 if c in BASE_COLUMNS or any(r.get(c) is not None for r in rows)]
     buf = io.StringIO()

@@ -15,12 +15,15 @@ maps predictions back to accuracy:
   so it carries what the accuracy rounds away; on the tiny32 digits table this
   raises the held-out Kendall tau against the *measured accuracy* from 0.67 to 0.73
   (``bench/bench_predictors.py``).
-- ``combined``: the mean of the normal scores of the negated loss ranks and of the
-  ``train_speed`` ranks (a signal from each subnet's own initialisation, see
-  :mod:`nas.predictors.proxies`). On CIFAR-10 the classifier-refit loss and the
-  training speed each rank standalone training at Kendall tau ~0.45, their
-  equal-weight average at ~0.54 on held-out subnets; weights or per-family offsets
-  fitted on up to 20 standalone anchors did worse (``bench/bench_combined.py``).
+- ``combined``: the equal-weight mean of the normal scores of the negated loss ranks
+  and of the ranks of every signal the table has from each subnet's own
+  initialisation (``train_speed``, ``naswot``; :mod:`nas.predictors.proxies`). On
+  CIFAR-10 the classifier-refit loss and the training speed each rank standalone
+  training at Kendall tau ~0.45, their average at ~0.54 on held-out subnets; on digits,
+  where families differ most, refit loss + naswot reaches 0.48 where the refit loss
+  alone has 0.21. Weights fitted on up to 20 standalone anchors did worse on both
+  (``bench/bench_combined.py``); per-family offsets are a separate, checked step
+  (:mod:`nas.predictors.calibration`).
 
 Scores go back to accuracy through a monotone quantile map fitted on the training
 rows: the ``q``-quantile of the scores maps to the ``q``-quantile of the accuracies,
@@ -81,8 +84,8 @@ class TargetMap:
 
     @classmethod
     def fit(cls, kind: str, acc: np.ndarray, loss: np.ndarray | None = None,
-            train_speed: np.ndarray | None = None) -> tuple[TargetMap, np.ndarray]:
-        """The map for training rows ``acc`` (``loss``, ``train_speed``) and their targets."""
+            signals: Mapping[str, np.ndarray] | None = None) -> tuple[TargetMap, np.ndarray]:
+        """The map for training rows ``acc`` (``loss``, ``signals`` by name) and their targets."""
         if kind not in TARGETS:
             raise PredictorError(f"target must be one of {', '.join(TARGETS)}, got {kind!r}")
         acc = np.asarray(acc, dtype=np.float64)
@@ -94,11 +97,12 @@ class TargetMap:
                                      "(or use --target rank / acc)")
             z = (normal_scores(acc) + normal_scores(-np.asarray(loss, dtype=np.float64))) / 2
         elif kind == "combined":
-            if loss is None or train_speed is None:
-                raise PredictorError("target 'combined' needs loss and train_speed columns "
-                                     "(nas predictor collect --train-speed-steps N)")
-            z = (normal_scores(-np.asarray(loss, dtype=np.float64))
-                 + normal_scores(np.asarray(train_speed, dtype=np.float64))) / 2
+            if loss is None or not signals:
+                raise PredictorError("target 'combined' needs a loss column and a signal column "
+                                     "(nas predictor collect --naswot or --train-speed-steps N)")
+            parts = [normal_scores(-np.asarray(loss, dtype=np.float64))]
+            parts += [normal_scores(np.asarray(v, dtype=np.float64)) for v in signals.values()]
+            z = np.mean(parts, axis=0)
         else:
             z = normal_scores(acc)
         q = np.linspace(0.0, 1.0, _KNOTS)

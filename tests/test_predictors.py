@@ -523,6 +523,33 @@ def test_collect_train_speed_column(fake_run, tmp_path):
     assert fit_predictor(str(out), model="ridge", folds=0).target.kind == "combined"
 
 
+def test_collect_naswot_column_and_backfill(fake_run, tmp_path):
+    """--naswot scores new rows and adds the column to rows of a table collected without it."""
+    from nas.predictors.collect import TRAIN_SPEED_IMAGES, collect_table
+    from nas.predictors.proxies import ProxyScorer
+    from nas.training import load_train_subset
+
+    out = tmp_path / "s.csv"
+    collect_table(fake_run.run_dir, 1, out, seed=0, workers=1, log=None)
+    plain = read_table(out, space=fake_run.space)
+    assert plain.naswot is None and plain.signals == {}
+    lines = []
+    got = collect_table(fake_run.run_dir, 2, out, seed=0, workers=1, naswot=True, log=lines.append)
+    assert got["new"] == 1 and any("adding naswot to 3 rows" in m for m in lines)
+    table = read_table(out, space=fake_run.space)
+    config = {"data": "digits", "image_size": 32, "limit_val": 12, "space": "tiny32"}
+    scorer = ProxyScorer(fake_run.space, *load_train_subset(config, TRAIN_SPEED_IMAGES), seed=0,
+                         steps=1)
+    expect = [scorer.score(a, "naswot") for a in table.archs]
+    np.testing.assert_allclose(table.naswot, expect, rtol=1e-9)
+    np.testing.assert_array_equal(table.acc[:3], plain.acc)  # old rows kept as they were
+    assert read_table_meta(out)["naswot"] is True and list(table.signals) == ["naswot"]
+    with pytest.raises(ArtifactError, match="has a naswot column: give --naswot"):
+        collect_table(fake_run.run_dir, 2, out, seed=0, workers=1, log=None)
+    pred = fit_predictor(str(out), model="ridge", folds=0)
+    assert pred.target.kind == "combined"
+
+
 @pytest.mark.slow
 def test_collect_on_ray_with_a_real_run(tmp_path):
     """Two Ray actors evaluate a real (one-epoch) run; then the table fits a predictor."""

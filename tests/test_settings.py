@@ -126,8 +126,8 @@ def test_train_config_flags_round_trip_every_field():
 def test_sections_embed_the_commands_fields(section, sources):
     """One set of defaults: a section's field has its command's default, rule and help,
     except the few nas run decides for itself (documented in nas.pipeline_config)."""
-    own = {PredictorSection: {"views": 9, "workers": 1},  # the changes nas.pipeline_config
-           ProfileSection: {"min_run_time": 0.05}}.get(section, {})  # makes, documented
+    own = {PredictorSection: {"views": 9, "workers": 1, "refit_images": 1000, "naswot": True},
+           ProfileSection: {"min_run_time": 0.05}}.get(section, {})  # nas.pipeline_config's
     for f in fields(section):
         src = [s for s in sources if f.name in {g.name for g in fields(s)}]
         if not src or f.name == "budget_ms":  # nas run's own (budget_ms: null = a quantile)

@@ -165,5 +165,19 @@ def test_combined_target_joins_loss_and_train_speed(noisy, tmp_path):
     np.testing.assert_array_equal(load_predictor(tmp_path / "p", space=space).predict(held),
                                   combined.predict(held))
     no_speed = [{k: v for k, v in r.items() if k != "train_speed"} for r in rows[:50]]
-    with pytest.raises(PredictorError, match="needs loss and train_speed columns"):
+    with pytest.raises(PredictorError, match="needs a loss column and a signal column"):
         fit_predictor(no_speed, model="ridge", space=space, folds=0, target="combined")
+
+
+def test_combined_target_averages_every_signal_the_table_has():
+    """Loss plus any of train_speed / naswot: the mean of their rank scores, equal weights."""
+    rng = np.random.default_rng(5)
+    acc, loss = rng.uniform(0.5, 0.9, 50), rng.uniform(0.1, 1.0, 50)
+    speed, nw = rng.normal(size=50), rng.normal(size=50)
+    _, z1 = TargetMap.fit("combined", acc, loss, {"naswot": nw})
+    np.testing.assert_allclose(z1, (normal_scores(-loss) + normal_scores(nw)) / 2)
+    _, z2 = TargetMap.fit("combined", acc, loss, {"train_speed": speed, "naswot": nw})
+    np.testing.assert_allclose(
+        z2, (normal_scores(-loss) + normal_scores(speed) + normal_scores(nw)) / 3)
+    with pytest.raises(PredictorError, match="needs a loss column and a signal column"):
+        TargetMap.fit("combined", acc, loss, {})

@@ -11,7 +11,8 @@ import yaml
 from nas.arch import canonicalize, load_arch
 from nas.errors import NasError
 from nas.predictors import fit_predictor, load_predictor, ranking_metrics, read_table
-from nas.predictors.anchors import anchor_metrics, anchor_paths, train_anchors
+from nas.predictors.anchors import anchor_paths, calibrate_with_anchors, train_anchors
+from nas.predictors.calibration import describe_calibration
 from nas.predictors.collect import collect_table
 from nas.predictors.table import table_space
 from nas.space import load_space
@@ -26,7 +27,7 @@ def collect(args: argparse.Namespace) -> int:
     summary = collect_table(args.run, args.n, args.out, seed=args.seed, workers=args.workers,
                             address=args.address, chunk_size=args.chunk_size, views=args.views,
                             refit_images=args.refit_images,
-                            train_speed_steps=args.train_speed_steps)
+                            train_speed_steps=args.train_speed_steps, naswot=args.naswot)
     per = summary["eval_s_per_arch"]
     print(f"table {args.out}: {summary['rows']} rows ({summary['new']} new, {summary['skipped']} "
           f"already there) in {summary['wall_s']:.1f}s"
@@ -87,12 +88,13 @@ def fit(args: argparse.Namespace) -> int:
         if args.model == "auto":
             print(f"selected: {cv['selected']} (best Kendall tau)")
     if anchors.is_file():
-        got = anchor_metrics(pred, anchors)
+        got = calibrate_with_anchors(pred, anchors)
         pred.info["anchors"] = got
         t = got["kendall_tau"]
         print(f"against {got['anchors']} standalone anchors ({anchors}): Kendall tau "
               f"{_fmt(t['all'])} (same stage-0 mixer {_fmt(t['same_family'])}, different "
               f"{_fmt(t['across_families'])})")
+        print(describe_calibration(got["calibration"]))
     path = pred.save(args.out)
     print(f"fitted {pred.family} (target {pred.target.kind}) on {pred.info['data']['rows']} rows "
           f"of space {pred.space.name} "

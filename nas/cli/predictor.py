@@ -54,9 +54,14 @@ def _add_collect(s: argparse._SubParsersAction) -> None:
                    help="add a train_speed column: each subnet trained STEPS steps from its own "
                    "initialisation (minus the summed loss; e.g. 100). Fit then ranks by the "
                    "combined target. Default 0: skip")
+    c.add_argument("--naswot", action="store_true",
+                   help="add a naswot column: each subnet's NASWOT score at its own "
+                   "initialisation (one forward pass); fit then ranks by the combined target. "
+                   "Rows of an existing table get it on resume")
     c.add_argument("--anchors", type=int, default=0, metavar="K",
                    help="then train K subnets of every stage-0 mixer family standalone (the run's "
-                   "recipe) into TABLE.anchors.csv, to check predictors against (default 0)")
+                   "recipe) into TABLE.anchors.csv; fit checks predictors against them and keeps "
+                   "per-family offsets if they help (default 0)")
     c.add_argument("--anchor-epochs", type=int, default=5, metavar="E",
                    help="standalone epochs of each anchor (default 5)")
     c.set_defaults(func=lazy("nas.cli._predictor:collect"))
@@ -78,12 +83,14 @@ def _add_fit(s: argparse._SubParsersAction) -> None:
                    help="add log(params)/log(MACs) features (slower prediction on new archs)")
     f.add_argument("--target", default="auto", choices=("auto", "acc", "rank", "blend", "combined"),
                    help="what the model regresses on: the accuracy, its rank-Gaussian scores, "
-                   "the blend of accuracy and loss ranks, or the combined loss and train_speed "
-                   "ranks (auto: combined when the table has both columns, else blend when it "
-                   "has a loss column; predictions are accuracies either way)")
+                   "the blend of accuracy and loss ranks, or the combined loss and init-signal "
+                   "ranks (auto: combined when the table has a loss and a train_speed or naswot "
+                   "column, else blend when it has a loss column; predictions are accuracies "
+                   "either way)")
     f.add_argument("--anchors", metavar="TABLE",
                    help="standalone-trained anchors to report the predictor's Kendall tau "
-                   "against (default: TABLE.anchors.csv beside --data when it exists)")
+                   "against and to fit per-family offsets on, kept only if leave-one-out on "
+                   "them ranks better (default: TABLE.anchors.csv beside --data if it exists)")
     f.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="model hyperparameter, e.g. --param epochs=300 (repeatable)")
     f.set_defaults(func=lazy("nas.cli._predictor:fit"))
