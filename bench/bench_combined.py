@@ -226,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
                     tau(-cal.apply(-avg, list(fam))[held], mean[held]))
                 put(f"{' + '.join(c)}: share of splits where offsets were kept", k,
                     float(cal.report["kept"]))
+            if len(preds) > 1:  # the predictor that ranks the anchors best, as fit would pick
+                pick = max(preds, key=lambda nm: tau(-preds[nm][anc], mean[anc]))
+                put("predictor picked by its tau on the anchors (no offsets)", k,
+                    tau(-preds[pick][held], mean[held]))
             for name, score in preds.items():  # higher = better
                 put(f"predictor {name} (no anchors)", k, tau(-score[held], mean[held]))
                 cal = choose_offsets(score[anc], mean[anc], list(fam[anc]))
