@@ -63,6 +63,7 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     from nas.export import ModelConfig
     from nas.latency import LatencyTable
     from nas.latency.measure import measure_archs
+    from nas.latency.quiet import quiet_timing
     from nas.predictors import load_predictor
     from nas.search.report import reference_archs
     from nas.training import evaluate, load_run, load_run_calib_data, load_val_data
@@ -93,10 +94,17 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
                 "predicted_acc": float(pred.predict([arch])[0]),
                 "inherited_acc": evaluate(run.supernet, arch, x, y, calibrate=(calib,))["acc"],
                 "predicted_ms": float(table.predict([arch])[0])})
-    # timed last, all together in rounds, away from the evaluations' threads
+    # timed last, all together in rounds, away from the evaluations' threads, on a quiet
+    # machine: the search stage's Ray workers may still be winding down (a report timed
+    # beside them measured the largest subnet 57% slow)
     say("report: timing the subnets end to end")
-    for row, ms in zip(rows, measure_archs([Arch.from_dict(r["arch"]) for r in rows], space,
-                                           **measure_kw), strict=True):
+    archs = [Arch.from_dict(r["arch"]) for r in rows]
+    times, busy = quiet_timing(lambda: measure_archs(archs, space, **measure_kw),
+                               threads=measure_kw["threads"], attempts=2, max_wait_s=10.0)
+    if busy:
+        say(f"report: warning: the machine was busy while timing ({busy}); measured ms are "
+            "upper bounds")
+    for row, ms in zip(rows, times, strict=True):
         row["measured_ms"] = ms
     exported = None
     model_dir = run_dir / "export" / "model"
@@ -112,7 +120,7 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
                     "skipped_formats": status["stages"].get("export", {}).get("skipped_formats")}
     return {"space": space.name, "fingerprint": space.fingerprint,
             "setting": table.describe() if hasattr(table, "describe") else "", "rows": rows,
-            "exported": exported, "val_images": len(y)}
+            "exported": exported, "val_images": len(y), "timing_busy": busy}
 
 
 def _f(v: Any, digits: int = 3, pct: bool = False) -> str:
@@ -170,6 +178,9 @@ def render_html(summary: dict[str, Any], status: dict[str, Any]) -> str:
                           status.get("command", "nas run"), "# stage by stage:"]
                          + [s["command"] for n, s in stages.items() if "command" in s
                             and n != "report"])
+    busy_note = (f" <b>The machine was busy while these were timed "
+                 f"({e(summary['timing_busy'])}): measured ms are upper bounds.</b>"
+                 if summary.get("timing_busy") else "")
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>nas run: {e(summary['space'])}</title>
 <style>{_CSS}</style></head><body>
@@ -190,7 +201,7 @@ trials.csv</a> and <a href="search/pareto.csv">pareto.csv</a>.</p>
 <p class=note>Predicted accuracy: the accuracy predictor. Inherited accuracy: the supernet's
 weights, on the {summary['val_images']} validation images. Predicted ms: the latency table;
 measured ms: the plain standalone model timed the same way on this machine; error = predicted vs
-measured.</p>
+measured.{busy_note}</p>
 <h2>Exported model</h2>
 {exported}
 <h2>Stages</h2>

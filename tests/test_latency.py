@@ -493,6 +493,31 @@ def test_busy_reason_reads_other_processes_steal_and_load():
     assert "load average 3.50" in busy_reason({**no_proc, "loadavg": 3.5}, 1)
 
 
+def test_quiet_timing_waits_and_retimes_when_others_were_busy(monkeypatch):
+    """Busy probes are waited out; a run the monitor saw busy is run again; a machine busy
+    throughout gives the last result with its reason."""
+    import nas.latency.quiet as quiet
+
+    probes = iter([BUSY, BUSY, QUIET] + [QUIET] * 10)
+    monkeypatch.setattr(quiet, "probe", lambda seconds=1.0: dict(next(probes)))
+    readings = iter([BUSY, QUIET])
+
+    class FakeMonitor:
+        def read(self):
+            return dict(next(readings))
+
+    monkeypatch.setattr(quiet, "LoadMonitor", FakeMonitor)
+    calls = []
+    result, reason = quiet.quiet_timing(lambda: calls.append(1) or len(calls), attempts=3)
+    assert (result, reason, len(calls)) == (2, None, 2)
+    monkeypatch.setattr(quiet, "probe", lambda seconds=1.0: dict(BUSY))
+    monkeypatch.setattr(quiet.time, "monotonic", iter(range(0, 1000, 30)).__next__)
+    assert "cores busy" in quiet.wait_for_quiet(20.0)
+    monkeypatch.setattr(quiet, "LoadMonitor", lambda: type("M", (), {"read": lambda self: BUSY})())
+    result, reason = quiet.quiet_timing(lambda: "t", attempts=2)
+    assert result == "t" and "cores busy" in reason
+
+
 def test_load_monitor_sees_another_process(tmp_path):
     """A child process spinning for a second shows up as about one other core busy."""
     import subprocess

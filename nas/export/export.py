@@ -220,6 +220,12 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
     timing = lat_table.timing if lat_table is not None else None
     choice = {"fold_bn": fold_bn, "fuse_qkv": fuse_qkv, "onednn_linears": True}
     rewrites: dict[str, float] = {}
+    if measure:
+        from nas.latency.quiet import wait_for_quiet
+
+        busy = wait_for_quiet(10.0, threads=(device or {}).get("threads"))
+        if busy:
+            _log(verbose, f"warning: the machine is busy ({busy}); timings are upper bounds")
     if measure and choose_rewrites:
         _log(verbose, "timing the rewrites on this machine")
         choice, rewrites = choose_rewrite_set(model, arch, choice, in_chans=space.in_chans,

@@ -22,7 +22,8 @@ from typing import Any
 
 from nas.threads import usable_cpus
 
-__all__ = ["LoadMonitor", "probe", "busy_reason", "BUSY_CORES", "BUSY_STEAL", "ALLOW_BUSY_ENV"]
+__all__ = ["LoadMonitor", "probe", "busy_reason", "wait_for_quiet", "quiet_timing", "BUSY_CORES",
+           "BUSY_STEAL", "ALLOW_BUSY_ENV"]
 
 BUSY_CORES = 0.25  # other processes using a quarter of a core on average: not quiet
 BUSY_STEAL = 0.05  # the hypervisor taking 5% of the CPUs' time: not quiet
@@ -105,3 +106,31 @@ def busy_reason(reading: dict[str, Any], threads: int | None = None) -> str | No
     if load is not None and load > reading["cpus"] - (threads or 1) + BUSY_CORES + 1:
         return f"load average {load:.2f} on {reading['cpus']} CPUs"
     return None
+
+
+def wait_for_quiet(max_s: float = 20.0, step_s: float = 1.0,
+                   threads: int | None = None) -> str | None:
+    """Watch the machine in ``step_s`` probes until one is quiet or ``max_s`` pass;
+    the last busy reason, or None once quiet (processes that just ended, such as a Ray
+    session's workers, settle within seconds)."""
+    deadline = time.monotonic() + max_s
+    while True:
+        reason = busy_reason(probe(step_s), threads)
+        if reason is None or time.monotonic() >= deadline:
+            return reason
+
+
+def quiet_timing(timed: Any, *, threads: int | None = None, attempts: int = 3,
+                 max_wait_s: float = 20.0) -> tuple[Any, str | None]:
+    """``timed()`` run on a quiet machine: wait for quiet, run it while watching the
+    machine, and run it again (up to ``attempts`` times) when others were busy meanwhile.
+    Returns its last result and the busy reason of that run (None: it ran quiet)."""
+    result, reason = None, None
+    for _ in range(max(1, attempts)):
+        wait_for_quiet(max_wait_s, threads=threads)
+        monitor = LoadMonitor()
+        result = timed()
+        reason = busy_reason(monitor.read(), threads)
+        if reason is None:
+            break
+    return result, reason
