@@ -184,13 +184,14 @@ def calibration_study(args, space, table, held: list, truth: np.ndarray, measure
            if a not in set(held)]
     both = [a for pair in zip(mine, alt) for a in pair]
     t0 = time.perf_counter()
-    stats = measurer.measure_archs([a.to_dict() for a in both], rounds=args.rounds)
+    rounds = args.truth_rounds or args.rounds  # like for like with the ground truth
+    stats = measurer.measure_archs([a.to_dict() for a in both], rounds=rounds)
     y = np.array([st[table.stat] for st in stats])
     seconds = time.perf_counter() - t0
     H = table.features(held)
     out = ["", f"calibration subnets needed ({table.stat}): corrections fitted on the first k "
-           f"of each set (both sets timed again now, interleaved, {seconds:.0f} s), same "
-           "held-out ground truth:", "",
+           f"of each set (both sets timed again now, interleaved, in the ground truth's "
+           f"{rounds} rounds, {seconds:.0f} s), same held-out ground truth:", "",
            "| calibration | MAPE | within 5% | within 10% | max error | mean signed error | "
            "Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
     for label, archs, ys in ((name, mine, y[0::2]), (other, alt, y[1::2])):
