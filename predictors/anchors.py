@@ -190,17 +190,25 @@ def family_taus(truth: np.ndarray, pred: np.ndarray, families: list[str]) -> dic
             "across_families": tau(~same)}
 
 
-def anchor_metrics(predictor: Any, anchors: str | os.PathLike) -> dict[str, Any]:
-    """A fitted predictor's Kendall taus against the anchors' standalone val loss (lower
-    loss = better, so truth is minus the loss), overall and within / across families."""
+def _read_anchors(predictor: Any, anchors: str | os.PathLike) -> Any:
     table = read_table(anchors, space=predictor.space)
     if table.loss is None:
         raise ArtifactError(f"anchors {anchors} have no loss column")
-    pred = predictor.predict(list(table.archs))
+    return table
+
+
+def _metrics(table: Any, score: np.ndarray, anchors: str | os.PathLike) -> dict[str, Any]:
     families = [a.stages[0].mixer for a in table.archs]
-    taus = family_taus(-table.loss, pred, families)
+    taus = family_taus(-table.loss, score, families)
     return {"anchors": len(table), "source": str(anchors),
             "kendall_tau": {k: (None if np.isnan(v) else v) for k, v in taus.items()}}
+
+
+def anchor_metrics(predictor: Any, anchors: str | os.PathLike) -> dict[str, Any]:
+    """A fitted predictor's Kendall taus against the anchors' standalone val loss (lower
+    loss = better, so truth is minus the loss), overall and within / across families."""
+    table = _read_anchors(predictor, anchors)
+    return _metrics(table, predictor.predict(list(table.archs)), anchors)
 
 
 def calibrate_with_anchors(predictor: Any, anchors: str | os.PathLike) -> dict[str, Any]:
@@ -210,16 +218,16 @@ def calibrate_with_anchors(predictor: Any, anchors: str | os.PathLike) -> dict[s
     Returns :func:`anchor_metrics` of the uncalibrated predictor plus ``calibration``:
     the choice's report (``tau_plain``, ``tau_loo``, ``kept``, ``offsets``).
     """
+    table = _read_anchors(predictor, anchors)
+    # scores rank exactly like the predicted accuracies (the back-map is increasing)
+    score = predictor.scores(list(table.archs), calibrated=False)
+    metrics = _metrics(table, score, anchors)
     predictor.calibration = None
-    metrics = anchor_metrics(predictor, anchors)
-    table = read_table(anchors, space=predictor.space)
     if len(table) < 3:
         metrics["calibration"] = {"anchors": len(table), "kept": False,
                                   "why": "fewer than 3 anchors"}
         return metrics
-    families = [a.stages[0].mixer for a in table.archs]
-    cal = choose_offsets(predictor.scores(list(table.archs), calibrated=False), table.loss,
-                         families)
+    cal = choose_offsets(score, table.loss, [a.stages[0].mixer for a in table.archs])
     predictor.calibration = cal if cal.offsets else None
     metrics["calibration"] = {**cal.report, "offsets": dict(cal.offsets)}
     return metrics
