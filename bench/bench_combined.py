@@ -55,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="anchor counts K to report (default 8 12 20)")
     p.add_argument("--splits", type=int, default=500, help="random splits per K (default 500)")
     p.add_argument("--signal-key", default="1:100", help="SEED:STEPS of the cached signals")
+    p.add_argument("--train-speed-budgets", default="",
+                   help="comma-separated STEPS of further cached train_speed signals (bench_ranking "
+                   "--proxies train_speed --proxy-steps STEPS) to report as a budget curve, "
+                   "e.g. 100,300,1000")
     p.add_argument("--predictor", action="append", default=[], metavar="NAME=PATH",
                    help="also rank the references with this saved predictor (repeatable)")
     return p.parse_args(argv)
@@ -152,6 +156,44 @@ def predictor_table(args, archs: list[str], mean: np.ndarray, loss: np.ndarray,
                          f"{np.quantile(vals, 0.95):.2f}]")
         text += f"| {name} | " + " | ".join(cells) + " |\n"
     return text + family_order(rows, mean, families)
+
+
+def budget_table(args, archs: list[str], est: dict[str, np.ndarray], mean: np.ndarray,
+                 loss: np.ndarray, families: list[str]) -> str:
+    """train_speed at each cached step budget: its CPU cost per arch and its ranking of
+    every reference (overall, within and across stage-0 families, bootstrap 90%), alone
+    and averaged with the classifier-refit loss."""
+    from nas.predictors.anchors import family_taus
+
+    got = read_json(ROOT / "bench" / "results" / "ranking_inherited.json",
+                    what="inherited cache")[args.run].get("signals", {})
+    seed = args.signal_key.split(":")[0]
+    rng = np.random.default_rng(0)
+    boots = [rng.integers(0, len(archs), len(archs)) for _ in range(1000)]
+    text = ("\n| train_speed budget | CPU s per arch | tau, all | same stage-0 mixer | "
+            "different stage-0 mixers | refit + train_speed (equal weights), all | "
+            "family pairs in order |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+    for steps in [int(x) for x in args.train_speed_budgets.split(",") if x]:
+        values = got.get(f"train_speed:{seed}:{steps}", {})
+        if not all(a in values for a in archs):
+            text += f"| {steps} steps | not cached for every reference | | | | | |\n"
+            continue
+        ts = -np.array([values[a]["score"] for a in archs])  # loss-like
+        cost = float(np.mean([values[a]["cpu_s"] for a in archs]))
+        both = zrank(ts) + zrank(est["refit"])
+        cells = []
+        for v in (ts, both):
+            point = family_taus(mean, v, families)
+            keys = ("all", "same_family", "across_families") if v is ts else ("all",)
+            for key in keys:
+                vals = [family_taus(mean[i], v[i], [families[j] for j in i])[key] for i in boots]
+                vals = np.asarray([x for x in vals if np.isfinite(x)])
+                cells.append(f"{point[key]:.3f} [{np.quantile(vals, 0.05):.2f}, "
+                             f"{np.quantile(vals, 0.95):.2f}]")
+        pairs = family_order({"ts": (ts, mean)}, mean, families).strip().splitlines()[-1]
+        text += (f"| {steps} steps | {cost:.1f} | " + " | ".join(cells)
+                 + f" | {pairs.split('|')[-2].strip()} |\n")
+    return text
 
 
 def family_order(rows: dict[str, tuple[np.ndarray, np.ndarray]], mean: np.ndarray,
@@ -255,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         text += f"| {name} | " + " | ".join(cells) + " |\n"
     if args.predictor:
         text += predictor_table(args, archs, mean, loss, families)
+    if args.train_speed_budgets:
+        text += budget_table(args, archs, est, mean, loss, families)
     path = write_result(f"combined_{args.label}_cpu.md", text)
     print(text)
     print(f"wrote {path}")

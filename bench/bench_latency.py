@@ -295,6 +295,8 @@ def main() -> None:
         "for the ground truth; every table entry, "
         "calibration subnet and ground-truth subnet is timed once per round over the whole "
         "list, keeping its fastest round)",
+        f"- malloc: {t.timing.get('malloc', 'not recorded')} (`nas/latency/allocator.py`; "
+        "`NAS_MALLOC=default` times glibc's adaptive default)",
         f"- machine load average (1 min) at start {load0[0]:.1f}, at end {load1[0]:.1f} on "
         f"{os.cpu_count()} cores",
         f"- held-out: {args.heldout} random tiny32 subnets per batch size, none used for "

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from nas.arch import sample_arch
     from nas.export.export import measure_latency
+    from nas.latency.allocator import pin_malloc
     from nas.model import build_model
     from nas.space import load_space
 
@@ -111,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     text += (f"- {len(archs)} random subnets, {args.passes} passes over the list "
              f"({time.time() - t0:.0f} s in all), {args.threads} thread(s), each timing the "
              f"minimum over a {args.min_run_time} s block after one untimed call; a 512x512 "
-             "linear on 1024 rows is the reference kernel, timed just before and after each\n\n"
+             "linear on 1024 rows is the reference kernel, timed just before and after each\n"
+             f"- malloc: {pin_malloc()} (`NAS_MALLOC=default` in the environment: glibc's "
+             "adaptive default, see `nas/latency/allocator.py`)\n\n"
              "| comparison | MAPE | max |\n|---|---:|---:|\n")
     for name, (mean, worst) in rows.items():
         text += f"| {name} | {100 * mean:.2f}% | {100 * worst:.1f}% |\n"

@@ -309,7 +309,11 @@ def test_cli_export(run_dir, tmp_path, capsys):
     assert {"val_acc", "inherited_acc", "params", "macs", "latency_ms"} <= set(cfg.metrics)
     model = load_model(out)
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 10)
-    assert "measured latency" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "measured latency" in card
+    from nas.latency.allocator import PINNED, pin_malloc
+    # the card says how to run inference to get the latency it reports
+    assert ("MALLOC_MMAP_MAX_=0" in card) == (pin_malloc() == PINNED)
 
 
 @pytest.mark.parametrize("case", ["arch_outside_space", "no_checkpoint", "unwritable_out",

@@ -34,6 +34,18 @@ def _stage_rows(config: ModelConfig) -> list[str]:
     return rows
 
 
+def _malloc_note() -> list[str]:
+    from nas.latency.allocator import MALLOC_ENV, PINNED, pin_malloc
+
+    if pin_malloc() != PINNED:  # NAS_MALLOC=default, or not glibc: timed as deployed
+        return []
+    env = " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
+    return ["", f"CPU latencies were timed with glibc malloc's page reuse pinned; run inference "
+            f"with `{env}` in the environment (or jemalloc/tcmalloc) to get them: with glibc's "
+            "adaptive default, a forward that creates multi-MiB tensors can fault in fresh pages "
+            "on every call (`nas/latency/allocator.py`)."]
+
+
 def model_card(config: ModelConfig, checks: dict[str, float]) -> str:
     """Markdown model card: what the model is, how well and how fast, how to use it."""
     m, src, p = config.metrics, config.source, config.preprocessing
@@ -70,6 +82,7 @@ def model_card(config: ModelConfig, checks: dict[str, float]) -> str:
         + (" (the fastest combination as timed at export: "
            + ", ".join(f"{k} {v:.3f} ms" for k, v in lat["rewrites"].items()) + ")"
            if lat.get("rewrites") else "") + ".",
+        *(_malloc_note() if str(lat.get("setting", "")).startswith("cpu") else []),
         "",
         "## Architecture",
         "",

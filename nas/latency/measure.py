@@ -38,6 +38,7 @@ from torch.overrides import TorchFunctionMode
 
 from nas.arch import Arch
 from nas.errors import NasError
+from nas.latency.allocator import pin_malloc
 from nas.latency.components import build_component
 from nas.latency.device import DeviceSpec, device_fingerprint, num_threads
 from nas.latency.signatures import Signature
@@ -180,9 +181,12 @@ def time_module(module: nn.Module, inputs: tuple, spec: DeviceSpec, timing: Timi
     """Block statistics of ``module(*inputs)``: ``median``, ``min``, ``iqr`` (ms), ``blocks``,
     and ``ops``, the torch calls one forward issues (the calibration's per-op overhead term).
 
-    ``spec`` is resolved on this machine (a missing GPU raises :class:`DeviceError`).
+    ``spec`` is resolved on this machine (a missing GPU raises :class:`DeviceError`). On
+    CPU the process's malloc regime is pinned first (:mod:`nas.latency.allocator`).
     """
     spec = spec.resolve()
+    if spec.type == "cpu":
+        pin_malloc()
     timing = timing.resolve(spec)
     device = torch.device(spec.device)
     module = module.eval().to(device=device, dtype=spec.torch_dtype)
@@ -226,8 +230,9 @@ class Measurer:
         return device_fingerprint(self.spec)
 
     def timing_record(self) -> dict[str, Any]:
-        """The timing settings as run here (clock resolved), for the table."""
-        return self.timing.to_dict()
+        """The timing settings as run here (clock resolved, malloc regime), for the table."""
+        return {**self.timing.to_dict(),
+                "malloc": pin_malloc() if self.spec.type == "cpu" else "n/a (cuda)"}
 
     def measure(self, keys: Sequence[str]) -> list[dict[str, float]]:
         """Timing statistics (see :func:`time_module`) of every component signature key."""

@@ -164,9 +164,10 @@ def _open_table(out: Path, space: SearchSpace, fp: dict[str, Any], timing: dict[
         diff = fingerprint_diff(table.device, fp)
         if diff:
             problems.append(f"it was measured in another setting ({'; '.join(diff)})")
-        for key in ("stat", "clock"):
-            if table.timing.get(key) != timing[key]:
-                problems.append(f"its {key} is {table.timing.get(key)!r}, not {timing[key]!r}")
+        for key in ("stat", "clock", "malloc"):
+            if table.timing.get(key) != timing.get(key):
+                problems.append(f"its {key} is {table.timing.get(key, 'not recorded')!r}, not "
+                                f"{timing.get(key, 'not recorded')!r}")
         if not problems:
             if scope == "space":
                 table.set_scope(kind="space")
