@@ -14,7 +14,7 @@ from nas.settings import SettingsError, check_settings, setting
 
 __all__ = ["CollectConfig", "FitConfig", "TARGETS"]
 
-TARGETS = ("auto", "acc", "rank", "blend", "combined")  # nas.predictors.target
+TARGETS = ("auto", "acc", "rank", "blend", "combined", "signals")  # nas.predictors.target
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,9 +59,10 @@ class FitConfig:
                          rule="0 or >= 2")
     target: str = setting("auto", "what the model regresses on: the accuracy, its "
                           "rank-Gaussian scores, the blend of accuracy and loss ranks, or the "
-                          "combined loss and init-signal ranks (auto: combined when the table "
-                          "has a loss and a train_speed or naswot column, else blend when it "
-                          "has a loss column)",
+                          "combined loss and init-signal ranks, or the init-signal ranks alone "
+                          "(signals: for a long train_speed, e.g. 1000 steps; auto: combined "
+                          "when the table has a loss and a train_speed or naswot column, else "
+                          "blend when it has a loss column)",
                           choices=TARGETS)
 
     def __post_init__(self) -> None:

@@ -74,10 +74,10 @@ def _cv(X: np.ndarray, acc: np.ndarray, loss: np.ndarray | None, target: str, fa
         kwargs: dict[str, Any], folds: int, seed: int, top_frac: float,
         signals: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Metrics against the measured accuracy of each held-out fold; for the ``combined``
-    target, against the combined score of the whole table (in accuracy units), since that
+    and ``signals`` targets, against the target's score of the whole table (in accuracy units), since that
     score, not the inherited accuracy alone, is what the predictor is meant to rank by."""
     truth = acc
-    if target == "combined":
+    if target in ("combined", "signals"):
         full, z = TargetMap.fit(target, acc, loss, signals)
         truth = full.to_acc(z)
     per_fold = []
@@ -121,6 +121,9 @@ def resolve_target(target: str, tab: ArchTable) -> str:
     if target == "combined" and (tab.loss is None or not tab.signals):
         raise PredictorError(f"{tab.source}: target 'combined' needs a loss column and a signal "
                              "column (nas predictor collect --naswot or --train-speed-steps N)")
+    if target == "signals" and not tab.signals:
+        raise PredictorError(f"{tab.source}: target 'signals' needs a signal column (nas predictor "
+                             "collect --train-speed-steps N or --naswot)")
     return target
 
 

@@ -181,3 +181,29 @@ def test_combined_target_averages_every_signal_the_table_has():
         z2, (normal_scores(-loss) + normal_scores(speed) + normal_scores(nw)) / 3)
     with pytest.raises(PredictorError, match="needs a loss column and a signal column"):
         TargetMap.fit("combined", acc, loss, {})
+
+
+def test_signals_target_ranks_by_the_signals_alone(noisy, tmp_path):
+    """``signals`` leaves the loss out: a table whose loss ranks the archs backwards and
+    whose train_speed ranks them right gives a predictor that ranks them right (the
+    combined target, averaging the two, does not); it needs a signal column."""
+    space, rows, quality = noisy
+    rows = [r | {"loss": 1.0 + 0.1 * q, "train_speed": float(q)} for r, q in zip(rows, quality)]
+    table = tmp_path / "t.csv"
+    write_table(table, rows[:300], space=space)
+    held = [r["arch"] for r in rows[300:]]
+    signals = fit_predictor(str(table), model="ridge", space=space, folds=3, target="signals")
+    assert signals.target.kind == "signals"
+    assert kendall_tau(quality[300:], signals.predict(held)) > 0.5
+    combined = fit_predictor(str(table), model="ridge", space=space, folds=0, target="combined")
+    assert abs(kendall_tau(quality[300:], combined.predict(held))) < 0.3
+    signals.save(tmp_path / "p")
+    np.testing.assert_array_equal(load_predictor(tmp_path / "p", space=space).predict(held),
+                                  signals.predict(held))
+    plain = tmp_path / "plain.csv"
+    write_table(plain, [{k: v for k, v in r.items() if k != "train_speed"} for r in rows[:50]],
+                space=space)
+    with pytest.raises(PredictorError, match="target 'signals' needs a signal column"):
+        fit_predictor(str(plain), model="ridge", space=space, folds=0, target="signals")
+    with pytest.raises(PredictorError, match="target 'signals' needs a signal column"):
+        TargetMap.fit("signals", np.array([0.5, 0.6]), None, {})

@@ -81,10 +81,12 @@ def _add_fit(s: argparse._SubParsersAction) -> None:
     f.add_argument("--space", help="search space (default: the one recorded beside the table)")
     f.add_argument("--complexity", action="store_true",
                    help="add log(params)/log(MACs) features (slower prediction on new archs)")
-    f.add_argument("--target", default="auto", choices=("auto", "acc", "rank", "blend", "combined"),
+    f.add_argument("--target", default="auto",
+                   choices=("auto", "acc", "rank", "blend", "combined", "signals"),
                    help="what the model regresses on: the accuracy, its rank-Gaussian scores, "
-                   "the blend of accuracy and loss ranks, or the combined loss and init-signal "
-                   "ranks (auto: combined when the table has a loss and a train_speed or naswot "
+                   "the blend of accuracy and loss ranks, the combined loss and init-signal "
+                   "ranks, or the init-signal ranks alone (signals: for a long train_speed, "
+                   "e.g. 1000 steps, which ranks better alone than averaged with the loss; auto: combined when the table has a loss and a train_speed or naswot "
                    "column, else blend when it has a loss column; predictions are accuracies "
                    "either way)")
     f.add_argument("--anchors", metavar="TABLE",
