@@ -291,8 +291,9 @@ def main() -> None:
         f"- setting: {describe_device(t.device)} (batch as below)",
         f"- timing: ~1 ms timed blocks on the {t.timing['clock']} clock, "
         f"{t.timing['warmup']} warm-up calls; statistic over blocks: {t.stat} (the table's), and "
-        f"the other for comparison; {args.rounds} rounds per item ({args.truth_rounds or args.rounds} "
-        "for the ground truth; every table entry, "
+        f"the other for comparison; {args.rounds} rounds per component "
+        f"({t.timing.get('calibration_rounds', args.rounds)} per calibration subnet, "
+        f"{args.truth_rounds or args.rounds} for the ground truth; every table entry, "
         "calibration subnet and ground-truth subnet is timed once per round over the whole "
         "list, keeping its fastest round)",
         f"- malloc: {t.timing.get('malloc', 'not recorded')} (`nas/latency/allocator.py`; "

@@ -27,6 +27,7 @@ from nas.latency import (
 from nas.latency.components import build_component
 from nas.latency.device import num_threads
 from nas.latency.measure import Timing
+from nas.latency.profile import CALIBRATION_ROUNDS
 from nas.model import build_model
 from nas.space import parse_space
 
@@ -221,8 +222,11 @@ def test_recalibrate_times_only_the_calibration_subnets(tiny, table_path, tmp_pa
 
         monkeypatch.setattr(Measurer, name, counting)
     table = profile_space(tiny, out=out, calibrate=6, recalibrate=True, **FAST)
-    assert calls == {"measure": 0, "measure_archs": 6}
+    # each calibration subnet is timed CALIBRATION_ROUNDS times per component round
+    assert calls == {"measure": 0, "measure_archs": 6 * CALIBRATION_ROUNDS}
     assert len(table.calibration["samples"]) == 6 and table.calibration["coef"]
+    assert {s["rounds"] for s in table.calibration["samples"]} == {CALIBRATION_ROUNDS}
+    assert table.timing["calibration_rounds"] == CALIBRATION_ROUNDS
 
 
 def test_predict_many_is_fast_and_positive(tiny, table_path):

@@ -47,7 +47,8 @@ class ProfileConfig:
     stat: str = setting("min", "statistic over timed ~1 ms blocks (min: robust to other jobs)",
                         choices=STAT_NAMES)
     rounds: int = setting(2, "time every item this many times, round after round, keeping its "
-                          "fastest round (robust to slowdowns lasting seconds)",
+                          "fastest round (robust to slowdowns lasting seconds); calibration "
+                          "subnets get 4x as many, spread over the component rounds",
                           check=lambda v: v >= 1, rule=">= 1")
     allow_busy: bool = setting(False, "time even when other processes keep the machine busy "
                                "(refused by default: such a table predicts too slow); the "

@@ -39,6 +39,8 @@ from nas.space import SearchSpace
 
 __all__ = ["profile_space", "calibration_archs", "CALIBRATION_STRATEGIES"]
 
+CALIBRATION_ROUNDS = 4  # calibration rounds per component round
+
 log = logging.getLogger(__name__)
 
 
@@ -218,9 +220,10 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         block_time: target seconds per timed block on CPU.
         clock: ``auto`` (CPU time of the timing thread on CPU with one thread, else wall
             time), ``wall`` or ``thread``; see :class:`nas.latency.measure.Timing`.
-        rounds: every signature and calibration subnet is timed once per round, round
-            after round, keeping its fastest round (robust to slowdowns of the machine
-            that last seconds); a resumed table gets the rounds it lacks.
+        rounds: every signature is timed once per round, round after round, keeping its
+            fastest round (robust to slowdowns of the machine that last seconds); every
+            calibration subnet :data:`CALIBRATION_ROUNDS` times per round, after the
+            round's components; a resumed table gets the rounds it lacks.
         address: Ray cluster address (``auto``, ``ray://host:10001``, ``local``...); the
             measurements then run in an actor on a node with the device.
         max_entries: stop after this many signature measurements (the table is saved
@@ -297,11 +300,23 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             table.clear_calibration()
         if missing:
             table.set_scope(complete=False)
+        # Calibration subnets get CALIBRATION_ROUNDS times the rounds, spread over the
+        # component rounds: whole models run few ~1 ms blocks per measurement, so their
+        # min over 2 rounds sat ~4-5% above the min over 8 at batch 64, and a machine whose
+        # speed drifts over minutes then biases the sum-to-model ratio the fit learns.
+        cal_rounds = CALIBRATION_ROUNDS * rounds
+        table.set_rounds(rounds, calibration=cal_rounds)
         for r in range(rounds):
             todo = [g for g in sigs if table.rounds(g) <= r][:budget]
             budget -= len(todo)
             _measure_signatures(measurer, table, todo, out, save_every, progress,
                                 desc=f"profile {r + 1}/{rounds}")
+            if stop_early:
+                continue
+            for c in range(r * CALIBRATION_ROUNDS, (r + 1) * CALIBRATION_ROUNDS):
+                _measure_calibration(measurer, table, [a for a in cal_archs
+                                                       if table.calibration_rounds(a) <= c],
+                                     out, seed, progress, desc=f"calibrate {c + 1}/{cal_rounds}")
         if stop_early:
             table.set_scope(complete=False, signatures=len(sigs) if scope == "space" else None,
                             seconds=seconds + time.perf_counter() - t0)
@@ -309,10 +324,6 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             return table
         table.set_scope(complete=True, signatures=len(sigs) if table.scope["kind"] == "space"
                         else len(table))
-        for r in range(rounds):
-            _measure_calibration(measurer, table, [a for a in cal_archs
-                                                   if table.calibration_rounds(a) <= r],
-                                 out, seed, progress, desc=f"calibrate {r + 1}/{rounds}")
         table.calibrate(features)
         table.set_scope(seconds=seconds + time.perf_counter() - t0)
         if monitor is not None:

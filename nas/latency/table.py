@@ -185,9 +185,12 @@ class LatencyTable:
             out["iqr"] = new["iqr"]
         return out
 
-    def set_rounds(self, rounds: int) -> None:
-        """Record the measurement rounds the profile takes per item (``timing.rounds``)."""
+    def set_rounds(self, rounds: int, *, calibration: int | None = None) -> None:
+        """Record the measurement rounds the profile takes per component (``timing.rounds``)
+        and per calibration subnet (``timing.calibration_rounds``)."""
         self._data["timing"]["rounds"] = int(rounds)
+        if calibration is not None:
+            self._data["timing"]["calibration_rounds"] = int(calibration)
 
     def rounds(self, sig: Signature | str) -> int:
         """Measurement rounds merged into a component's entry (0: not measured)."""
