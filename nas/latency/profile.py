@@ -285,7 +285,6 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
     try:
         table = _open_table(out, space, measurer.fingerprint(), measurer.timing_record(), scope,
                             force)
-        table.set_rounds(rounds)
         kept = table.calibration_archs()
         if kept and not recalibrate and calibrate_on is None and not set(kept) <= set(cal_archs):
             log.warning("%s was calibrated on another set of subnets (another seed, strategy or "
