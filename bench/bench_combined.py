@@ -159,7 +159,7 @@ def predictor_table(args, archs: list[str], mean: np.ndarray, loss: np.ndarray,
 
 
 def budget_table(args, archs: list[str], est: dict[str, np.ndarray], mean: np.ndarray,
-                 loss: np.ndarray, families: list[str]) -> str:
+                 families: list[str]) -> str:
     """train_speed at each cached step budget: its CPU cost per arch and its ranking of
     every reference (overall, within and across stage-0 families, bootstrap 90%), alone
     and averaged with the classifier-refit loss."""
@@ -190,35 +190,39 @@ def budget_table(args, archs: list[str], est: dict[str, np.ndarray], mean: np.nd
                 vals = np.asarray([x for x in vals if np.isfinite(x)])
                 cells.append(f"{point[key]:.3f} [{np.quantile(vals, 0.05):.2f}, "
                              f"{np.quantile(vals, 0.95):.2f}]")
-        pairs = family_order({"ts": (ts, mean)}, mean, families).strip().splitlines()[-1]
-        text += (f"| {steps} steps | {cost:.1f} | " + " | ".join(cells)
-                 + f" | {pairs.split('|')[-2].strip()} |\n")
+        agree, pairs = family_agreement(ts, mean, families)
+        text += f"| {steps} steps | {cost:.1f} | " + " | ".join(cells) + f" | {agree}/{pairs} |\n"
     return text
+
+
+def _family_ranking(v: np.ndarray, fam: np.ndarray, names: list[str]) -> list[str]:
+    return sorted(names, key=lambda f: float(np.mean(v[fam == f])))
+
+
+def family_agreement(score: np.ndarray, mean: np.ndarray, families: list[str]) -> tuple[int, int]:
+    """(pairs of stage-0 families that ``score`` orders like the standalone loss, all pairs)."""
+    fam, names = np.asarray(families), sorted(set(families))
+    pos = {f: i for i, f in enumerate(_family_ranking(mean, fam, names))}
+    got = _family_ranking(score, fam, names)
+    agree = sum(pos[got[i]] < pos[got[j]] for i in range(len(got)) for j in range(i + 1, len(got)))
+    return agree, len(names) * (len(names) - 1) // 2
 
 
 def family_order(rows: dict[str, tuple[np.ndarray, np.ndarray]], mean: np.ndarray,
                  families: list[str]) -> str:
     """Stage-0 families from best to worst by mean standalone loss, and by each ranking's
     mean score (loss-like) over the same subnets."""
-    fam = np.asarray(families)
-    names = sorted(set(families))
-
-    def order(v: np.ndarray) -> list[str]:
-        return sorted(names, key=lambda f: float(np.mean(v[fam == f])))
-
-    truth = order(mean)
-    pos = {f: i for i, f in enumerate(truth)}
-    pairs = len(names) * (len(names) - 1) // 2
+    fam, names = np.asarray(families), sorted(set(families))
+    truth = _family_ranking(mean, fam, names)
     text = ("\n| stage-0 families, best to worst by mean | order | family pairs in the "
             "standalone order |\n|---|---|---:|\n"
             f"| standalone val loss (mean of 2 seeds) | {' < '.join(truth)} | |\n")
     for name, (a, _) in rows.items():
         if name.startswith("noise"):
             continue
-        got = order(a)
-        agree = sum(pos[got[i]] < pos[got[j]] for i in range(len(got))
-                    for j in range(i + 1, len(got)))
-        text += f"| {name} | {' < '.join(got)} | {agree}/{pairs} |\n"
+        agree, pairs = family_agreement(a, mean, families)
+        text += (f"| {name} | {' < '.join(_family_ranking(a, fam, names))} | "
+                 f"{agree}/{pairs} |\n")
     return text
 
 
@@ -298,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.predictor:
         text += predictor_table(args, archs, mean, loss, families)
     if args.train_speed_budgets:
-        text += budget_table(args, archs, est, mean, loss, families)
+        text += budget_table(args, archs, est, mean, families)
     path = write_result(f"combined_{args.label}_cpu.md", text)
     print(text)
     print(f"wrote {path}")

@@ -3,6 +3,8 @@ the per-call page faults of multi-MiB activations, and tables record and check i
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,7 @@ from nas.latency import profile_space
 from nas.latency.allocator import MALLOC_ENV, PINNED, pin_malloc
 from nas.space import parse_space
 
-GLIBC = sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver())
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 needs_glibc = pytest.mark.skipif(not GLIBC, reason="glibc malloc only")
 
 # One block whose forward creates 4 MiB tensors at batch 64 (64 tokens x 256 hidden
@@ -61,8 +63,6 @@ def test_pinned_process_reuses_pages_that_default_malloc_faults_in_every_call():
     one a process gets depends on its heap layout. Pinned, no process faults more than
     the heap's one-time growth (<= ~1,000 pages over the 30 calls); the chance that
     three broken pins all land in the fast mode is ~7%."""
-    import os
-
     for _ in range(3):
         assert _faults("pin") < 100
     # the deployment recipe (environment variables) gives the same regime
@@ -72,8 +72,6 @@ def test_pinned_process_reuses_pages_that_default_malloc_faults_in_every_call():
 
 def test_nas_malloc_default_leaves_malloc_alone():
     code = "from nas.latency.allocator import pin_malloc; print(pin_malloc())"
-    import os
-
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "NAS_MALLOC": "default"})
     assert out.stdout.strip() == "default"

@@ -35,9 +35,9 @@ def _stage_rows(config: ModelConfig) -> list[str]:
 
 
 def _malloc_note() -> list[str]:
-    from nas.latency.allocator import MALLOC_ENV, PINNED, pin_malloc
+    from nas.latency.allocator import MALLOC_ENV, PINNED, malloc_regime
 
-    if pin_malloc() != PINNED:  # NAS_MALLOC=default, or not glibc: timed as deployed
+    if malloc_regime() != PINNED:  # NAS_MALLOC=default, or not glibc: timed as deployed
         return []
     env = " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
     return ["", f"CPU latencies were timed with glibc malloc's page reuse pinned; run inference "

@@ -32,7 +32,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["MALLOC_ENV", "pin_malloc"]
+__all__ = ["MALLOC_ENV", "PINNED", "pin_malloc", "malloc_regime"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc <malloc.h>
 _TRIM_BYTES = 1 << 30
@@ -64,3 +64,9 @@ def pin_malloc() -> str:
             if ok:
                 _state = PINNED
     return _state
+
+
+def malloc_regime() -> str:
+    """The regime this process times in, without changing it: :data:`PINNED` once
+    :func:`pin_malloc` has pinned it, else ``"default"``."""
+    return _state or "default"
