@@ -155,7 +155,8 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
         lines.append(row(f"raw sum of components ({stat})", metrics(raw, first[stat])))
         lines.append(row(f"noise floor: copy 2 vs copy 1, back to back ({stat})", noise))
         fit = t.calibration["fit"]
-        lines.append(f"| calibration fit ({stat}, {fit['n']} subnets, LOO) | "
+        lines.append(f"| calibration fit ({stat}, {fit['n']} subnets, "
+                     f"{len(fit.get('outliers') or [])} outliers, LOO) | "
                      f"{fit.get('loo_mape', float('nan')):.2f}% | | | "
                      f"{fit.get('loo_max_pct', float('nan')):.1f}% | | |")
         if stat == table.stat:

@@ -51,8 +51,10 @@ def profile(args: argparse.Namespace) -> int:
     fit = (table.calibration or {}).get("fit") or {}
     if table.complete and fit.get("n"):
         loo = f", leave-one-out MAPE {fit['loo_mape']:.2f}%" if "loo_mape" in fit else ""
+        out = fit.get("outliers") or []
+        dropped = f"; {len(out)} outlying subnets given no weight" if out else ""
         print(f"calibrated on {fit['n']} subnets: fit MAPE {fit['fit_mape']:.2f}%{loo} "
-              f"(raw sum MAPE {fit['raw_mape']:.2f}%)")
+              f"(raw sum MAPE {fit['raw_mape']:.2f}%){dropped}")
     return 0
 
 
