@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -248,6 +249,8 @@ class Measurer:
         """Timing statistics of the standalone model of every arch (given as dicts).
 
         With ``rounds > 1`` the list is timed that many times over, round after round,
+        each round after the first in its own random order (a burst of machine slowness
+        that recurs with the round's period must not hit the same archs every round),
         and each arch keeps its fastest round (per statistic).
         """
         models = []
@@ -256,14 +259,15 @@ class Measurer:
             model = build_model(arch, num_classes=self.num_classes, in_chans=self.in_chans)
             x = torch.randn(self.spec.batch_size, self.in_chans, arch.resolution, arch.resolution)
             models.append((model, x))
-        out: list[dict[str, float]] = []
+        out: list[dict[str, float]] = [{} for _ in models]
         for r in range(rounds):
-            for i, (model, x) in enumerate(models):
+            order = (range(len(models)) if r == 0 else
+                     np.random.default_rng([len(models), r]).permutation(len(models)))
+            for i in order:
+                model, x = models[i]
                 st = time_module(model, (x,), self.spec, self.timing)
-                if r == 0:
-                    out.append(st)
-                else:
-                    out[i] = {**out[i], **{k: min(out[i][k], st[k]) for k in ("median", "min")}}
+                out[i] = st if r == 0 else {**out[i], **{k: min(out[i][k], st[k])
+                                                         for k in ("median", "min")}}
         return out
 
 

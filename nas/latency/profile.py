@@ -7,6 +7,13 @@ address is given), and rewrites the table atomically after every few entries, so
 interrupted run resumes where it stopped. It then times ``calibrate`` random whole
 subnets end to end and fits the correction (:mod:`nas.latency.calibrate`).
 
+Every round visits the components (and calibration subnets) in its own random order
+(:func:`round_order`). On a shared VM the CPU slows down in bursts of 0.5-1.5 s every
+few seconds (about 10% of 0.1 s measurements, 1.15x or more); rounds in a fixed order
+repeat with the same period, so a burst hit the same stretch of entries in both rounds
+and the fastest round kept it (12% of one batch-8 table's entries 1.2-1.6x slow, which
+put held-out subnets up to 36% off).
+
 Example:
     >>> table = profile_space(space, device="cpu", threads=1, out="tiny32_cpu.json")  # doctest: +SKIP
 """
@@ -37,9 +44,16 @@ from nas.progress import progress as show_progress
 from nas.raysession import ray_session
 from nas.space import SearchSpace
 
-__all__ = ["profile_space", "calibration_archs", "CALIBRATION_STRATEGIES"]
+__all__ = ["profile_space", "calibration_archs", "round_order", "CALIBRATION_STRATEGIES"]
 
 CALIBRATION_ROUNDS = 4  # calibration rounds per component round
+
+
+def round_order(items: Sequence[Any], seed: int, r: int) -> list[Any]:
+    """``items`` in round ``r``'s own order: a permutation seeded by ``(seed, r)``, so a
+    burst of machine slowness that hits a stretch of one round misses it in the others."""
+    perm = np.random.default_rng([seed & 0xFFFFFFFF, r]).permutation(len(items))
+    return [items[i] for i in perm]
 
 log = logging.getLogger(__name__)
 
@@ -308,13 +322,16 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         for r in range(rounds):
             todo = [g for g in sigs if table.rounds(g) <= r][:budget]
             budget -= len(todo)
+            todo = round_order(todo, seed, r)
             _measure_signatures(measurer, table, todo, out, save_every, progress,
                                 desc=f"profile {r + 1}/{rounds}")
             if stop_early:
                 continue
             for c in range(r * CALIBRATION_ROUNDS, (r + 1) * CALIBRATION_ROUNDS):
-                _measure_calibration(measurer, table, [a for a in cal_archs
-                                                       if table.calibration_rounds(a) <= c],
+                _measure_calibration(measurer, table,
+                                     round_order([a for a in cal_archs
+                                                  if table.calibration_rounds(a) <= c],
+                                                 seed, cal_rounds + c),
                                      out, seed, progress, desc=f"calibrate {c + 1}/{cal_rounds}")
         if stop_early:
             table.set_scope(complete=False, signatures=len(sigs) if scope == "space" else None,
