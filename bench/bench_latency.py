@@ -4,8 +4,9 @@
    the tiny32 CPU table (fp32, fixed threads) with a calibration on random subnets (or
    a cover of the space, ``--calibration``), and records its cost (wall time, entries).
 2. Times >= 100 held-out random tiny32 subnets (none used for calibration) end to end
-   as standalone models, each built twice and both copies timed back to back; copy 2
-   against copy 1 is the noise floor of the same run.
+   as standalone models, each built twice and both copies timed in one list (back to
+   back in the first round, in shuffled order after); copy 2 against copy 1 is the noise
+   floor of the same run.
 3. Refits the correction on the first k of the calibration set and of a random one
    (both timed again side by side): how many subnets, and which, the table needs.
 3. For imagenet224 (too large to enumerate) profiles only the signatures of the four
@@ -85,8 +86,9 @@ def time_archs(measurer: Measurer, archs: list, desc: str, rounds: int
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Two independent end-to-end timings of every arch, side by side.
 
-    Each arch is built twice (two model instances) and the copies are timed back to back
-    in one list, ``rounds`` times over; each copy keeps its fastest round. The gap between
+    Each arch is built twice (two model instances) and the copies are timed in one list,
+    ``rounds`` times over (back to back in the first round, every later round in its own
+    order); each copy keeps its fastest round. The gap between
     the copies is the repeatability of one measurement within this session; the drift
     between the table's build and this session is in the table's error, not here.
     """
@@ -126,7 +128,8 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
         alts[stat].calibrate(alt_features)
     held = heldout_archs(space, args.heldout, set(table.calibration_archs()), args.seed + 1000)
     spec = DeviceSpec.parse("cpu", dtype="fp32", batch_size=batch, threads=args.threads)
-    timing = {"min_run_time": mrt, "warmup": 10, "rounds": args.rounds}
+    truth_mrt = args.truth_min_run_time * max(1.0, batch ** 0.5 / 4)
+    timing = {"min_run_time": truth_mrt, "warmup": 10, "rounds": args.rounds}
     measurer = Measurer(spec.to_dict(), timing, num_classes=space.num_classes,
                         in_chans=space.in_chans)
     first, second = time_archs(measurer, held, f"batch {batch} ground truth",
@@ -153,7 +156,7 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
         lines.append(row(f"calibrated without the reduce_ms term ({stat})",
                          metrics(alts[stat].predict(held), first[stat])))
         lines.append(row(f"raw sum of components ({stat})", metrics(raw, first[stat])))
-        lines.append(row(f"noise floor: copy 2 vs copy 1, back to back ({stat})", noise))
+        lines.append(row(f"noise floor: copy 2 vs copy 1, same session ({stat})", noise))
         fit = t.calibration["fit"]
         lines.append(f"| calibration fit ({stat}, {fit['n']} subnets, "
                      f"{len(fit.get('outliers') or [])} outliers, LOO) | "
@@ -245,9 +248,11 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,8,64",
                     help="comma-separated batch sizes, one table and held-out set each")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--min-run-time", type=float, default=0.1,
-                    help="seconds per measurement at batch <= 16 (x sqrt(batch)/4 above)")
-    ap.add_argument("--rounds", type=int, default=2,
+    ap.add_argument("--min-run-time", type=float, default=0.05,
+                    help="seconds per table measurement at batch <= 16 (x sqrt(batch)/4 above)")
+    ap.add_argument("--truth-min-run-time", type=float, default=0.1,
+                    help="seconds per ground-truth measurement at batch <= 16 (scaled alike)")
+    ap.add_argument("--rounds", type=int, default=4,
                     help="rounds per item, for the tables and the ground truth alike")
     ap.add_argument("--truth-rounds", type=int, default=0,
                     help="rounds of the held-out ground truth (default: --rounds)")
@@ -292,19 +297,21 @@ def main() -> None:
         f"- setting: {describe_device(t.device)} (batch as below)",
         f"- timing: ~1 ms timed blocks on the {t.timing['clock']} clock, "
         f"{t.timing['warmup']} warm-up calls; statistic over blocks: {t.stat} (the table's), and "
-        f"the other for comparison; {args.rounds} rounds per component "
-        f"({t.timing.get('calibration_rounds', args.rounds)} per calibration subnet, "
-        f"{args.truth_rounds or args.rounds} for the ground truth; every table entry, "
-        "calibration subnet and ground-truth subnet is timed once per round over the whole "
-        "list, keeping its fastest round)",
+        f"the other for comparison; {args.rounds} rounds of {args.min_run_time:g} s per "
+        f"component ({t.timing.get('calibration_rounds', args.rounds)} per calibration subnet, "
+        f"{args.truth_rounds or args.rounds} of {args.truth_min_run_time:g} s for the ground "
+        "truth; at batch > 16 x sqrt(batch)/4; every table entry, calibration subnet and "
+        "ground-truth subnet is timed once per round, each round in its own order, keeping "
+        "its fastest round)",
         f"- malloc: {t.timing.get('malloc', 'not recorded')} (`nas/latency/allocator.py`; "
         "`NAS_MALLOC=default` times glibc's adaptive default)",
         f"- machine load average (1 min) at start {load0[0]:.1f}, at end {load1[0]:.1f} on "
         f"{os.cpu_count()} cores",
         f"- held-out: {args.heldout} random tiny32 subnets per batch size, none used for "
         f"calibration ({args.calibrate} subnets, {args.calibration} set), each built twice "
-        "and both copies timed back to back (copy 1 = ground truth, copy 2 vs copy 1 = noise "
-        "floor: repeatability within this session)",
+        "and both copies timed in one list, back to back in the first round and shuffled "
+        "after (copy 1 = ground truth, copy 2 vs copy 1 = noise floor: repeatability within "
+        "this session)",
         f"- predictor speed: {len(many) / cold:,.0f} archs/s cold cache, "
         f"{len(many) / warm:,.0f} archs/s warm",
         "- targets: >= 95% within 10%, MAPE <= 4%, noise floor <= 2% MAPE, build <= 600 s",

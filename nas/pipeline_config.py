@@ -54,8 +54,8 @@ ProfileSection = derive(
     "ProfileSection", ProfileConfig,
     ["threads", "batch_size", "calibrate", "min_run_time", "rounds", "allow_busy"],
     # half the timed calls per measurement: the profile stage stays within the budget of
-    # the embedded run (and runs written before these sections were derived resume)
-    changes={"min_run_time": 0.05},
+    # the embedded run
+    changes={"min_run_time": 0.025},
     doc="Latency table of this machine (CPU): fields of :class:`nas.latency.config.ProfileConfig`.",
     error=PipelineError, module=__name__)
 

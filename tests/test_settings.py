@@ -127,7 +127,7 @@ def test_sections_embed_the_commands_fields(section, sources):
     """One set of defaults: a section's field has its command's default, rule and help,
     except the few nas run decides for itself (documented in nas.pipeline_config)."""
     own = {PredictorSection: {"views": 9, "workers": 1, "refit_images": 1000, "naswot": True},
-           ProfileSection: {"min_run_time": 0.05}}.get(section, {})  # nas.pipeline_config's
+           ProfileSection: {"min_run_time": 0.025}}.get(section, {})  # nas.pipeline_config's
     for f in fields(section):
         src = [s for s in sources if f.name in {g.name for g in fields(s)}]
         if not src or f.name == "budget_ms":  # nas run's own (budget_ms: null = a quantile)

@@ -6,7 +6,7 @@ its fields, and the command ``nas run`` prints is written from it.
 
 Example:
     >>> ProfileConfig().rounds, ProfileConfig(batch_size=8).batch_size
-    (2, 8)
+    (4, 8)
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class ProfileConfig:
                                "a cover of the space's size, depth and token reduction (it "
                                "fitted no better on tiny32, see bench/results/latency_cpu.md)",
                                choices=("random", "cover"))
-    min_run_time: float = setting(0.1, "seconds of timed calls per measurement",
+    min_run_time: float = setting(0.05, "seconds of timed calls per measurement (per round)",
                                   check=lambda v: v > 0, rule="> 0")
     warmup: int = setting(10, "untimed calls before each measurement",
                           check=lambda v: v >= 0, rule=">= 0")
@@ -46,9 +46,10 @@ class ProfileConfig:
                          choices=CLOCK_NAMES)
     stat: str = setting("min", "statistic over timed ~1 ms blocks (min: robust to other jobs)",
                         choices=STAT_NAMES)
-    rounds: int = setting(2, "time every item this many times, round after round, keeping its "
-                          "fastest round (robust to slowdowns lasting seconds); calibration "
-                          "subnets get 4x as many, spread over the component rounds",
+    rounds: int = setting(4, "time every item this many times, round after round, each round "
+                          "in its own order, keeping its fastest round (robust to slowdowns "
+                          "lasting seconds); calibration subnets get 4x as many, spread over "
+                          "the component rounds",
                           check=lambda v: v >= 1, rule=">= 1")
     allow_busy: bool = setting(False, "time even when other processes keep the machine busy "
                                "(refused by default: such a table predicts too slow); the "
