@@ -235,6 +235,35 @@ def test_ground_truth_rounds_after_the_first_are_shuffled(tiny, monkeypatch):
     assert [s["min"] for s in stats] == [float(i + 1) for i in range(12)]
 
 
+def test_short_ground_truth_lists_get_rounds_until_they_span_the_minimum(tiny, monkeypatch):
+    """7 subnets in 4 quick rounds fit inside one burst of VM slowness: rounds are added
+    until they span ``min_span_s``, each arch keeping its fastest."""
+    import nas.latency.measure as measure_mod
+
+    calls: list[int] = []
+
+    def fake(model, inputs, spec, timing):
+        calls.append(id(model))
+        time.sleep(0.005)
+        ms = 1.0 if len(calls) > 3 * 3 else 2.0  # the first three rounds are "slow"
+        return {"min": ms, "median": ms}
+
+    monkeypatch.setattr(measure_mod, "time_module", fake)
+    m = Measurer({"type": "cpu", "name": "x", "dtype": "fp32", "batch_size": 1, "threads": 1},
+                 asdict(Timing(min_run_time=0.002, warmup=1)), num_classes=tiny.num_classes,
+                 in_chans=tiny.in_chans)
+    archs = [a.to_dict() for a in _archs(tiny, 3, seed=4)]
+    stats = m.measure_archs(archs, rounds=2, min_span_s=0.2)
+    assert len(calls) % 3 == 0 and len(calls) // 3 >= 10  # >= 0.2 s at ~15 ms a round
+    assert [s["min"] for s in stats] == [1.0] * 3
+    calls.clear()
+    assert [s["min"] for s in m.measure_archs(archs, rounds=2)] == [2.0] * 3  # no span: 2 rounds
+    assert len(calls) == 6
+    calls.clear()
+    m.measure_archs(archs, rounds=1, min_span_s=60.0, max_rounds=5)
+    assert len(calls) == 15  # capped
+
+
 def test_rounds_keep_the_fastest_measurement(tiny):
     table = LatencyTable.new(tiny, {"type": "cpu", "name": "x", "dtype": "fp32", "batch_size": 1,
                                     "threads": 1}, {"stat": "min", "clock": "thread"})

@@ -46,7 +46,10 @@ from nas.latency.signatures import Signature
 from nas.model import build_model
 from nas.space import SearchSpace
 
-__all__ = ["STATS", "Timing", "Measurer", "time_module", "measure_arch", "measure_archs"]
+__all__ = ["STATS", "Timing", "Measurer", "time_module", "measure_arch", "measure_archs",
+           "GROUND_TRUTH_SPAN_S"]
+
+GROUND_TRUTH_SPAN_S = 6.0  # ground-truth rounds span at least this long (bursts last 0.5-1.5 s)
 
 
 STATS = ("median", "min")
@@ -244,14 +247,17 @@ class Measurer:
             out.append(time_module(module, inputs, self.spec, self.timing))
         return out
 
-    def measure_archs(self, archs: Sequence[dict[str, Any]], *, rounds: int = 1
+    def measure_archs(self, archs: Sequence[dict[str, Any]], *, rounds: int = 1,
+                      min_span_s: float = 0.0, max_rounds: int = 64
                       ) -> list[dict[str, float]]:
         """Timing statistics of the standalone model of every arch (given as dicts).
 
         With ``rounds > 1`` the list is timed that many times over, round after round,
         each round after the first in its own random order (a burst of machine slowness
         that recurs with the round's period must not hit the same archs every round),
-        and each arch keeps its fastest round (per statistic).
+        and each arch keeps its fastest round (per statistic). ``min_span_s``: keep adding
+        rounds (up to ``max_rounds``) until the rounds span that many seconds, so a short
+        list is not timed entirely inside one burst of a shared VM's slowness (0.5-1.5 s).
         """
         models = []
         for raw in archs:
@@ -260,7 +266,8 @@ class Measurer:
             x = torch.randn(self.spec.batch_size, self.in_chans, arch.resolution, arch.resolution)
             models.append((model, x))
         out: list[dict[str, float]] = [{} for _ in models]
-        for r in range(rounds):
+        t0, r = time.perf_counter(), 0
+        while r < rounds or (r < max_rounds and time.perf_counter() - t0 < min_span_s):
             order = (range(len(models)) if r == 0 else
                      np.random.default_rng([len(models), r]).permutation(len(models)))
             for i in order:
@@ -268,18 +275,23 @@ class Measurer:
                 st = time_module(model, (x,), self.spec, self.timing)
                 out[i] = st if r == 0 else {**out[i], **{k: min(out[i][k], st[k])
                                                          for k in ("median", "min")}}
+            r += 1
         return out
 
 
 def measure_archs(archs: Sequence[Arch], space: SearchSpace, *, device: str = "cpu",
                   batch_size: int = 1, dtype: str = "fp32", threads: int | None = None,
                   min_run_time: float = 0.1, warmup: int = 10, stat: str = "min",
-                  clock: str = "auto", rounds: int = 3, warm_round: bool = True) -> list[float]:
-    """Ground truth for several archs: the list timed ``rounds`` times over, each arch's
-    fastest round (ms, ``stat`` over blocks), as :func:`measure_arch`.
+                  clock: str = "auto", rounds: int = 3, warm_round: bool = True,
+                  min_span_s: float = GROUND_TRUTH_SPAN_S) -> list[float]:
+    """Ground truth for several archs: the list timed ``rounds`` times over (more, until
+    the rounds span ``min_span_s`` seconds), each arch's fastest round (ms, ``stat`` over
+    blocks), as :func:`measure_arch`.
 
     ``warm_round`` runs one untimed round first: a VM's CPU that was idle or busy with
-    other threads a moment ago runs the first timings tens of percent slow.
+    other threads a moment ago runs the first timings tens of percent slow. The span
+    matters for short lists: 7 subnets in 4 rounds of 0.025 s took ~1.5 s, inside one
+    burst of this VM's slowness, and a `nas run` report measured its picks 7-31% slow.
     """
     spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
     timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, clock=clock,
@@ -289,13 +301,13 @@ def measure_archs(archs: Sequence[Arch], space: SearchSpace, *, device: str = "c
     dicts = [a.to_dict() for a in archs]
     if warm_round:
         m.measure_archs(dicts)
-    return [st[stat] for st in m.measure_archs(dicts, rounds=rounds)]
+    return [st[stat] for st in m.measure_archs(dicts, rounds=rounds, min_span_s=min_span_s)]
 
 
 def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_size: int = 1,
                  dtype: str = "fp32", threads: int | None = None, min_run_time: float = 0.1,
                  warmup: int = 10, stat: str = "min", clock: str = "auto",
-                 rounds: int = 3) -> float:
+                 rounds: int = 3, min_span_s: float = GROUND_TRUTH_SPAN_S) -> float:
     """Ground truth: latency (ms, ``stat`` over blocks) of the standalone model of ``arch``.
 
     The same method and setting as the profiler, so it compares with table predictions.
@@ -305,4 +317,4 @@ def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_s
     """
     return measure_archs([arch], space, device=device, batch_size=batch_size, dtype=dtype,
                          threads=threads, min_run_time=min_run_time, warmup=warmup, stat=stat,
-                         clock=clock, rounds=rounds, warm_round=False)[0]
+                         clock=clock, rounds=rounds, warm_round=False, min_span_s=min_span_s)[0]
