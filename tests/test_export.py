@@ -22,7 +22,7 @@ from nas.export import (
     preprocessing_for,
     write_model_dir,
 )
-from nas.export.export import REWRITE_MARGIN, choose_rewrite_set
+from nas.export.export import REWRITE_MARGIN, choose_rewrite_set, measure_side_by_side
 from nas.export.fold import fold_batchnorm
 from nas.export.formats import write_format
 from nas.export.onednn import OneDNNLinear
@@ -410,3 +410,26 @@ def test_rewrites_are_kept_only_when_they_beat_the_plain_model(monkeypatch, gain
     assert sorted(timed) == ["fold_bn", "fold_bn+fuse_qkv", "fuse_qkv", "none"]
     assert len(calls) == 12 and calls[:4] != calls[4:8]  # every round, order rotated
     assert timed["fuse_qkv"] == pytest.approx(1.0 - gain)
+
+
+def test_exported_and_plain_are_timed_side_by_side_over_the_span(monkeypatch):
+    """Interleaved rounds until they span the minimum, each model keeping its fastest:
+    one slow stretch (a burst of VM slowness) cannot land on one model only."""
+    import time
+
+    import nas.export.export as export_mod
+
+    calls: list[str] = []
+
+    def fake(model, arch, **kw):
+        calls.append(model)
+        time.sleep(0.005)
+        return (3.0 if len(calls) <= 2 else 1.0 + (model == "b")), "setting"
+
+    monkeypatch.setattr(export_mod, "measure_latency", fake)
+    (a, b), setting = measure_side_by_side(["a", "b"], None, in_chans=3, min_span_s=0.15)
+    assert (a, b, setting) == (1.0, 2.0, "setting")
+    assert len(calls) >= 2 * 10 and calls[:4] == ["a", "b", "b", "a"]  # order rotates
+    calls.clear()
+    measure_side_by_side(["a", "b"], None, in_chans=3, min_span_s=0.0, rounds=3)
+    assert len(calls) == 6

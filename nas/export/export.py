@@ -14,6 +14,7 @@ import itertools
 import shlex
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,8 +285,29 @@ def _latency_record(model: torch.nn.Module, fast: torch.nn.Module, arch: Arch, i
         _log(verbose, "timing on this machine")
         if rewrites:
             latency["rewrites"] = rewrites
-        latency["measured"], latency["setting"] = measure_latency(
-            fast, arch, in_chans=in_chans, device=device, timing=timing)
-        latency["measured_plain"], _ = measure_latency(
-            model, arch, in_chans=in_chans, device=device, timing=timing)
+        (latency["measured"], latency["measured_plain"]), latency["setting"] = \
+            measure_side_by_side([fast, model], arch, in_chans=in_chans, device=device,
+                                 timing=timing)
     return latency
+
+
+def measure_side_by_side(models: list[torch.nn.Module], arch: Arch, *, in_chans: int,
+                         device: dict[str, Any] | None = None,
+                         timing: dict[str, Any] | None = None, rounds: int = 3,
+                         min_span_s: float | None = None) -> tuple[list[float], str]:
+    """Each model's fastest of interleaved rounds of :func:`measure_latency`, rounds added
+    until they span ``min_span_s`` (default: the ground truth's): measured once each, an
+    exported and a plain model both fell inside one burst of a shared VM's slowness and
+    measured 37% over the table's prediction."""
+    from nas.latency.measure import GROUND_TRUTH_SPAN_S
+
+    span = GROUND_TRUTH_SPAN_S if min_span_s is None else min_span_s
+    best = [float("inf")] * len(models)
+    setting, t0, r = "", time.perf_counter(), 0
+    while r < rounds or time.perf_counter() - t0 < span:
+        for i in [(j + r) % len(models) for j in range(len(models))]:
+            ms, setting = measure_latency(models[i], arch, in_chans=in_chans, device=device,
+                                          timing=timing)
+            best[i] = min(best[i], ms)
+        r += 1
+    return best, setting
