@@ -5,24 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-import pytest
-
 from nas.latency import Measurer, profile_space, space_signatures
-from nas.latency.device import num_threads
 from nas.latency.measure import Timing
-from nas.space import parse_space
-from tests.test_latency import FAST, TINY, _archs
+from tests import test_latency as _lat
+from tests.test_latency import FAST, _archs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with num_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return parse_space(TINY)
+_one_thread, tiny = _lat._one_thread, _lat.tiny  # the same fixtures (autouse, module scope)
 
 
 def test_each_round_visits_the_entries_in_its_own_order(tiny, tmp_path, monkeypatch):
