@@ -14,6 +14,7 @@ the run directory (each phase's results are cached under ``bench/results/``):
     python bench/bench_e2e.py --pipeline runs/cifar10 --search-only    # quiet machine: times
         [--predictor pipeline=runs/cifar10/predictor/model --predictor refit=PATH]  # compare
     python bench/bench_e2e.py --pipeline runs/cifar10 --train-refs-only  # any time, background
+    python bench/bench_e2e.py --pipeline runs/cifar10 --search-only --rerank 10  # + nas rerank
     python bench/bench_e2e.py --pipeline runs/cifar10 --train-only [--reverse]  # after search
     python bench/bench_e2e.py --pipeline runs/cifar10    # trains what is missing, times, table
 
@@ -77,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--research", action="store_true",
                    help="redo the search phase even when its results are cached")
     p.add_argument("--cache", type=Path, default=None, help="standalone results cache")
+    p.add_argument("--rerank", type=int, default=0, metavar="K",
+                   help="also re-rank each search's K best candidates by training speed "
+                   "(nas rerank; ~90 CPU s per candidate, cached in the search dir), a found "
+                   "subnet of its own: found[NAME+rerank]")
+    p.add_argument("--rerank-with", default="", metavar="NAMES",
+                   help="comma-separated predictors whose searches are re-ranked (default all)")
+    p.add_argument("--rerank-steps", type=int, default=1000, help="training steps (default 1000)")
     return p.parse_args(argv)
 
 
@@ -105,7 +113,7 @@ def search_phase(args, state: dict) -> None:
         state["budgets"][name] = budget
         for pname, ppath in state["predictors"].items():
             key = f"found[{pname}]@{name}"
-            out = ROOT / "runs" / "e2e" / f"{args.pipeline.name}_{pname}_{name}_{budget}ms"
+            out = _search_dir(args, pname, name, budget)
             cfg = SearchConfig(space=str(run.config["space"]), budget_ms=budget, out=str(out),
                                objective="predictor", trials=args.trials, seed=0,
                                table=str(args.pipeline / "latency" / "table.json"),
@@ -121,6 +129,33 @@ def search_phase(args, state: dict) -> None:
     state["table"] = {n: float(v) for n, v in zip(
         [*refs, *keys], table.predict([*refs.values(), *(load_arch(state["found"][k])
                                                          for k in keys)]))}
+
+
+def _search_dir(args, pname: str, name: str, budget: float) -> Path:
+    return ROOT / "runs" / "e2e" / f"{args.pipeline.name}_{pname}_{name}_{budget}ms"
+
+
+def rerank_phase(args, state: dict) -> None:
+    """Each cached search's ``--rerank`` best candidates re-ranked by training speed
+    (``nas rerank``), its pick added as ``found[NAME+rerank]@BUDGET``."""
+    from nas.search.rerank import rerank
+
+    run = load_run(args.pipeline / "train")
+    table = LatencyTable.load(args.pipeline / "latency" / "table.json", space=run.space)
+    x, y = load_val_data(run.config)
+    names = [n for n in args.rerank_with.split(",") if n] or list(state["predictors"])
+    for name in BUDGET_REFS:
+        budget = state["budgets"][name]
+        for pname in names:
+            res = rerank(_search_dir(args, pname, name, budget), args.pipeline / "train",
+                         top=args.rerank, steps=args.rerank_steps)
+            key = f"found[{pname}+rerank]@{name}"
+            found = canonicalize(run.space, Arch.from_dict(res.best["arch"]))
+            state["found"][key] = found.to_json()
+            state["inherited"][key] = evaluate(run.supernet, found, x, y)["acc"]
+            state["predicted"][key] = res.best["acc"]
+            state["table"][key] = float(table.predict([found])[0])
+            print(res.summary, flush=True)
 
 
 def predictors(args) -> dict[str, str]:
@@ -226,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             or (args.predictor and predictors(args) != state.get("predictors"))):
         search_phase(args, state)
         write_json(state_path, {**state, "config": run_cfg})
+    if args.rerank and not all(
+            f"found[{p}+rerank]@{n}" in state["found"] for n in BUDGET_REFS
+            for p in ([x for x in args.rerank_with.split(",") if x] or state["predictors"])):
+        rerank_phase(args, state)
+        write_json(state_path, state)
     if args.search_only:
         print(f"search results cached in {state_path}")
         return 0

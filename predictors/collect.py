@@ -36,7 +36,7 @@ from nas.errors import ArtifactError, NasError
 from nas.predictors.table import read_table, read_table_meta, write_table, write_table_meta
 from nas.space import SearchSpace
 
-__all__ = ["collect_table", "plan_archs", "SubnetEvaluator"]
+__all__ = ["collect_table", "plan_archs", "SubnetEvaluator", "run_scorer"]
 
 TRAIN_SPEED_IMAGES = 10000  # the training subset the train_speed batches are drawn from
 
@@ -137,14 +137,21 @@ class SubnetEvaluator:
 
 def _scorer(run: Any, steps: int) -> Any:
     """The run's :class:`nas.predictors.proxies.ProxyScorer` (its recipe and augmentation)."""
+    return run_scorer(run.config, run.space, steps)
+
+
+def run_scorer(config: dict[str, Any], space: SearchSpace, steps: int) -> Any:
+    """A :class:`nas.predictors.proxies.ProxyScorer` with a training run's recipe (``lr``,
+    ``weight_decay``, augmentation) on a fixed :data:`TRAIN_SPEED_IMAGES`-image subset of
+    its training images: the setting the predictors' ``train_speed`` column is scored in."""
     from nas import training
     from nas.predictors.proxies import ProxyScorer
 
-    cfg = run.config
-    x_tr, y_tr = training.load_train_subset(cfg, TRAIN_SPEED_IMAGES)
-    return ProxyScorer(run.space, x_tr, y_tr, seed=0, steps=steps, lr=float(cfg.get("lr", 2e-3)),
-                       weight_decay=float(cfg.get("weight_decay", 0.05)),
-                       max_shift=int(cfg.get("max_shift", 0)), hflip=bool(cfg.get("hflip", False)))
+    x_tr, y_tr = training.load_train_subset(config, TRAIN_SPEED_IMAGES)
+    return ProxyScorer(space, x_tr, y_tr, seed=0, steps=steps, lr=float(config.get("lr", 2e-3)),
+                       weight_decay=float(config.get("weight_decay", 0.05)),
+                       max_shift=int(config.get("max_shift", 0)),
+                       hflip=bool(config.get("hflip", False)))
 
 
 def _backfill_naswot(rows: list[dict[str, Any]], run: Any, say: Callable[[str], None]) -> int:

@@ -44,3 +44,15 @@ def search(args: argparse.Namespace) -> int:
         result = run_search(config)
     print(result.summary)
     return 0 if result.best is not None else 1
+
+
+def rerank(args: argparse.Namespace) -> int:
+    """``nas rerank``: re-rank a search's best candidates by training speed; print the pick."""
+    from nas.search.rerank import rerank as run_rerank
+    from nas.threads import num_threads
+
+    if args.threads is not None and args.threads < 1:
+        raise SearchError(f"--threads must be >= 1, got {args.threads}")
+    with num_threads(args.threads):
+        print(run_rerank(args.search_dir, args.run, top=args.top, steps=args.steps).summary)
+    return 0
