@@ -62,8 +62,9 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     from nas.complexity import count_params
     from nas.export import ModelConfig
     from nas.latency import LatencyTable
-    from nas.latency.measure import measure_archs
+    from nas.latency.measure import measure_archs_checked
     from nas.latency.quiet import quiet_timing
+    from nas.latency.speedprobe import speed_verdict
     from nas.predictors import load_predictor
     from nas.search.report import reference_archs
     from nas.training import evaluate, load_run, load_run_calib_data, load_val_data
@@ -99,11 +100,16 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     # beside them measured the largest subnet 57% slow)
     say("report: timing the subnets end to end")
     archs = [Arch.from_dict(r["arch"]) for r in rows]
-    times, busy = quiet_timing(lambda: measure_archs(archs, space, **measure_kw),
-                               threads=measure_kw["threads"], attempts=2, max_wait_s=10.0)
+    (times, speed), busy = quiet_timing(
+        lambda: measure_archs_checked(archs, space, reference_ms=table.scope.get("probe_ms"),
+                                      **measure_kw),
+        threads=measure_kw["threads"], attempts=2, max_wait_s=10.0)
     if busy:
         say(f"report: warning: the machine was busy while timing ({busy}); measured ms are "
             "upper bounds")
+    slow = speed_verdict(speed)
+    if slow:
+        say(f"report: warning: {slow}")
     for row, ms in zip(rows, times, strict=True):
         row["measured_ms"] = ms
     exported = None
@@ -120,7 +126,8 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
                     "skipped_formats": status["stages"].get("export", {}).get("skipped_formats")}
     return {"space": space.name, "fingerprint": space.fingerprint,
             "setting": table.describe() if hasattr(table, "describe") else "", "rows": rows,
-            "exported": exported, "val_images": len(y), "timing_busy": busy}
+            "exported": exported, "val_images": len(y), "timing_busy": busy,
+            "timing_speed": speed, "timing_slow": slow}
 
 
 def _f(v: Any, digits: int = 3, pct: bool = False) -> str:
@@ -181,6 +188,13 @@ def render_html(summary: dict[str, Any], status: dict[str, Any]) -> str:
     busy_note = (f" <b>The machine was busy while these were timed "
                  f"({e(summary['timing_busy'])}): measured ms are upper bounds.</b>"
                  if summary.get("timing_busy") else "")
+    speed = summary.get("timing_speed") or {}
+    if summary.get("timing_slow"):
+        busy_note += f" <b>Slow machine: {e(summary['timing_slow'])}.</b>"
+    elif speed.get("slower"):
+        busy_note += (f" The reference kernel ran {speed['slower']:.3f}x its speed when the "
+                      f"table was profiled ({speed['clean_rounds']} of {speed['rounds']} rounds "
+                      f"at full speed, over {speed['span_s']:.0f} s).")
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>nas run: {e(summary['space'])}</title>
 <style>{_CSS}</style></head><body>

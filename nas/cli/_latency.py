@@ -10,7 +10,8 @@ from nas.errors import NasError
 from nas.latency.archs import read_archs
 from nas.latency.config import ProfileConfig
 from nas.latency.device import DeviceSpec, describe_device
-from nas.latency.measure import Timing, measure_arch
+from nas.latency.measure import Timing, measure_arch, measure_archs_checked
+from nas.latency.speedprobe import speed_verdict
 from nas.latency.profile import profile_space
 from nas.latency.table import LatencyTable, merge_tables
 from nas.settings import given_flags
@@ -99,9 +100,16 @@ def measure(args: argparse.Namespace) -> int:
     arch = canonicalize(space, load_arch(args.arch))
     table = LatencyTable.load(args.table, space=space) if args.table else None
     c = ProfileConfig(**given_flags(args, args.settings))
-    ms = measure_arch(arch, space, device=c.device, batch_size=c.batch_size, dtype=c.dtype,
-                      threads=c.threads, min_run_time=c.min_run_time, warmup=c.warmup,
-                      stat=c.stat, clock=c.clock, rounds=c.rounds)
+    kw = dict(device=c.device, batch_size=c.batch_size, dtype=c.dtype, threads=c.threads,
+              min_run_time=c.min_run_time, warmup=c.warmup, stat=c.stat, clock=c.clock,
+              rounds=c.rounds)
+    slow = None
+    if table is not None and table.scope.get("probe_ms"):  # wait for the table's speed
+        (ms,), speed = measure_archs_checked([arch], space, reference_ms=table.scope["probe_ms"],
+                                             **kw)
+        slow = speed_verdict(speed)
+    else:
+        ms = measure_arch(arch, space, **kw)
     spec = DeviceSpec.parse(c.device, dtype=c.dtype, batch_size=c.batch_size,
                             threads=c.threads).resolve()
     clock = Timing(clock=c.clock).resolve(spec).clock
@@ -110,4 +118,6 @@ def measure(args: argparse.Namespace) -> int:
     if table is not None:
         pred = table.predict_one(arch)
         print(f"predicted  {pred:.4f} ms ({100 * (pred - ms) / ms:+.1f}%)")
+    if slow:
+        print(f"warning    {slow}")
     return 0

@@ -47,9 +47,11 @@ from nas.model import build_model
 from nas.space import SearchSpace
 
 __all__ = ["STATS", "Timing", "Measurer", "time_module", "measure_arch", "measure_archs",
-           "GROUND_TRUTH_SPAN_S"]
+           "measure_archs_checked", "GROUND_TRUTH_SPAN_S", "MAX_SPAN_S"]
 
 GROUND_TRUTH_SPAN_S = 6.0  # ground-truth rounds span at least this long (bursts last 0.5-1.5 s)
+WARMUP_SHARE = 0.5  # CPU warm-up stops after 2 calls once it took this share of min_run_time
+MAX_SPAN_S = 30.0  # speed-checked ground truth waits at most this long for the table's speed
 
 
 STATS = ("median", "min")
@@ -62,7 +64,9 @@ class Timing:
 
     Args:
         min_run_time: seconds of timed calls per measurement (after the warm-up).
-        warmup: untimed calls before timing.
+        warmup: untimed calls before timing; on CPU at least 2 and no more once they
+            took half of ``min_run_time`` (at batch 64 ten warm-up calls took as long as
+            the timed ones and made a 4-round profile of tiny32 take 758 s).
         block_time: target seconds per timed block on CPU; short blocks let the
             statistic reject blocks hit by time slicing on a shared CPU.
         stat: statistic over blocks that becomes the latency: ``median`` or ``min``
@@ -128,8 +132,11 @@ def _stats(times: list[float]) -> dict[str, float]:
 
 
 def _time_cpu(fn: Callable[[], Any], timing: Timing) -> dict[str, float]:
-    for _ in range(timing.warmup):
+    deadline = time.perf_counter() + timing.min_run_time * WARMUP_SHARE
+    for i in range(timing.warmup):
         fn()
+        if i >= 1 and time.perf_counter() > deadline:
+            break  # two calls warm caches and allocator; slow calls need no more
     # garbage collection is off while timeit times
     timer = timeit.Timer(fn, timer=time.thread_time if timing.clock == "thread"
                          else time.perf_counter)
@@ -229,6 +236,8 @@ class Measurer:
                                                       "stat", "clock", "rounds") if k in timing}
                              ).resolve(self.spec)
         self.num_classes, self.in_chans = num_classes, in_chans
+        self._probe: Any = None
+        self.last_speed: dict[str, Any] | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         return device_fingerprint(self.spec)
@@ -247,8 +256,17 @@ class Measurer:
             out.append(time_module(module, inputs, self.spec, self.timing))
         return out
 
+    def probe(self) -> float:
+        """ms per call of the reference workload now (:mod:`nas.latency.speedprobe`)."""
+        if self._probe is None:
+            from nas.latency.speedprobe import SpeedProbe
+
+            self._probe = SpeedProbe(self.spec, self.timing)
+        return self._probe()
+
     def measure_archs(self, archs: Sequence[dict[str, Any]], *, rounds: int = 1,
-                      min_span_s: float = 0.0, max_rounds: int = 64
+                      min_span_s: float = 0.0, max_rounds: int = 64, check_speed: bool = False,
+                      reference_ms: float | None = None, max_span_s: float = MAX_SPAN_S
                       ) -> list[dict[str, float]]:
         """Timing statistics of the standalone model of every arch (given as dicts).
 
@@ -258,24 +276,61 @@ class Measurer:
         and each arch keeps its fastest round (per statistic). ``min_span_s``: keep adding
         rounds (up to ``max_rounds``) until the rounds span that many seconds, so a short
         list is not timed entirely inside one burst of a shared VM's slowness (0.5-1.5 s).
+
+        ``check_speed``: probe the machine's speed before and after every round
+        (:mod:`nas.latency.speedprobe`); rounds whose probes read more than ``SLOW`` above
+        the fastest probe are left out, and rounds go on until 2 (or ``rounds``, if fewer)
+        usable rounds are in and the fastest probe is within ``SLOW`` of ``reference_ms``
+        (the table's), or ``max_span_s`` seconds or ``max_rounds`` rounds have passed.
+        What was seen is kept in :attr:`last_speed`.
         """
+        from nas.latency.speedprobe import SLOW
+
         models = []
         for raw in archs:
             arch = Arch.from_dict(raw)
             model = build_model(arch, num_classes=self.num_classes, in_chans=self.in_chans)
             x = torch.randn(self.spec.batch_size, self.in_chans, arch.resolution, arch.resolution)
             models.append((model, x))
-        out: list[dict[str, float]] = [{} for _ in models]
+        per_round: list[tuple[list[dict[str, float]], float]] = []
+        probes = [self.probe()] if check_speed else []
         t0, r = time.perf_counter(), 0
-        while r < rounds or (r < max_rounds and time.perf_counter() - t0 < min_span_s):
+        while True:
             order = (range(len(models)) if r == 0 else
                      np.random.default_rng([len(models), r]).permutation(len(models)))
+            stats: list[dict[str, float]] = [{} for _ in models]
             for i in order:
                 model, x = models[i]
-                st = time_module(model, (x,), self.spec, self.timing)
-                out[i] = st if r == 0 else {**out[i], **{k: min(out[i][k], st[k])
-                                                         for k in ("median", "min")}}
+                stats[i] = time_module(model, (x,), self.spec, self.timing)
+            if check_speed:
+                probes.append(self.probe())
+            per_round.append((stats, max(probes[-2:]) if probes else 0.0))
             r += 1
+            span = time.perf_counter() - t0
+            if r >= max(rounds, max_rounds):
+                break
+            if r < rounds or span < min_span_s:
+                continue
+            if not check_speed:
+                break
+            fastest = min(probes)
+            clean = sum(p <= SLOW * fastest for _, p in per_round)
+            at_speed = reference_ms is None or fastest <= SLOW * reference_ms
+            if (clean >= min(2, rounds) and at_speed) or span >= max_span_s:
+                break
+        if check_speed:
+            fastest = min(probes)
+            used = [st for st, p in per_round if p <= SLOW * fastest]
+            self.last_speed = {
+                "probe_ms": fastest, "reference_ms": reference_ms,
+                "slower": fastest / reference_ms if reference_ms else None,
+                "rounds": r, "clean_rounds": len(used), "span_s": round(span, 2)}
+        else:
+            used = [st for st, _ in per_round]
+        out = [dict(st) for st in used[0]]
+        for st in used[1:]:
+            for i, s in enumerate(st):
+                out[i].update({k: min(out[i][k], s[k]) for k in ("median", "min")})
         return out
 
 
@@ -293,15 +348,42 @@ def measure_archs(archs: Sequence[Arch], space: SearchSpace, *, device: str = "c
     matters for short lists: 7 subnets in 4 rounds of 0.025 s took ~1.5 s, inside one
     burst of this VM's slowness, and a `nas run` report measured its picks 7-31% slow.
     """
+    m, dicts = _measurer(archs, space, device, batch_size, dtype, threads, min_run_time,
+                         warmup, stat, clock, rounds)
+    if warm_round:
+        m.measure_archs(dicts)
+    return [st[stat] for st in m.measure_archs(dicts, rounds=rounds, min_span_s=min_span_s)]
+
+
+def measure_archs_checked(archs: Sequence[Arch], space: SearchSpace, *,
+                          reference_ms: float | None, device: str = "cpu", batch_size: int = 1,
+                          dtype: str = "fp32", threads: int | None = None,
+                          min_run_time: float = 0.1, warmup: int = 10, stat: str = "min",
+                          clock: str = "auto", rounds: int = 3,
+                          min_span_s: float = GROUND_TRUTH_SPAN_S,
+                          max_span_s: float = MAX_SPAN_S) -> tuple[list[float], dict[str, Any]]:
+    """:func:`measure_archs` with the machine's speed checked against ``reference_ms`` (a
+    latency table's ``scope["probe_ms"]``; None: against the fastest probe of this call
+    only): rounds timed in a slow phase are left out and the timing waits (up to
+    ``max_span_s``) for the table's speed. Returns the latencies and what the probes saw
+    (``probe_ms``, ``reference_ms``, ``slower``: their ratio, ``rounds``, ``clean_rounds``,
+    ``span_s``); :func:`nas.latency.speedprobe.speed_verdict` words it."""
+    m, dicts = _measurer(archs, space, device, batch_size, dtype, threads, min_run_time,
+                         warmup, stat, clock, rounds)
+    m.measure_archs(dicts)
+    stats = m.measure_archs(dicts, rounds=rounds, min_span_s=min_span_s, check_speed=True,
+                            reference_ms=reference_ms, max_span_s=max_span_s)
+    return [st[stat] for st in stats], dict(m.last_speed or {})
+
+
+def _measurer(archs, space, device, batch_size, dtype, threads, min_run_time, warmup, stat,
+              clock, rounds) -> tuple[Measurer, list[dict[str, Any]]]:
     spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
     timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, clock=clock,
                     rounds=rounds)
     m = Measurer(spec.to_dict(), asdict(timing), num_classes=space.num_classes,
                  in_chans=space.in_chans)
-    dicts = [a.to_dict() for a in archs]
-    if warm_round:
-        m.measure_archs(dicts)
-    return [st[stat] for st in m.measure_archs(dicts, rounds=rounds, min_span_s=min_span_s)]
+    return m, [a.to_dict() for a in archs]
 
 
 def measure_arch(arch: Arch, space: SearchSpace, *, device: str = "cpu", batch_size: int = 1,

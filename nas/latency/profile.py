@@ -162,6 +162,9 @@ class _RayMeasurer:
     def measure_archs(self, archs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
         return self._call("measure_archs", list(archs))
 
+    def probe(self) -> float:
+        return self._call("probe")
+
     def close(self) -> None:
         if getattr(self, "_actor", None) is not None:
             self._ray.kill(self._actor)
@@ -319,7 +322,9 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         # speed drifts over minutes then biases the sum-to-model ratio the fit learns.
         cal_rounds = CALIBRATION_ROUNDS * rounds
         table.set_rounds(rounds, calibration=cal_rounds)
+        probes = []  # the reference kernel before every round: the machine's speed
         for r in range(rounds):
+            probes.append(measurer.probe())
             todo = [g for g in sigs if table.rounds(g) <= r][:budget]
             budget -= len(todo)
             todo = round_order(todo, seed, r)
@@ -328,6 +333,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             if stop_early:
                 continue
             for c in range(r * CALIBRATION_ROUNDS, (r + 1) * CALIBRATION_ROUNDS):
+                probes.append(measurer.probe())
                 _measure_calibration(measurer, table,
                                      round_order([a for a in cal_archs
                                                   if table.calibration_rounds(a) <= c],
@@ -341,7 +347,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         table.set_scope(complete=True, signatures=len(sigs) if table.scope["kind"] == "space"
                         else len(table))
         table.calibrate(features)
-        table.set_scope(seconds=seconds + time.perf_counter() - t0)
+        table.set_scope(seconds=seconds + time.perf_counter() - t0, probe_ms=min(probes))
         if monitor is not None:
             _record_load(table, monitor.read(), spec.threads)
         table.save(out)

@@ -215,11 +215,14 @@ class LatencyTable:
 
     def set_scope(self, *, complete: bool | None = None, kind: str | None = None,
                   signatures: int | None = None, seconds: float | None = None,
-                  load: dict[str, Any] | None = None, busy: str | None = None) -> None:
+                  load: dict[str, Any] | None = None, busy: str | None = None,
+                  probe_ms: float | None = None) -> None:
         """Record what the table covers: whether it is complete, ``space``/``archs`` scope,
         how many signatures the scope has, the profiling wall time so far (s), and how
         quiet the machine was (``load``: :mod:`nas.latency.quiet`'s reading; ``busy``:
-        why it was not quiet, or None)."""
+        why it was not quiet, or None), and the machine's speed: the fastest reading of
+        the reference kernel (``probe_ms``, :mod:`nas.latency.speedprobe`) over the
+        profile; a resumed profile keeps the fastest of all its sessions."""
         if complete is not None:
             self._data["complete"] = bool(complete)
         if kind is not None:
@@ -230,6 +233,9 @@ class LatencyTable:
             self._data["scope"]["signatures"] = int(signatures)
         if seconds is not None:
             self._data["scope"]["seconds"] = round(float(seconds), 2)
+        if probe_ms is not None:
+            old = self._data["scope"].get("probe_ms")
+            self._data["scope"]["probe_ms"] = round(float(min(probe_ms, old or probe_ms)), 6)
         if load is not None:
             self._data["scope"]["load"] = dict(load)
             self._data["scope"]["busy"] = busy
