@@ -132,12 +132,17 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
     timing = {"min_run_time": truth_mrt, "warmup": 10, "rounds": args.rounds}
     measurer = Measurer(spec.to_dict(), timing, num_classes=space.num_classes,
                         in_chans=space.in_chans)
+    probes = [measurer.probe() for _ in range(5)]
     first, second = time_archs(measurer, held, f"batch {batch} ground truth",
                                args.truth_rounds or args.rounds)
+    probes += [measurer.probe() for _ in range(5)]
     red = np.array([any(s.keep_ratio < 1.0 for s in a.stages) for a in held])
     lines = [f"**batch {batch}** ({len(table)} entries built in {table.scope['seconds']:.0f} s, "
              f"{mrt:.3f} s per measurement; {len(held)} held-out subnets, {int(red.sum())} with "
              "token reduction)", "",
+             f"reference kernel (`nas/latency/speedprobe.py`): fastest {table.scope.get('probe_ms') or float('nan'):.4f} ms "
+             f"over the profile, {min(probes):.4f} ms around the ground truth (median "
+             f"{float(np.median(probes)):.4f}); ratio {min(probes) / (table.scope.get('probe_ms') or float('nan')):.3f}", "",
              "| estimate vs ground truth | MAPE | within 5% | within 10% | max error | "
              "mean signed error | Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
     summary = ""

@@ -87,6 +87,11 @@ class _Ctx:
         return self.out / "search"
 
     @property
+    def best_arch(self) -> Path:
+        """The search's pick: re-ranked by training speed when ``search.rerank`` is on."""
+        return self.search_dir / ("best_rerank.yaml" if self.cfg.search.rerank else "best.yaml")
+
+    @property
     def model_dir(self) -> Path:
         return self.out / "export" / "model"
 
@@ -215,8 +220,19 @@ def _stage_search(ctx: _Ctx) -> dict[str, Any]:
     cmd = (f"nas search --space {ctx.cfg.space} --table {ctx.table} --predictor {ctx.predictor} "
            f"--budget-ms {budget} {to_flags(c, only=('searcher', 'trials', 'workers'))} --seed "
            f"{ctx.cfg.seed} --out {ctx.search_dir}")
-    return {"command": cmd, "budget_ms": budget, "best_acc": result.best["acc"],
-            "best_latency_ms": result.best["latency_ms"]}
+    out = {"command": cmd, "budget_ms": budget, "best_acc": result.best["acc"],
+           "best_latency_ms": result.best["latency_ms"]}
+    if c.rerank:
+        from nas.search.rerank import rerank
+
+        picked = rerank(ctx.search_dir, ctx.train_dir, top=c.rerank, steps=c.rerank_steps,
+                        echo=ctx.say)
+        ctx.say(picked.summary)
+        out["command"] += (f" && nas rerank {ctx.search_dir} --run {ctx.train_dir} --top "
+                           f"{c.rerank} --steps {c.rerank_steps}")
+        out.update(rerank_trial=picked.best["trial"], rerank_acc=picked.best["acc"],
+                   rerank_latency_ms=picked.best["latency_ms"])
+    return out
 
 
 def _stage_export(ctx: _Ctx) -> dict[str, Any]:
@@ -224,7 +240,7 @@ def _stage_export(ctx: _Ctx) -> dict[str, Any]:
     from nas.export import ExportFormatError, ModelConfig, export_subnet, is_model_dir
 
     c = ctx.cfg.export
-    best = ctx.search_dir / "best.yaml"
+    best = ctx.best_arch
     formats, skipped = list(c.formats), {}
     cmd = (f"nas export --run {ctx.train_dir} --arch {best} --out {ctx.model_dir} "
            f"{to_flags(c, only=('formats', 'finetune_epochs'))} --table {ctx.table}")
@@ -258,7 +274,7 @@ _RUNNERS: dict[str, Callable[[_Ctx], dict[str, Any]]] = {
 _ARTEFACTS: dict[str, Callable[[_Ctx], Path]] = {
     "train": lambda c: c.train_dir / "checkpoints" / "last.safetensors",
     "profile": lambda c: c.table, "collect": lambda c: c.subnets, "fit": lambda c: c.predictor,
-    "search": lambda c: c.search_dir / "best.yaml",
+    "search": lambda c: c.best_arch,
     "export": lambda c: c.model_dir / "model.safetensors",
     "report": lambda c: c.out / "report.html"}
 

@@ -84,7 +84,13 @@ SearchSection = derive(
                                               "taken as the budget", rule="in (0, 1]",
                                               check=lambda v: 0 < v <= 1)),
            ("budget_samples", int, setting(500, "random archs behind the default budget",
-                                           check=lambda v: v >= 10, rule=">= 10"))],
+                                           check=lambda v: v >= 10, rule=">= 10")),
+           ("rerank", int, setting(0, "re-rank the K most accurate archs within the budget by "
+                                   "their own training speed (nas rerank) and export that "
+                                   "pick; 0: off", check=lambda v: v == 0 or v >= 2,
+                                   rule="0 or >= 2")),
+           ("rerank_steps", int, setting(1000, "training steps per re-ranked arch",
+                                         check=lambda v: v >= 1, rule=">= 1"))],
     doc="The search (fields of :class:`nas.search.SearchConfig`); ``budget_ms: null`` takes "
         "the ``budget_quantile`` (median) of the table latencies of ``budget_samples`` random "
         "archs.", error=PipelineError, module=__name__)

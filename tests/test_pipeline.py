@@ -73,7 +73,8 @@ def test_tiny_run_end_to_end_and_resume(tmp_path, capsys):
            "train": {"epochs": 1, "batch_size": 64, "limit_train": 128, "limit_val": 64},
            "profile": {"calibrate": 3, "min_run_time": 0.01},
            "predictor": {"collect": 6, "model": "ridge", "folds": 2},
-           "search": {"searcher": "random", "trials": 8, "workers": 1},
+           "search": {"searcher": "random", "trials": 8, "workers": 1, "rerank": 3,
+                      "rerank_steps": 2},
            "export": {"formats": ["safetensors", "onnx"], "top_k": 2}}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -85,6 +86,12 @@ def test_tiny_run_end_to_end_and_resume(tmp_path, capsys):
                 "predictor/subnets.csv", "search/best.yaml", "search/pareto.png",
                 "export/model/model.safetensors", "export/model/README.md", "report.json"):
         assert (out / rel).is_file(), rel
+    # the export is the pick re-ranked by training speed, not the predictor's best
+    from nas.arch import load_arch
+    from nas.export import ModelConfig
+    assert ModelConfig.load(out / "export" / "model").arch == load_arch(out / "search" / "best_rerank.yaml")
+    assert len((out / "search" / "rerank.csv").read_text().splitlines()) == 4
+    assert "nas rerank" in status["stages"]["search"]["command"]
     html = (out / "report.html").read_text()
     assert 'src="search/pareto.png"' in html and "nas search" in html and "largest subnet" in html
     report = json.loads((out / "report.json").read_text())
