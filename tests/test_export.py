@@ -22,7 +22,12 @@ from nas.export import (
     preprocessing_for,
     write_model_dir,
 )
-from nas.export.export import REWRITE_MARGIN, choose_rewrite_set, measure_side_by_side
+from nas.export.export import (
+    REWRITE_MARGIN,
+    choose_rewrite_set,
+    export_subnet,
+    measure_side_by_side,
+)
 from nas.export.fold import fold_batchnorm
 from nas.export.formats import write_format
 from nas.export.onednn import OneDNNLinear
@@ -359,11 +364,12 @@ def test_choose_rewrite_set_keeps_only_the_rewrites_that_pay(monkeypatch):
     monkeypatch.setattr(ex, "measure_latency", lambda m, arch, **kw: (
         10 + sum(cost[k] for k, v in m.f.items() if v), "fake"))
     allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
-    flags, timed = ex.choose_rewrite_set(None, None, allowed, in_chans=3)
+    flags, timed = ex.choose_rewrite_set(None, None, allowed, in_chans=3, min_span_s=0.0)
     assert flags == {"fold_bn": True, "fuse_qkv": False, "onednn_linears": True}
     assert len(timed) == 8 and timed["none"] == 10 and timed["fold_bn+onednn_linears"] == 7
     # a rewrite the user switched off is never tried
-    flags, timed = ex.choose_rewrite_set(None, None, {**allowed, "fold_bn": False}, in_chans=3)
+    flags, timed = ex.choose_rewrite_set(None, None, {**allowed, "fold_bn": False}, in_chans=3,
+                                         min_span_s=0.0)
     assert not flags["fold_bn"] and len(timed) == 4
 
 
@@ -385,7 +391,7 @@ def test_onednn_choice_round_trips_and_old_configs_default_to_it(nets, tmp_path)
 
 @pytest.mark.parametrize("gain, kept", [(0.01, "none"), (0.10, "fuse_qkv")])
 def test_rewrites_are_kept_only_when_they_beat_the_plain_model(monkeypatch, gain, kept):
-    """Interleaved rounds, medians; a gain inside the margin keeps the plain model."""
+    """Interleaved rounds, fastest round each; a gain inside the margin keeps the plain model."""
     from nas.export import export as export_mod
     from nas.export.export import rewrite_name
 
@@ -394,7 +400,7 @@ def test_rewrites_are_kept_only_when_they_beat_the_plain_model(monkeypatch, gain
     def fake_measure(model, arch, **_kw):
         name = model.tag
         calls.append(name)
-        jitter = 0.5 if len(calls) == 3 else 0.0  # one outlier round: the median ignores it
+        jitter = 0.5 if len(calls) == 3 else 0.0  # one slow measurement: the min ignores it
         return (1.0 - gain if name == "fuse_qkv" else 1.0) + jitter, "fake"
 
     def fake_optimize(model, **flags):
@@ -405,11 +411,33 @@ def test_rewrites_are_kept_only_when_they_beat_the_plain_model(monkeypatch, gain
     monkeypatch.setattr(export_mod, "measure_latency", fake_measure)
     monkeypatch.setattr(export_mod, "optimize_for_inference", fake_optimize)
     allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": False}
-    flags, timed = choose_rewrite_set(torch.nn.Identity(), None, allowed, in_chans=3, rounds=3)
+    flags, timed = choose_rewrite_set(torch.nn.Identity(), None, allowed, in_chans=3, rounds=3,
+                                      min_span_s=0.0)
     assert rewrite_name(flags) == kept and flags["onednn_linears"] is False
     assert sorted(timed) == ["fold_bn", "fold_bn+fuse_qkv", "fuse_qkv", "none"]
     assert len(calls) == 12 and calls[:4] != calls[4:8]  # every round, order rotated
     assert timed["fuse_qkv"] == pytest.approx(1.0 - gain)
+
+
+def test_rewrites_that_measure_slower_side_by_side_are_dropped(run_dir, tmp_path, monkeypatch):
+    """The choice among rewrites is timed on its own; if the exported model then measures
+    slower than the plain one side by side, it is exported without rewrites."""
+    import nas.export.export as export_mod
+
+    on = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
+    monkeypatch.setattr(export_mod, "choose_rewrite_set", lambda *a, **kw: (on, {"none": 1.0}))
+    monkeypatch.setattr(export_mod, "measure_side_by_side",
+                        lambda models, *a, **kw: ([1.1, 1.0], "fake setting"))
+    space = load_space(run_dir / "micro.yaml")
+    res = export_subnet(run_dir / "train", extreme_arch(space, "min"), tmp_path / "m",
+                        verbose=False)
+    cfg = ModelConfig.load(tmp_path / "m")
+    assert not (cfg.bn_folded or cfg.qkv_fused or cfg.onednn_linears)
+    lat = cfg.metrics["latency_ms"]
+    assert lat["dropped"] == "fold_bn+fuse_qkv+onednn_linears"
+    assert lat["measured"] == lat["measured_plain"] == 1.0
+    assert not any(isinstance(m, OneDNNLinear) for m in load_model(tmp_path / "m").modules())
+    assert res.config == cfg
 
 
 def test_exported_and_plain_are_timed_side_by_side_over_the_span(monkeypatch):
