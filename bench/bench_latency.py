@@ -302,7 +302,7 @@ def main() -> None:
         f"- setting: {describe_device(t.device)} (batch as below)",
         f"- timing: ~1 ms timed blocks on the {t.timing['clock']} clock, "
         f"up to {t.timing['warmup']} warm-up calls (at least 2; no more once they took half the "
-        "timed time); statistic over blocks: {t.stat} (the table's), and "
+        f"timed time); statistic over blocks: {t.stat} (the table's), and "
         f"the other for comparison; {args.rounds} rounds of {args.min_run_time:g} s per "
         f"component ({t.timing.get('calibration_rounds', args.rounds)} per calibration subnet, "
         f"{args.truth_rounds or args.rounds} of {args.truth_min_run_time:g} s for the ground "
