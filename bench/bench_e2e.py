@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=None, help="standalone results cache")
     p.add_argument("--rerank", type=int, default=0, metavar="K",
                    help="also re-rank each search's K best candidates by training speed "
-                   "(nas rerank; ~90 CPU s per candidate, cached in the search dir), a found "
+                   "(nas rerank; 90-220 CPU s per candidate, cached in the search dir), a found "
                    "subnet of its own: found[NAME+rerank]")
     p.add_argument("--rerank-with", default="", metavar="NAMES",
                    help="comma-separated predictors whose searches are re-ranked (default all)")

@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "first STEPS standalone training steps from their own initialisation, "
                     "the training run's recipe), and pick the fastest learner. It ranks "
                     "mixer families the way standalone training does, which inherited-weight "
-                    "predictors do not (CIFAR-10 references: tau 0.76 vs 0.47), at ~90 CPU s "
-                    "per arch with 1000 steps. Writes rerank.csv and best_rerank.yaml in the "
+                    "predictors do not (CIFAR-10 references: tau 0.76 vs 0.47), at 90-220 CPU s "
+                    "per cifar32 arch with 1000 steps. Writes rerank.csv and best_rerank.yaml in the "
                     "search dir; rerunning resumes.")
     r.add_argument("search_dir", metavar="SEARCH_DIR", help="run directory of nas search")
     r.add_argument("--run", required=True, metavar="RUN_DIR",

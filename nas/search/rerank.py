@@ -6,7 +6,7 @@ each is trained alone (``bench/bench_ranking.py``; on the 30 CIFAR-10 references
 best saved predictor ranks standalone accuracy at Kendall tau 0.47). The training-speed
 estimate -- minus the summed loss of the first ``steps`` standalone training steps from
 the subnet's own initialisation (:mod:`nas.predictors.proxies`) -- ranks the same
-references at 0.76 with 1000 steps, but costs about 90 CPU seconds per subnet: too slow
+references at 0.76 with 1000 steps, but costs 90-220 CPU seconds per cifar32 subnet: too slow
 for every trial of a search, cheap enough for its ``top`` best. So:
 
 1. take the ``top`` distinct archs of the search's trial log that fit its budget (and
@@ -139,7 +139,7 @@ def rerank(search_dir: str | Path, run_dir: str | Path, *, top: int = 10, steps:
     done = _scored(path, key)
     todo = [r for r in chosen if Arch.from_dict(r["arch"]).to_json() not in done]
     say(f"rerank: {len(chosen)} candidates within {config.budget_ms:g} ms, {len(chosen) - len(todo)} "
-        f"already scored; train_speed over {steps} steps (~{0.09 * steps:.0f} CPU s each)")
+        f"already scored; train_speed over {steps} steps each")
     if todo and scorer is None:
         from nas.predictors.collect import run_scorer
 
