@@ -88,6 +88,13 @@ def test_timing_waits_for_the_speed_the_table_was_profiled_at(tiny, monkeypatch)
     assert speed_verdict(s3.m.last_speed) is None
 
 
+def test_no_clean_round_keeps_every_round(tiny, monkeypatch):
+    # the only fast probe is the first: every round is bracketed by a slow one
+    s = Scripted(tiny, monkeypatch, rounds=[1.3, 1.2, 1.25], probes=[1.0, 1.2])
+    assert s.run(rounds=2, max_span_s=0.0) == [1.2] * 3
+    assert s.m.last_speed["clean_rounds"] == 0 and s.rounds == 2
+
+
 def test_speed_verdict_threshold():
     base = {"probe_ms": 1.0, "reference_ms": 1.0, "span_s": 6.0}
     assert speed_verdict({**base, "slower": SLOW}) is None

@@ -325,6 +325,9 @@ class Measurer:
                 "probe_ms": fastest, "reference_ms": reference_ms,
                 "slower": fastest / reference_ms if reference_ms else None,
                 "rounds": r, "clean_rounds": len(used), "span_s": round(span, 2)}
+            # no round between two fast probes (the fastest came first, then a slow phase
+            # to the end): every round counts, and clean_rounds 0 says so
+            used = used or [st for st, _ in per_round]
         else:
             used = [st for st, _ in per_round]
         out = [dict(st) for st in used[0]]
