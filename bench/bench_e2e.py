@@ -135,6 +135,11 @@ def _search_dir(args, pname: str, name: str, budget: float) -> Path:
     return ROOT / "runs" / "e2e" / f"{args.pipeline.name}_{pname}_{name}_{budget}ms"
 
 
+def _reranked(args, state: dict) -> list[str]:
+    """The predictors whose searches ``--rerank-with`` names (all by default)."""
+    return [n for n in args.rerank_with.split(",") if n] or list(state["predictors"])
+
+
 def rerank_phase(args, state: dict) -> None:
     """Each cached search's ``--rerank`` best candidates re-ranked by training speed
     (``nas rerank``), its pick added as ``found[NAME+rerank]@BUDGET``."""
@@ -143,7 +148,7 @@ def rerank_phase(args, state: dict) -> None:
     run = load_run(args.pipeline / "train")
     table = LatencyTable.load(args.pipeline / "latency" / "table.json", space=run.space)
     x, y = load_val_data(run.config)
-    names = [n for n in args.rerank_with.split(",") if n] or list(state["predictors"])
+    names = _reranked(args, state)
     for name in BUDGET_REFS:
         budget = state["budgets"][name]
         for pname in names:
@@ -263,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(state_path, {**state, "config": run_cfg})
     if args.rerank and not all(
             f"found[{p}+rerank]@{n}" in state["found"] for n in BUDGET_REFS
-            for p in ([x for x in args.rerank_with.split(",") if x] or state["predictors"])):
+            for p in _reranked(args, state)):
         rerank_phase(args, state)
         write_json(state_path, state)
     if args.search_only:
