@@ -301,8 +301,8 @@ def main() -> None:
     text = header("Latency tables: predicted vs measured end-to-end latency (CPU)") + "\n".join([
         f"- setting: {describe_device(t.device)} (batch as below)",
         f"- timing: ~1 ms timed blocks on the {t.timing['clock']} clock, "
-        f"up to {t.timing['warmup']} warm-up calls (at least 2; no more once they took half the "
-        f"timed time); statistic over blocks: {t.stat} (the table's), and "
+        f"up to {t.timing['warmup']} timed warm-up calls (the fastest sizes the blocks; none "
+        f"beyond the second once they took a fifth of the timed time); statistic over blocks: {t.stat} (the table's), and "
         f"the other for comparison; {args.rounds} rounds of {args.min_run_time:g} s per "
         f"component ({t.timing.get('calibration_rounds', args.rounds)} per calibration subnet, "
         f"{args.truth_rounds or args.rounds} of {args.truth_min_run_time:g} s for the ground "

@@ -64,7 +64,7 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     from nas.latency import LatencyTable
     from nas.latency.measure import measure_archs_checked
     from nas.latency.quiet import quiet_timing
-    from nas.latency.speedprobe import speed_verdict
+    from nas.latency.speedprobe import speed_verdict, table_reference
     from nas.predictors import load_predictor
     from nas.search.report import reference_archs
     from nas.training import evaluate, load_run, load_run_calib_data, load_val_data
@@ -101,7 +101,8 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     say("report: timing the subnets end to end")
     archs = [Arch.from_dict(r["arch"]) for r in rows]
     (times, speed), busy = quiet_timing(
-        lambda: measure_archs_checked(archs, space, reference_ms=table.scope.get("probe_ms"),
+        lambda: measure_archs_checked(archs, space, reference_ms=table_reference(
+            table.scope, measure_kw["batch_size"]),
                                       **measure_kw),
         threads=measure_kw["threads"], attempts=2, max_wait_s=10.0)
     if busy:

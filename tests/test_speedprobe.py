@@ -2,6 +2,7 @@
 slow phase is left out or reported instead of being passed off as latency."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict
 
@@ -11,7 +12,8 @@ import nas.latency.measure as measure_mod
 from nas.latency import LatencyTable, Measurer, profile_space
 from nas.latency.device import DeviceSpec
 from nas.latency.measure import Timing
-from nas.latency.speedprobe import SLOW, SpeedProbe, speed_verdict
+from nas.latency.speedprobe import (SLOW, SpeedProbe, speed_verdict, table_reference,
+                                    workload_name)
 from tests import test_latency as _lat
 from tests.test_latency import FAST, _archs
 
@@ -24,6 +26,15 @@ def test_the_probe_times_a_fixed_workload():
     a, b = probe(), probe()
     assert 0 < a < 50 and 0 < b < 50 and math.isfinite(a)
     assert probe.timing.min_run_time < Timing().min_run_time  # cheap beside a round
+
+
+def test_the_workload_grows_with_the_batch():
+    # as much memory as the models it stands for: at batch 64 a batch-1 workload read the
+    # VM's slow phases at half their depth
+    small = SpeedProbe(DeviceSpec.parse("cpu", threads=1, batch_size=1).resolve(), Timing())
+    big = SpeedProbe(DeviceSpec.parse("cpu", threads=1, batch_size=64).resolve(), Timing())
+    assert big.x.numel() == 64 * small.x.numel() and small.x.shape == (16, 16, 128)
+    assert (small.name, big.name) == (workload_name(1), workload_name(64)) and small.name != big.name
 
 
 class Scripted:
@@ -114,3 +125,48 @@ def test_the_table_records_the_fastest_probe(tiny, tmp_path, monkeypatch):
     table.set_scope(probe_ms=0.5)
     table.save(out)
     assert LatencyTable.load(out).scope["probe_ms"] == 0.5
+
+
+def test_readings_are_compared_only_with_the_same_workload(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(Measurer, "probe", lambda self: 0.7)
+    out = tmp_path / "t.json"
+    profile_space(tiny, out=out, calibrate=0, batch_size=4, **{**FAST, "rounds": 1})
+    scope = LatencyTable.load(out).scope
+    assert scope["probe"] == workload_name(4)
+    assert table_reference(scope, 4) == 0.7
+    assert table_reference(scope, 1) is None and table_reference(scope, 8) is None
+    # a table from before the workload grew with the batch ran the batch-1 workload
+    legacy = {"probe_ms": 0.4}
+    assert table_reference(legacy, 1) == 0.4 and table_reference(legacy, 64) is None
+    # resumed with another workload: the old reading is dropped, not mixed in
+    table = LatencyTable.load(out)
+    table.set_scope(probe_ms=0.9, probe=workload_name(8))
+    assert table.scope["probe_ms"] == 0.9 and table.scope["probe"] == workload_name(8)
+    table.set_scope(probe_ms=0.95, probe=workload_name(8))
+    assert table.scope["probe_ms"] == 0.9
+
+
+def test_nas_measure_waits_only_for_a_reading_of_its_own_workload(tiny, tmp_path, monkeypatch):
+    import nas.cli._latency as cli_latency
+    from nas.cli import main
+
+    monkeypatch.setattr(Measurer, "probe", lambda self: 0.7)
+    table = tmp_path / "t.json"
+    profile_space(tiny, out=table, calibrate=0, **{**FAST, "rounds": 1})
+    arch, space = tmp_path / "a.json", tmp_path / "s.json"
+    arch.write_text(_archs(tiny, 1, seed=2)[0].to_json())
+    space.write_text(json.dumps(_lat.TINY))
+    seen = []
+
+    def checked(archs, space, *, reference_ms, **kw):
+        seen.append((reference_ms, kw["batch_size"]))
+        return [1.0], {}
+
+    monkeypatch.setattr(cli_latency, "measure_archs_checked", checked)
+    monkeypatch.setattr(cli_latency, "measure_arch",
+                        lambda *a, **kw: seen.append((None, kw["batch_size"])) or 1.0)
+    common = ["measure", "--space", str(space), "--arch", str(arch), "--table", str(table),
+              "--min-run-time", "0.002", "--warmup", "1", "--rounds", "1", "--threads", "1"]
+    assert main(common) == 0
+    assert main([*common, "--batch-size", "8"]) == 0
+    assert seen == [(0.7, 1), (None, 8)]

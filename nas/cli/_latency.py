@@ -11,8 +11,8 @@ from nas.latency.archs import read_archs
 from nas.latency.config import ProfileConfig
 from nas.latency.device import DeviceSpec, describe_device
 from nas.latency.measure import Timing, measure_arch, measure_archs_checked
-from nas.latency.speedprobe import speed_verdict
 from nas.latency.profile import profile_space
+from nas.latency.speedprobe import speed_verdict, table_reference
 from nas.latency.table import LatencyTable, merge_tables
 from nas.settings import given_flags
 from nas.space import load_space
@@ -104,9 +104,9 @@ def measure(args: argparse.Namespace) -> int:
               min_run_time=c.min_run_time, warmup=c.warmup, stat=c.stat, clock=c.clock,
               rounds=c.rounds)
     slow = None
-    if table is not None and table.scope.get("probe_ms"):  # wait for the table's speed
-        (ms,), speed = measure_archs_checked([arch], space, reference_ms=table.scope["probe_ms"],
-                                             **kw)
+    reference = table_reference(table.scope, c.batch_size) if table is not None else None
+    if reference:  # wait for the table's speed
+        (ms,), speed = measure_archs_checked([arch], space, reference_ms=reference, **kw)
         slow = speed_verdict(speed)
     else:
         ms = measure_arch(arch, space, **kw)

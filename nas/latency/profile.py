@@ -39,6 +39,7 @@ from nas.io import check_output_file
 from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
 from nas.latency.measure import Measurer, Timing
 from nas.latency.signatures import Signature, archs_signatures, space_signatures
+from nas.latency.speedprobe import workload_name
 from nas.latency.table import LatencyTable
 from nas.progress import progress as show_progress
 from nas.raysession import ray_session
@@ -47,6 +48,7 @@ from nas.space import SearchSpace
 __all__ = ["profile_space", "calibration_archs", "round_order", "CALIBRATION_STRATEGIES"]
 
 CALIBRATION_ROUNDS = 4  # calibration rounds per component round
+SAVE_GAP = 50  # seconds between table writes, in units of the last write's duration
 
 
 def round_order(items: Sequence[Any], seed: int, r: int) -> list[Any]:
@@ -135,6 +137,7 @@ class _RayMeasurer:
             self.close()
             raise DeviceError(f"no node of the Ray cluster at {address} has {threads} CPUs "
                               f"for --threads {threads}")
+        self.probe_name = workload_name(spec.batch_size)
         self._actor = ray.remote(**opts)(Measurer).remote(
             spec.to_dict(), asdict(timing), num_classes=space.num_classes,
             in_chans=space.in_chans)
@@ -247,7 +250,9 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             incomplete; rerunning resumes).
         max_signatures: refuse spaces with more signatures than this (use ``archs``).
         features: calibration terms (see :mod:`nas.latency.calibrate`).
-        save_every: rewrite the table after this many new entries.
+        save_every: signatures per call to the measurer (a Ray actor's round trip); the
+            table is rewritten after a chunk unless the last write was very recent
+            (:class:`_Saver`).
         recalibrate: drop the calibration timings of an existing table and time the
             calibration subnets again (the machine may have drifted since; components
             are kept).
@@ -347,7 +352,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         table.set_scope(complete=True, signatures=len(sigs) if table.scope["kind"] == "space"
                         else len(table))
         table.calibrate(features)
-        table.set_scope(seconds=seconds + time.perf_counter() - t0, probe_ms=min(probes))
+        table.set_scope(seconds=seconds + time.perf_counter() - t0, probe_ms=min(probes),
+                        probe=measurer.probe_name)
         if monitor is not None:
             _record_load(table, monitor.read(), spec.threads)
         table.save(out)
@@ -366,28 +372,51 @@ def _record_load(table: LatencyTable, reading: dict[str, Any], threads: int | No
                     "and may predict too slow on a quiet machine", reason)
 
 
+class _Saver:
+    """Writes the table as measurements come in, spending at most ~1/:data:`SAVE_GAP` of
+    the time on it: a full batch-64 table takes ~30 ms to write, and saving after every
+    chunk of 8 entries and every calibration subnet wrote it ~920 times (~40 s of a
+    688 s profile). An interrupted profile loses at most ``SAVE_GAP`` writes' worth of
+    measuring (~1.5 s)."""
+
+    def __init__(self, table: LatencyTable, out: Path):
+        self.table, self.out = table, out
+        self.last, self.cost = float("-inf"), 0.0
+
+    def __call__(self, force: bool = False) -> None:
+        start = time.perf_counter()
+        if force or start - self.last >= SAVE_GAP * self.cost:
+            self.table.save(self.out)
+            self.last = time.perf_counter()
+            self.cost = self.last - start
+
+
 def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature], out: Path,
                         save_every: int, progress: bool, desc: str = "profile") -> None:
     bar = show_progress(len(todo), desc, unit="sig", enabled=progress)
+    save = _Saver(table, out)
     try:
         for i in range(0, len(todo), save_every):
             chunk = todo[i:i + save_every]
             for g, stats in zip(chunk, measurer.measure([g.key for g in chunk]), strict=True):
                 table.add(g, stats, merge=True)
-            table.save(out)
+            save()
             bar.update(len(chunk))
     finally:
+        save(force=True)
         bar.close()
 
 
 def _measure_calibration(measurer: Any, table: LatencyTable, todo: list[Arch], out: Path,
                          seed: int, progress: bool, desc: str = "calibrate") -> None:
     bar = show_progress(len(todo), desc, unit="arch", enabled=progress)
+    save = _Saver(table, out)
     try:
         for a in todo:
             stats, = measurer.measure_archs([a.to_dict()])
             table.add_calibration_sample(a, stats, seed=seed)
-            table.save(out)
+            save()
             bar.update(1)
     finally:
+        save(force=True)
         bar.close()

@@ -13,6 +13,14 @@ time limit) until the machine runs as fast as it did when the table was profiled
 Whatever is left of a slowdown is reported as a ratio instead of being passed off as
 a latency.
 
+The workload grows with the batch size (``16 x batch`` rows of 16 x 128), so it touches
+about as much memory as the models it stands for. At batch 64, per second of this
+project's VM, a batch-1 workload (0.13 MiB) followed a tiny32 subnet's slowdowns at
+correlation 0.93 and 0.90 in two runs, the batch-scaled one (8 MiB) at 0.95 and 0.94
+(``bench/bench_probe.py``, ``bench/results/probe_cpu.md``; at batch 8 the two did
+equally well). A table records which workload it was probed with (``scope["probe"]``); a reading is only
+compared with one of the same workload (:func:`table_reference`).
+
 Example:
     >>> probe = SpeedProbe(DeviceSpec.parse("cpu", threads=1), Timing())  # doctest: +SKIP
     >>> probe()  # ms per call of the reference workload  # doctest: +SKIP
@@ -27,19 +35,37 @@ from torch import nn
 
 from nas.latency.device import DeviceSpec
 
-__all__ = ["SpeedProbe", "SLOW", "PROBE_RUN_TIME", "speed_verdict"]
+__all__ = ["SpeedProbe", "SLOW", "PROBE_RUN_TIME", "speed_verdict", "workload_name",
+           "table_reference"]
 
 SLOW = 1.05  # a probe this much above the fastest reading: the machine is in a slow phase
 PROBE_RUN_TIME = 0.03  # seconds of timed calls per probe (~30 blocks of ~1 ms)
 
 
-def _workload() -> tuple[nn.Module, torch.Tensor]:
+def _rows(batch_size: int) -> int:
+    return 16 * max(1, int(batch_size))
+
+
+def workload_name(batch_size: int) -> str:
+    """What the reference kernel runs at ``batch_size`` (recorded in a table's scope)."""
+    return f"mlp 128-256-128 on ({_rows(batch_size)}, 16, 128)"
+
+
+def _workload(batch_size: int) -> tuple[nn.Module, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 128))
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model, torch.randn(16, 16, 128, generator=g)
+    return model, torch.randn(_rows(batch_size), 16, 128, generator=g)
+
+
+def table_reference(scope: dict, batch_size: int) -> float | None:
+    """A table's fastest probe reading (``scope["probe_ms"]``), if it was taken with the
+    workload that timing at ``batch_size`` probes with now, else None. Tables written
+    before the workload grew with the batch ran the batch-1 workload."""
+    recorded = scope.get("probe", workload_name(1))
+    return scope.get("probe_ms") if recorded == workload_name(batch_size) else None
 
 
 class SpeedProbe:
@@ -49,7 +75,8 @@ class SpeedProbe:
     def __init__(self, spec: DeviceSpec, timing):
         self.spec = spec
         self.timing = replace(timing, min_run_time=PROBE_RUN_TIME, rounds=1, warmup=3)
-        self.model, self.x = _workload()
+        self.name = workload_name(spec.batch_size)
+        self.model, self.x = _workload(spec.batch_size)
 
     def __call__(self) -> float:
         from nas.latency.measure import time_module

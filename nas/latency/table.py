@@ -216,13 +216,15 @@ class LatencyTable:
     def set_scope(self, *, complete: bool | None = None, kind: str | None = None,
                   signatures: int | None = None, seconds: float | None = None,
                   load: dict[str, Any] | None = None, busy: str | None = None,
-                  probe_ms: float | None = None) -> None:
+                  probe_ms: float | None = None, probe: str | None = None) -> None:
         """Record what the table covers: whether it is complete, ``space``/``archs`` scope,
         how many signatures the scope has, the profiling wall time so far (s), and how
         quiet the machine was (``load``: :mod:`nas.latency.quiet`'s reading; ``busy``:
         why it was not quiet, or None), and the machine's speed: the fastest reading of
         the reference kernel (``probe_ms``, :mod:`nas.latency.speedprobe`) over the
-        profile; a resumed profile keeps the fastest of all its sessions."""
+        profile; a resumed profile keeps the fastest of all its sessions with the same
+        workload (``probe``, :func:`nas.latency.speedprobe.workload_name`; a reading of
+        another workload replaces the old one)."""
         if complete is not None:
             self._data["complete"] = bool(complete)
         if kind is not None:
@@ -233,6 +235,12 @@ class LatencyTable:
             self._data["scope"]["signatures"] = int(signatures)
         if seconds is not None:
             self._data["scope"]["seconds"] = round(float(seconds), 2)
+        if probe is not None:
+            from nas.latency.speedprobe import workload_name
+
+            if self._data["scope"].get("probe", workload_name(1)) != probe:
+                self._data["scope"].pop("probe_ms", None)
+            self._data["scope"]["probe"] = probe
         if probe_ms is not None:
             old = self._data["scope"].get("probe_ms")
             self._data["scope"]["probe_ms"] = round(float(min(probe_ms, old or probe_ms)), 6)
