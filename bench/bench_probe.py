@@ -77,8 +77,8 @@ def main() -> None:
         x = torch.randn(batch, space.in_chans, arch.resolution, arch.resolution)
         small, xs = _workload(1)
         scaled, xb = _workload(batch)
-        fns = {"model": lambda: model(x), "batch-1": lambda: small(xs),
-               "scaled": lambda: scaled(xb)}
+        fns = {"model": lambda m=model, a=x: m(a), "batch-1": lambda m=small, a=xs: m(a),
+               "scaled": lambda m=scaled, a=xb: m(a)}
         bins = trace(fns, args.seconds)
         depth = {k: float(np.percentile(v, 95) - 1) for k, v in bins.items()}
         for k in ("batch-1", "scaled"):

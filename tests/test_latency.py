@@ -31,7 +31,8 @@ from nas.latency.profile import CALIBRATION_ROUNDS
 from nas.model import build_model
 from nas.space import parse_space
 
-FAST = {"min_run_time": 0.002, "warmup": 1, "threads": 1, "progress": False, "rounds": 1}
+FAST = {"min_run_time": 0.002, "warmup": 1, "threads": 1, "progress": False, "rounds": 1,
+        "retime": 0}  # exact measurement counts: no re-timing of slow-phase entries
 
 TINY = {
     "name": "lat-tiny",

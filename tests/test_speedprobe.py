@@ -12,8 +12,7 @@ import nas.latency.measure as measure_mod
 from nas.latency import LatencyTable, Measurer, profile_space
 from nas.latency.device import DeviceSpec
 from nas.latency.measure import Timing
-from nas.latency.speedprobe import (SLOW, SpeedProbe, speed_verdict, table_reference,
-                                    workload_name)
+from nas.latency.speedprobe import SLOW, SpeedProbe, speed_verdict, table_reference, workload_name
 from tests import test_latency as _lat
 from tests.test_latency import FAST, _archs
 

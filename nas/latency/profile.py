@@ -39,6 +39,7 @@ from nas.io import check_output_file
 from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
 from nas.latency.measure import Measurer, Timing
 from nas.latency.signatures import Signature, archs_signatures, space_signatures
+from nas.latency.slowphase import RETIME_ROUNDS, SlowPhases
 from nas.latency.speedprobe import workload_name
 from nas.latency.table import LatencyTable
 from nas.progress import progress as show_progress
@@ -211,7 +212,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                   max_entries: int | None = None, max_signatures: int = 20000,
                   features: Sequence[str] = cal.DEFAULT_FEATURES, save_every: int = 8,
                   recalibrate: bool = False, progress: bool = True, calibration: str = "random",
-                  force: bool = False, allow_busy: bool | None = None) -> LatencyTable:
+                  force: bool = False, allow_busy: bool | None = None,
+                  retime: int = RETIME_ROUNDS) -> LatencyTable:
     """Measure every component signature of ``space`` on a device and write a table.
 
     Args:
@@ -257,6 +259,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             calibration subnets again (the machine may have drifted since; components
             are kept).
         progress: show progress (a bar on a terminal, a line per 10% in a log).
+        retime: extra rounds, at most, for the entries this session timed only while the
+            reference kernel ran slow (:mod:`nas.latency.slowphase`); 0: none.
         force: overwrite an existing ``out`` of another space or setting.
         allow_busy: time even when other processes keep the machine busy (the table
             records it in ``scope["busy"]``). By default (``None``: unless the
@@ -327,23 +331,26 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         # speed drifts over minutes then biases the sum-to-model ratio the fit learns.
         cal_rounds = CALIBRATION_ROUNDS * rounds
         table.set_rounds(rounds, calibration=cal_rounds)
-        probes = []  # the reference kernel before every round: the machine's speed
+        # the reference kernel before every round and between chunks: the machine's speed
+        phases = SlowPhases(measurer)
         for r in range(rounds):
-            probes.append(measurer.probe())
+            phases.probe()
             todo = [g for g in sigs if table.rounds(g) <= r][:budget]
             budget -= len(todo)
             todo = round_order(todo, seed, r)
             _measure_signatures(measurer, table, todo, out, save_every, progress,
-                                desc=f"profile {r + 1}/{rounds}")
+                                desc=f"profile {r + 1}/{rounds}", phases=phases)
             if stop_early:
                 continue
             for c in range(r * CALIBRATION_ROUNDS, (r + 1) * CALIBRATION_ROUNDS):
-                probes.append(measurer.probe())
+                phases.probe()
                 _measure_calibration(measurer, table,
                                      round_order([a for a in cal_archs
                                                   if table.calibration_rounds(a) <= c],
                                                  seed, cal_rounds + c),
                                      out, seed, progress, desc=f"calibrate {c + 1}/{cal_rounds}")
+        if not stop_early:
+            _retime_slow(measurer, table, sigs, phases, out, save_every, seed, progress, retime)
         if stop_early:
             table.set_scope(complete=False, signatures=len(sigs) if scope == "space" else None,
                             seconds=seconds + time.perf_counter() - t0)
@@ -352,7 +359,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         table.set_scope(complete=True, signatures=len(sigs) if table.scope["kind"] == "space"
                         else len(table))
         table.calibrate(features)
-        table.set_scope(seconds=seconds + time.perf_counter() - t0, probe_ms=min(probes),
+        table.set_scope(seconds=seconds + time.perf_counter() - t0, probe_ms=phases.fastest,
                         probe=measurer.probe_name)
         if monitor is not None:
             _record_load(table, monitor.read(), spec.threads)
@@ -391,15 +398,49 @@ class _Saver:
             self.cost = self.last - start
 
 
+def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phases: SlowPhases,
+                 out: Path, save_every: int, seed: int, progress: bool, retime: int) -> None:
+    """Time again, up to ``retime`` times, the entries this session timed only
+    while the reference kernel ran slow (:mod:`nas.latency.slowphase`); the table keeps
+    each entry's fastest, and records how many there were (``scope.retimed``)."""
+    by_key = {g.key: g for g in sigs}
+    first = None
+    for extra in range(retime):
+        phases.probe()  # closes the last chunks of the rounds before
+        todo = phases.unclean(list(by_key))
+        if first is None:
+            first = len(todo)
+        if not todo:
+            break
+        log.info("%d entries were timed only while the machine ran slow (reference kernel "
+                 "more than 5%% above its fastest); timing them again (%d/%d)", len(todo),
+                 extra + 1, retime)
+        _measure_signatures(measurer, table,
+                            round_order([by_key[k] for k in todo], seed, 10_000 + extra),
+                            out, save_every, progress, desc=f"re-time {extra + 1}/{retime}",
+                            phases=phases)
+    phases.probe()
+    left = len(phases.unclean(list(by_key)))
+    if left:
+        log.warning("%d entries were still timed only while the machine ran slow; they may "
+                    "predict too slow", left)
+    table.set_scope(retimed={"slow_entries": first or 0, "still_slow": left})
+
+
 def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature], out: Path,
-                        save_every: int, progress: bool, desc: str = "profile") -> None:
+                        save_every: int, progress: bool, desc: str = "profile",
+                        phases: SlowPhases | None = None) -> None:
     bar = show_progress(len(todo), desc, unit="sig", enabled=progress)
     save = _Saver(table, out)
     try:
         for i in range(0, len(todo), save_every):
             chunk = todo[i:i + save_every]
+            if phases is not None:
+                phases.before_chunk()
             for g, stats in zip(chunk, measurer.measure([g.key for g in chunk]), strict=True):
                 table.add(g, stats, merge=True)
+            if phases is not None:
+                phases.after_chunk([g.key for g in chunk])
             save()
             bar.update(len(chunk))
     finally:

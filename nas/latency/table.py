@@ -216,7 +216,8 @@ class LatencyTable:
     def set_scope(self, *, complete: bool | None = None, kind: str | None = None,
                   signatures: int | None = None, seconds: float | None = None,
                   load: dict[str, Any] | None = None, busy: str | None = None,
-                  probe_ms: float | None = None, probe: str | None = None) -> None:
+                  probe_ms: float | None = None, probe: str | None = None,
+                  retimed: dict[str, int] | None = None) -> None:
         """Record what the table covers: whether it is complete, ``space``/``archs`` scope,
         how many signatures the scope has, the profiling wall time so far (s), and how
         quiet the machine was (``load``: :mod:`nas.latency.quiet`'s reading; ``busy``:
@@ -224,7 +225,8 @@ class LatencyTable:
         the reference kernel (``probe_ms``, :mod:`nas.latency.speedprobe`) over the
         profile; a resumed profile keeps the fastest of all its sessions with the same
         workload (``probe``, :func:`nas.latency.speedprobe.workload_name`; a reading of
-        another workload replaces the old one)."""
+        another workload replaces the old one), and how many entries were timed only in
+        slow phases and timed again (``retimed``: ``slow_entries``, ``still_slow``)."""
         if complete is not None:
             self._data["complete"] = bool(complete)
         if kind is not None:
@@ -244,6 +246,8 @@ class LatencyTable:
         if probe_ms is not None:
             old = self._data["scope"].get("probe_ms")
             self._data["scope"]["probe_ms"] = round(float(min(probe_ms, old or probe_ms)), 6)
+        if retimed is not None:
+            self._data["scope"]["retimed"] = {k: int(v) for k, v in retimed.items()}
         if load is not None:
             self._data["scope"]["load"] = dict(load)
             self._data["scope"]["busy"] = busy

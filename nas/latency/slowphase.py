@@ -1,0 +1,92 @@
+"""Which table entries were timed only in a slow phase of the machine, to time them again.
+
+A profile keeps each entry's fastest round, which is enough while slow phases are short
+beside a round. On a busier host they are not: in one batch-8 profile the reference
+kernel's median read 20% above its fastest, and 4 of 120 held-out subnets were predicted
+16-38% too slow because components they use had been timed slow in all 4 rounds (timed
+again minutes later: 0.82 ms where the table held 1.27 ms).
+:class:`SlowPhases` probes the reference kernel (:mod:`nas.latency.speedprobe`) between
+chunks of entries, at most every :data:`PROBE_GAP_S` seconds, and remembers which chunk
+came between which probes. An entry is *clean* once one of its chunks lies between two
+probes within :data:`~nas.latency.speedprobe.SLOW` of the fastest reading of the
+session; :func:`nas.latency.profile.profile_space` re-times the entries that have no
+clean measurement, up to :data:`RETIME_ROUNDS` more rounds.
+
+Example:
+    >>> phases = SlowPhases(measurer)  # doctest: +SKIP
+    >>> phases.before_chunk(); stats = measurer.measure(keys); phases.after_chunk(keys)  # doctest: +SKIP
+    >>> phases.unclean(keys)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nas.latency.speedprobe import SLOW
+
+__all__ = ["SlowPhases", "PROBE_GAP_S", "RETIME_ROUNDS"]
+
+PROBE_GAP_S = 2.0  # at most one probe per this many seconds (a batch-64 probe takes ~0.13 s)
+RETIME_ROUNDS = 2  # extra rounds for entries that have no clean measurement
+
+
+class SlowPhases:
+    """Probe readings and the chunks of entries timed between them, in order.
+
+    Args:
+        measurer: anything with ``probe() -> float`` (ms of the reference workload).
+        gap_s: the least time between two probes (default :data:`PROBE_GAP_S`).
+    """
+
+    def __init__(self, measurer: Any, gap_s: float | None = None):
+        self.measurer = measurer
+        self.gap_s = PROBE_GAP_S if gap_s is None else gap_s
+        self.readings: list[float] = []
+        self.chunks: list[tuple[list[str], int, int | None]] = []  # keys, probe before, after
+        self._open: list[list[str]] = []  # chunks since the last probe
+        self._last = float("-inf")
+
+    def probe(self) -> float:
+        """Read the reference kernel now; closes the chunks timed since the last reading."""
+        reading = float(self.measurer.probe())
+        self.readings.append(reading)
+        self._last = time.perf_counter()
+        i = len(self.readings) - 1
+        self.chunks += [(keys, i - 1, i) for keys in self._open]
+        self._open = []
+        return reading
+
+    def before_chunk(self) -> None:
+        """Probe unless the last reading is recent (a chunk always follows a reading)."""
+        if not self.readings or time.perf_counter() - self._last >= self.gap_s:
+            self.probe()
+
+    def after_chunk(self, keys: Sequence[str]) -> None:
+        """Record that ``keys`` were just timed (judged by the next reading too)."""
+        self._open.append(list(keys))
+
+    @property
+    def fastest(self) -> float | None:
+        return min(self.readings) if self.readings else None
+
+    def clean_keys(self) -> set[str]:
+        """Keys with at least one chunk between two readings within SLOW of the fastest
+        (a chunk with no reading after it yet counts by the one before)."""
+        if not self.readings:
+            return set()
+        limit = SLOW * min(self.readings)
+        last = len(self.readings) - 1
+        out: set[str] = set()
+        for keys, before, after in [*self.chunks, *[(k, last, None) for k in self._open]]:
+            around = [self.readings[i] for i in (before, after) if i is not None and i >= 0]
+            if around and max(around) <= limit:
+                out.update(keys)
+        return out
+
+    def unclean(self, keys: Sequence[str]) -> list[str]:
+        """Those of ``keys`` timed in this session with no clean measurement, in order."""
+        timed = {k for keys_, _, _ in self.chunks for k in keys_}
+        timed.update(k for keys_ in self._open for k in keys_)
+        clean = self.clean_keys()
+        return [k for k in keys if k in timed and k not in clean]

@@ -1,0 +1,101 @@
+"""Entries timed only while the machine ran slow are found and timed again."""
+from __future__ import annotations
+
+import pytest
+
+import nas.latency.slowphase as slowphase
+from nas.latency import LatencyTable, Measurer, profile_space
+from nas.latency.signatures import space_signatures
+from nas.latency.slowphase import SlowPhases
+from tests import test_latency as _lat
+from tests.test_latency import FAST
+
+_one_thread, tiny = _lat._one_thread, _lat.tiny  # the same fixtures (autouse, module scope)
+
+
+class Readings:
+    def __init__(self, values):
+        self.values, self.k = list(values), 0
+
+    def probe(self):
+        self.k += 1
+        return self.values[min(self.k - 1, len(self.values) - 1)]
+
+
+def test_a_chunk_is_clean_only_between_two_fast_readings():
+    phases = SlowPhases(Readings([1.0, 1.0, 1.3, 1.0]), gap_s=0.0)
+    for keys in (["a", "b"], ["c"], ["d"]):
+        phases.before_chunk()
+        phases.after_chunk(keys)
+    phases.probe()
+    # a, b: between 1.0 and 1.0; c: between 1.0 and 1.3; d: between 1.3 and 1.0
+    assert phases.clean_keys() == {"a", "b"}
+    assert phases.unclean(["a", "b", "c", "d", "never timed"]) == ["c", "d"]
+    # a later clean measurement of c makes it clean
+    phases.before_chunk()
+    phases.after_chunk(["c"])
+    phases.probe()
+    assert phases.unclean(["a", "b", "c", "d"]) == ["d"]
+
+
+def test_probes_are_spaced_by_the_gap():
+    readings = Readings([1.0])
+    phases = SlowPhases(readings, gap_s=3600.0)
+    for _ in range(5):
+        phases.before_chunk()
+        phases.after_chunk(["x"])
+    assert readings.k == 1  # the first chunk needs a reading; the others are within the gap
+    assert phases.unclean(["x"]) == []  # judged by the reading before, none after yet
+
+
+def test_profile_retimes_entries_timed_only_in_slow_phases(tiny, tmp_path, monkeypatch):
+    keys = [g.key for g in space_signatures(tiny)]
+    slow = set(keys[::5])  # these come out 1.5x whenever the main round times them
+    state = {"retiming": False}
+    timed: list[str] = []
+
+    def measure(self, ks):
+        timed.extend(ks)
+        return [{"min": 1.5 if k in slow and not state["retiming"] else 1.0,
+                 "median": 1.0, "iqr": 0.0, "ops": 1} for k in ks]
+
+    def probe(self):  # reads slow right after a slow entry: the phase it was timed in
+        return 1.3 if timed and timed[-1] in slow and not state["retiming"] else 1.0
+
+    original = SlowPhases.unclean
+
+    def unclean(self, ks):
+        out = original(self, ks)
+        state["retiming"] = True  # the machine is fast again from the first re-time on
+        return out
+
+    monkeypatch.setattr(Measurer, "measure", measure)
+    monkeypatch.setattr(Measurer, "probe", probe)
+    monkeypatch.setattr(SlowPhases, "unclean", unclean)
+    monkeypatch.setattr(slowphase, "PROBE_GAP_S", 0.0)  # a reading between every two entries
+    out = tmp_path / "t.json"
+    table = profile_space(tiny, out=out, calibrate=0, **{**FAST, "retime": 2, "save_every": 1})
+    main, again = timed[:len(keys)], timed[len(keys):]
+    # a slow reading between two entries leaves both unclean: the slow ones and the next
+    expected = {k for i, k in enumerate(main) if k in slow or (i and main[i - 1] in slow)}
+    assert sorted(again) == sorted(expected) and slow <= set(again)
+    assert all(table.lookup(g) == 1.0 for g in space_signatures(tiny))
+    assert LatencyTable.load(out).scope["retimed"] == {"slow_entries": len(expected),
+                                                       "still_slow": 0}
+
+
+def test_without_retime_slow_entries_stay_and_are_counted(tiny, tmp_path, monkeypatch):
+    readings = iter([1.0] + [2.0] * 100_000)  # fast once, then slow to the end
+    monkeypatch.setattr(Measurer, "probe", lambda self: next(readings))
+    table = profile_space(tiny, out=tmp_path / "t.json", calibrate=0, **{**FAST, "retime": 0})
+    assert table.scope["retimed"]["slow_entries"] == 0  # none looked at
+    assert table.scope["retimed"]["still_slow"] == len(space_signatures(tiny))
+
+
+@pytest.mark.parametrize("gap", [0.0])
+def test_readings_before_any_chunk_do_not_break(gap):
+    phases = SlowPhases(Readings([1.0]), gap_s=gap)
+    assert phases.clean_keys() == set() and phases.unclean(["a"]) == []
+    phases.after_chunk(["a"])  # a chunk with no reading before it
+    phases.probe()
+    assert phases.unclean(["a"]) == []  # judged by the reading after alone
