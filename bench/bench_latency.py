@@ -142,7 +142,10 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
              "token reduction)", "",
              f"reference kernel (`nas/latency/speedprobe.py`): fastest {table.scope.get('probe_ms') or float('nan'):.4f} ms "
              f"over the profile, {min(probes):.4f} ms around the ground truth (median "
-             f"{float(np.median(probes)):.4f}); ratio {min(probes) / (table.scope.get('probe_ms') or float('nan')):.3f}", "",
+             f"{float(np.median(probes)):.4f}); ratio {min(probes) / (table.scope.get('probe_ms') or float('nan')):.3f}"
+             + (f"; {retimed['slow_entries']} entries timed only in slow phases were timed again "
+                f"(`nas/latency/slowphase.py`), {retimed['still_slow']} still slow after that"
+                if (retimed := table.scope.get("retimed")) else ""), "",
              "| estimate vs ground truth | MAPE | within 5% | within 10% | max error | "
              "mean signed error | Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
     summary = ""
