@@ -12,7 +12,9 @@ Every round visits the components (and calibration subnets) in its own random or
 few seconds (about 10% of 0.1 s measurements, 1.15x or more); rounds in a fixed order
 repeat with the same period, so a burst hit the same stretch of entries in both rounds
 and the fastest round kept it (12% of one batch-8 table's entries 1.2-1.6x slow, which
-put held-out subnets up to 36% off).
+put held-out subnets up to 36% off). Slow phases that outlast the rounds are caught by
+the reference kernel, probed between chunks of entries: entries timed only while it read
+slow are timed again (:mod:`nas.latency.slowphase`).
 
 Example:
     >>> table = profile_space(space, device="cpu", threads=1, out="tiny32_cpu.json")  # doctest: +SKIP
