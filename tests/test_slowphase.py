@@ -99,3 +99,20 @@ def test_readings_before_any_chunk_do_not_break(gap):
     phases.after_chunk(["a"])  # a chunk with no reading before it
     phases.probe()
     assert phases.unclean(["a"]) == []  # judged by the reading after alone
+
+
+def test_nas_profile_says_what_it_timed_again(tiny, tmp_path, monkeypatch, capsys):
+    import json
+
+    from nas.cli import main
+
+    readings = iter([1.0] + [2.0] * 100_000)  # fast once, then slow to the end
+    monkeypatch.setattr(Measurer, "probe", lambda self: next(readings))
+    space = tmp_path / "s.json"
+    space.write_text(json.dumps(_lat.TINY))
+    assert main(["profile", "--space", str(space), "--threads", "1", "--min-run-time", "0.002",
+                 "--warmup", "1", "--rounds", "1", "--calibrate", "0", "--quiet",
+                 "--out", str(tmp_path / "t.json")]) == 0
+    n = len(space_signatures(tiny))
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("slow phase"))
+    assert f"{n} entries" in line and f"{n} never timed at full speed" in line
