@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+import nas.latency.profile as profile_mod
 import nas.latency.slowphase as slowphase
 from nas.latency import LatencyTable, Measurer, profile_space
 from nas.latency.signatures import space_signatures
@@ -73,6 +74,7 @@ def test_profile_retimes_entries_timed_only_in_slow_phases(tiny, tmp_path, monke
     monkeypatch.setattr(Measurer, "probe", probe)
     monkeypatch.setattr(SlowPhases, "unclean", unclean)
     monkeypatch.setattr(slowphase, "PROBE_GAP_S", 0.0)  # a reading between every two entries
+    monkeypatch.setattr(profile_mod, "RETIME_SHARE", 1e6)  # no time limit here
     out = tmp_path / "t.json"
     table = profile_space(tiny, out=out, calibrate=0, **{**FAST, "retime": 2, "save_every": 1})
     main, again = timed[:len(keys)], timed[len(keys):]
@@ -82,6 +84,37 @@ def test_profile_retimes_entries_timed_only_in_slow_phases(tiny, tmp_path, monke
     assert all(table.lookup(g) == 1.0 for g in space_signatures(tiny))
     assert LatencyTable.load(out).scope["retimed"] == {"slow_entries": len(expected),
                                                        "still_slow": 0}
+
+
+def test_retiming_stops_at_its_share_of_the_time(tiny, tmp_path, monkeypatch):
+    readings = iter([1.0] + [2.0] * 100_000)  # fast once, then slow to the end
+    monkeypatch.setattr(Measurer, "probe", lambda self: next(readings))
+    monkeypatch.setattr(profile_mod, "RETIME_SHARE", 0.0)
+    seen = []
+    original = Measurer.measure
+    monkeypatch.setattr(Measurer, "measure", lambda self, ks: seen.extend(ks) or original(self, ks))
+    table = profile_space(tiny, out=tmp_path / "t.json", calibrate=0, **{**FAST, "retime": 2})
+    n = len(space_signatures(tiny))
+    assert len(seen) == n  # the rounds only: no time was left to time anything again
+    assert table.scope["retimed"] == {"slow_entries": n, "still_slow": n}
+
+
+def test_the_fast_speed_ignores_a_lucky_reading():
+    # one reading far below the rest must not make every chunk look slow
+    phases = SlowPhases(Readings([0.5] + [1.0] * 30 + [1.2, 1.0, 1.0]), gap_s=0.0)
+    for keys in [["w"]] * 30 + [["x"], ["y"]]:
+        phases.before_chunk()
+        phases.after_chunk(keys)
+    phases.probe()
+    assert phases.fastest == 0.5 and phases.fast == 1.0
+    assert phases.unclean(["w", "x", "y"]) == ["x", "y"]  # next to the 1.2 reading only
+    # the slowest first
+    phases = SlowPhases(Readings([1.0] * 12 + [1.1, 1.0, 1.4, 1.0]), gap_s=0.0)
+    for keys in [["w"]] * 12 + [["a"], ["b"], ["c"]]:
+        phases.before_chunk()
+        phases.after_chunk(keys)
+    phases.probe()
+    assert phases.unclean(["a", "b", "c", "w"]) == ["b", "c", "a"]
 
 
 def test_without_retime_slow_entries_stay_and_are_counted(tiny, tmp_path, monkeypatch):

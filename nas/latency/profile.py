@@ -41,7 +41,7 @@ from nas.io import check_output_file
 from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
 from nas.latency.measure import Measurer, Timing
 from nas.latency.signatures import Signature, archs_signatures, space_signatures
-from nas.latency.slowphase import RETIME_ROUNDS, SlowPhases
+from nas.latency.slowphase import RETIME_ROUNDS, RETIME_SHARE, SlowPhases
 from nas.latency.speedprobe import workload_name
 from nas.latency.table import LatencyTable
 from nas.progress import progress as show_progress
@@ -335,6 +335,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         table.set_rounds(rounds, calibration=cal_rounds)
         # the reference kernel before every round and between chunks: the machine's speed
         phases = SlowPhases(measurer)
+        t_rounds = time.perf_counter()
         for r in range(rounds):
             phases.probe()
             todo = [g for g in sigs if table.rounds(g) <= r][:budget]
@@ -352,7 +353,9 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                                                  seed, cal_rounds + c),
                                      out, seed, progress, desc=f"calibrate {c + 1}/{cal_rounds}")
         if not stop_early:
-            _retime_slow(measurer, table, sigs, phases, out, save_every, seed, progress, retime)
+            budget_s = RETIME_SHARE * (time.perf_counter() - t_rounds)
+            _retime_slow(measurer, table, sigs, phases, out, save_every, progress, retime,
+                         budget_s)
         if stop_early:
             table.set_scope(complete=False, signatures=len(sigs) if scope == "space" else None,
                             seconds=seconds + time.perf_counter() - t0)
@@ -401,26 +404,28 @@ class _Saver:
 
 
 def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phases: SlowPhases,
-                 out: Path, save_every: int, seed: int, progress: bool, retime: int) -> None:
-    """Time again, up to ``retime`` times, the entries this session timed only
-    while the reference kernel ran slow (:mod:`nas.latency.slowphase`); the table keeps
-    each entry's fastest, and records how many there were (``scope.retimed``)."""
+                 out: Path, save_every: int, progress: bool, retime: int, budget_s: float
+                 ) -> None:
+    """Time again, up to ``retime`` times and ``budget_s`` seconds, slowest first, the
+    entries this session timed only while the reference kernel ran slow
+    (:mod:`nas.latency.slowphase`); the table keeps each entry's fastest, and records how
+    many there were (``scope.retimed``)."""
     by_key = {g.key: g for g in sigs}
     first = None
+    deadline = time.perf_counter() + budget_s
     for extra in range(retime):
         phases.probe()  # closes the last chunks of the rounds before
         todo = phases.unclean(list(by_key))
         if first is None:
             first = len(todo)
-        if not todo:
+        if not todo or time.perf_counter() >= deadline:
             break
         log.info("%d entries were timed only while the machine ran slow (reference kernel "
-                 "more than 5%% above its fastest); timing them again (%d/%d)", len(todo),
+                 "more than 5%% above its fast speed); timing them again (%d/%d)", len(todo),
                  extra + 1, retime)
-        _measure_signatures(measurer, table,
-                            round_order([by_key[k] for k in todo], seed, 10_000 + extra),
-                            out, save_every, progress, desc=f"re-time {extra + 1}/{retime}",
-                            phases=phases)
+        _measure_signatures(measurer, table, [by_key[k] for k in todo], out, save_every,
+                            progress, desc=f"re-time {extra + 1}/{retime}", phases=phases,
+                            deadline=deadline)
     phases.probe()
     left = len(phases.unclean(list(by_key)))
     if left:
@@ -431,11 +436,14 @@ def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phas
 
 def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature], out: Path,
                         save_every: int, progress: bool, desc: str = "profile",
-                        phases: SlowPhases | None = None) -> None:
+                        phases: SlowPhases | None = None, deadline: float | None = None
+                        ) -> None:
     bar = show_progress(len(todo), desc, unit="sig", enabled=progress)
     save = _Saver(table, out)
     try:
         for i in range(0, len(todo), save_every):
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
             chunk = todo[i:i + save_every]
             if phases is not None:
                 phases.before_chunk()

@@ -8,9 +8,12 @@ again minutes later: 0.82 ms where the table held 1.27 ms).
 :class:`SlowPhases` probes the reference kernel (:mod:`nas.latency.speedprobe`) between
 chunks of entries, at most every :data:`PROBE_GAP_S` seconds, and remembers which chunk
 came between which probes. An entry is *clean* once one of its chunks lies between two
-probes within :data:`~nas.latency.speedprobe.SLOW` of the fastest reading of the
-session; :func:`nas.latency.profile.profile_space` re-times the entries that have no
-clean measurement, up to :data:`RETIME_ROUNDS` more rounds.
+probes within :data:`~nas.latency.speedprobe.SLOW` of the session's fast speed, the
+:data:`FAST_QUANTILE` quantile of its readings (the fastest single reading of hundreds is
+a lucky outlier: against it, 872 of 876 batch-64 entries counted as slow).
+:func:`nas.latency.profile.profile_space` re-times the entries with no clean
+measurement, slowest first, up to :data:`RETIME_ROUNDS` more rounds and
+:data:`RETIME_SHARE` of the time the rounds took.
 
 Example:
     >>> phases = SlowPhases(measurer)  # doctest: +SKIP
@@ -23,12 +26,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from nas.latency.speedprobe import SLOW
 
-__all__ = ["SlowPhases", "PROBE_GAP_S", "RETIME_ROUNDS"]
+__all__ = ["SlowPhases", "PROBE_GAP_S", "RETIME_ROUNDS", "RETIME_SHARE", "FAST_QUANTILE"]
 
-PROBE_GAP_S = 2.0  # at most one probe per this many seconds (a batch-64 probe takes ~0.13 s)
+PROBE_GAP_S = 3.0  # at most one probe per this many seconds (a batch-64 probe takes ~0.13 s)
 RETIME_ROUNDS = 2  # extra rounds for entries that have no clean measurement
+RETIME_SHARE = 0.1  # ... taking at most this share of the time the rounds took
+FAST_QUANTILE = 0.1  # the machine's fast speed: this quantile of the session's readings
 
 
 class SlowPhases:
@@ -70,23 +77,38 @@ class SlowPhases:
     def fastest(self) -> float | None:
         return min(self.readings) if self.readings else None
 
-    def clean_keys(self) -> set[str]:
-        """Keys with at least one chunk between two readings within SLOW of the fastest
-        (a chunk with no reading after it yet counts by the one before)."""
+    @property
+    def fast(self) -> float | None:
+        """The machine's fast speed this session: the :data:`FAST_QUANTILE` quantile of
+        the readings (their minimum while there are fewer than 10)."""
         if not self.readings:
-            return set()
-        limit = SLOW * min(self.readings)
-        last = len(self.readings) - 1
-        out: set[str] = set()
+            return None
+        if len(self.readings) < 10:
+            return min(self.readings)
+        return float(np.quantile(self.readings, FAST_QUANTILE))
+
+    def slowness(self) -> dict[str, float]:
+        """Per key timed this session: its best chunk's slower bracketing reading over
+        :attr:`fast` (a chunk with no reading after it yet counts by the one before)."""
+        if not self.readings:
+            return {}
+        fast, last = self.fast, len(self.readings) - 1
+        out: dict[str, float] = {}
         for keys, before, after in [*self.chunks, *[(k, last, None) for k in self._open]]:
             around = [self.readings[i] for i in (before, after) if i is not None and i >= 0]
-            if around and max(around) <= limit:
-                out.update(keys)
+            if around:
+                ratio = max(around) / fast
+                for k in keys:
+                    out[k] = min(out.get(k, ratio), ratio)
         return out
 
+    def clean_keys(self) -> set[str]:
+        """Keys with at least one chunk between readings within SLOW of :attr:`fast`."""
+        return {k for k, ratio in self.slowness().items() if ratio <= SLOW}
+
     def unclean(self, keys: Sequence[str]) -> list[str]:
-        """Those of ``keys`` timed in this session with no clean measurement, in order."""
-        timed = {k for keys_, _, _ in self.chunks for k in keys_}
-        timed.update(k for keys_ in self._open for k in keys_)
-        clean = self.clean_keys()
-        return [k for k in keys if k in timed and k not in clean]
+        """Those of ``keys`` timed in this session with no clean measurement, the slowest
+        first (ties in the order given)."""
+        slow = self.slowness()
+        out = [k for k in keys if slow.get(k, 0.0) > SLOW]
+        return sorted(out, key=lambda k: -slow[k])
