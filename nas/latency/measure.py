@@ -64,7 +64,7 @@ class Timing:
 
     Args:
         min_run_time: seconds of timed calls per measurement (after the warm-up).
-        warmup: untimed calls before timing (at least 1); on CPU none beyond the second
+        warmup: calls before the timed blocks (at least 1); on CPU none beyond the second
             once they took a fifth of ``min_run_time`` (at batch 64 ten warm-up calls took
             as long as the timed ones and made a 4-round profile of tiny32 take 758 s).
             Each is timed on the block clock, and the fastest sizes the timed blocks (no
@@ -262,13 +262,6 @@ class Measurer:
                                              batch_size=self.spec.batch_size)
             out.append(time_module(module, inputs, self.spec, self.timing))
         return out
-
-    @property
-    def probe_name(self) -> str:
-        """The reference workload of this setting (:func:`nas.latency.speedprobe.workload_name`)."""
-        from nas.latency.speedprobe import workload_name
-
-        return workload_name(self.spec.batch_size)
 
     def probe(self) -> float:
         """ms per call of the reference workload now (:mod:`nas.latency.speedprobe`)."""

@@ -140,7 +140,6 @@ class _RayMeasurer:
             self.close()
             raise DeviceError(f"no node of the Ray cluster at {address} has {threads} CPUs "
                               f"for --threads {threads}")
-        self.probe_name = workload_name(spec.batch_size)
         self._actor = ray.remote(**opts)(Measurer).remote(
             spec.to_dict(), asdict(timing), num_classes=space.num_classes,
             in_chans=space.in_chans)
@@ -365,7 +364,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                         else len(table))
         table.calibrate(features)
         table.set_scope(seconds=seconds + time.perf_counter() - t0, probe_ms=phases.fastest,
-                        probe=measurer.probe_name)
+                        probe=workload_name(spec.batch_size))
         if monitor is not None:
             _record_load(table, monitor.read(), spec.threads)
         table.save(out)
