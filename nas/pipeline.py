@@ -88,8 +88,11 @@ class _Ctx:
 
     @property
     def best_arch(self) -> Path:
-        """The search's pick: re-ranked by training speed when ``search.rerank`` is on."""
-        return self.search_dir / ("best_rerank.yaml" if self.cfg.search.rerank else "best.yaml")
+        """The search's pick: re-ranked by training speed when ``search.rerank`` is on, else
+        timed end to end when ``search.verify`` is on."""
+        c = self.cfg.search
+        return self.search_dir / ("best_rerank.yaml" if c.rerank else
+                                  "best_verified.yaml" if c.verify else "best.yaml")
 
     @property
     def model_dir(self) -> Path:
@@ -222,6 +225,16 @@ def _stage_search(ctx: _Ctx) -> dict[str, Any]:
            f"{ctx.cfg.seed} --out {ctx.search_dir}")
     out = {"command": cmd, "budget_ms": budget, "best_acc": result.best["acc"],
            "best_latency_ms": result.best["latency_ms"]}
+    if c.verify:
+        from nas.search.verify import verify
+
+        checked = verify(ctx.search_dir, table=ctx.table, top=c.verify, rounds=c.verify_rounds,
+                         echo=ctx.say)
+        ctx.say(checked.summary)
+        out["command"] += (f" && nas verify {ctx.search_dir} --table {ctx.table} --top "
+                           f"{c.verify} --rounds {c.verify_rounds}")
+        out.update(verified_trial=checked.best["trial"], verified_acc=checked.best["acc"],
+                   verified_ms=checked.best["measured_ms"], verify_timed=checked.measured)
     if c.rerank:
         from nas.search.rerank import rerank
 

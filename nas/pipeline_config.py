@@ -90,7 +90,13 @@ SearchSection = derive(
                                    "pick; 0: off", check=lambda v: v == 0 or v >= 2,
                                    rule="0 or >= 2")),
            ("rerank_steps", int, setting(1000, "training steps per re-ranked arch",
-                                         check=lambda v: v >= 1, rule=">= 1"))],
+                                         check=lambda v: v >= 1, rule=">= 1")),
+           ("verify", int, setting(5, "time the K most accurate archs within the budget end "
+                                   "to end, refit the latency table on them and pick the "
+                                   "most accurate timed one (nas verify); 0: off",
+                                   check=lambda v: v >= 0, rule=">= 0")),
+           ("verify_rounds", int, setting(3, "verify rounds: time the new top K again after "
+                                          "each refit", check=lambda v: v >= 1, rule=">= 1"))],
     doc="The search (fields of :class:`nas.search.SearchConfig`); ``budget_ms: null`` takes "
         "the ``budget_quantile`` (median) of the table latencies of ``budget_samples`` random "
         "archs.", error=PipelineError, module=__name__)

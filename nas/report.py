@@ -40,11 +40,19 @@ def arch_summary(arch: Arch) -> str:
     return " | ".join(parts)
 
 
-def _top_trials(path: Path, k: int) -> list[tuple[str, Arch, float]]:
-    """The ``k`` most accurate feasible, distinct archs of a search's ``trials.csv``."""
+def _top_trials(path: Path, k: int, verified: bool = False) -> list[tuple[str, Arch, float]]:
+    """The ``k`` most accurate feasible, distinct archs of a search's ``trials.csv``; when
+    the search's picks were timed and the table refitted (``nas verify``), its candidates
+    (``verified.csv``) instead."""
     with path.open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("feasible") in ("True", "true", "1")]
-    rows.sort(key=lambda r: (-float(r["acc"]), int(r["trial"])))
+        rows = list(csv.DictReader(f))
+    if verified and (path.parent / "verified.csv").is_file():
+        with (path.parent / "verified.csv").open(newline="", encoding="utf-8") as f:
+            rank = {r["trial"]: int(r["rank"]) for r in csv.DictReader(f)}
+        rows = sorted((r for r in rows if r["trial"] in rank), key=lambda r: rank[r["trial"]])
+    else:
+        rows = [r for r in rows if r.get("feasible") in ("True", "true", "1")]
+        rows.sort(key=lambda r: (-float(r["acc"]), int(r["trial"])))
     out, seen = [], set()
     for r in rows:
         arch = Arch.from_dict(json.loads(r["arch"]))
@@ -81,7 +89,8 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
                   **{k: timing[k] for k in ("min_run_time", "warmup", "clock", "rounds")
                      if k in timing}}
 
-    entries = _top_trials(run_dir / "search" / "trials.csv", top_k)
+    entries = _top_trials(run_dir / "search" / "trials.csv", top_k,
+                          verified=bool(status["config"].get("search", {}).get("verify")))
     refs = [("largest subnet", extreme_arch(space, "max"), None),
             ("smallest subnet", extreme_arch(space, "min"), None)]
     refs += [(f"reference {name}", arch, None) for name, arch in reference_archs(space)]

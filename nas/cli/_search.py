@@ -56,3 +56,11 @@ def rerank(args: argparse.Namespace) -> int:
     with num_threads(args.threads):
         print(run_rerank(args.search_dir, args.run, top=args.top, steps=args.steps).summary)
     return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    """``nas verify``: time a search's best candidates, refit its table; print the pick."""
+    from nas.search.verify import verify as run_verify
+
+    print(run_verify(args.search_dir, table=args.table, top=args.top, rounds=args.rounds).summary)
+    return 0

@@ -58,3 +58,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training steps per candidate (default: 1000)")
     r.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     r.set_defaults(func=lazy("nas.cli._search:rerank"))
+
+    v = sub.add_parser(
+        "verify", help="time a search's best candidates end to end and refit the table on them",
+        description="Time the TOP most accurate archs of a finished search that its latency "
+                    "table predicts within the budget, end to end on this machine (the table's "
+                    "setting), add them to the table as calibration samples and refit it, with "
+                    "a local correction that moves predictions near a timed arch toward what it "
+                    "measured; repeat with the refitted table (up to ROUNDS times) until the "
+                    "TOP candidates are all timed. A search is drawn to archs the table predicts "
+                    "too fast; this catches them. Writes verified.csv and best_verified.yaml in "
+                    "the search dir and rewrites the table file; rerunning resumes.")
+    v.add_argument("search_dir", metavar="SEARCH_DIR", help="run directory of nas search")
+    v.add_argument("--table", metavar="TABLE",
+                   help="latency table to time with and refit (default: the search's)")
+    v.add_argument("--top", type=int, default=5, help="candidates to time (default: 5)")
+    v.add_argument("--rounds", type=int, default=3,
+                   help="refit-and-time rounds at most (default: 3)")
+    v.set_defaults(func=lazy("nas.cli._search:verify"))

@@ -27,10 +27,12 @@ import numpy as np
 
 import nas.latency.calibrate as cal
 from nas.arch import Arch
+from nas.encoding import encode_arch
 from nas.errors import ArtifactError
 from nas.io import read_json, write_text
 from nas.latency.device import DeviceSpec, describe_device, device_fingerprint, fingerprint_diff
 from nas.latency.prediction import ComponentSum
+from nas.latency.residual import Residual
 from nas.latency.signatures import Signature, arch_signatures
 from nas.latency.tablefile import FORMAT, VERSION, dumps_table, now, validate_table
 from nas.space import SearchSpace
@@ -301,8 +303,11 @@ class LatencyTable:
         return [Arch.from_dict(s["arch"], source=f"{self.source} calibration")
                 for s in (c["samples"] if c else [])]
 
-    def calibrate(self, features: Sequence[str] = cal.DEFAULT_FEATURES) -> dict[str, Any]:
-        """Fit the correction from the stored samples and current entries; returns the fit stats."""
+    def calibrate(self, features: Sequence[str] = cal.DEFAULT_FEATURES, *,
+                  residual: bool = True) -> dict[str, Any]:
+        """Fit the correction from the stored samples and current entries; returns the fit
+        stats. ``residual``: also fit the local correction of what the linear fit leaves
+        (:mod:`nas.latency.residual`)."""
         c = self._data["calibration"]
         samples = c["samples"] if c else []
         archs = self.calibration_archs()
@@ -311,9 +316,27 @@ class LatencyTable:
         X = self._sum.feature_matrix(archs)
         y = np.array([s["ms"] for s in samples], dtype=np.float64)
         used, coef, stats = cal.fit_report(X, y, features)
-        c.update({"features": list(used) or None, "coef": coef or None, "fit": stats})
+        c.update({"features": list(used) or None, "coef": coef or None, "fit": stats,
+                  "residual": None})
         self._clear_caches()
+        if residual and used:
+            fitted = self._residual_data()
+            res = Residual.fit(*fitted) if fitted else None
+            c["residual"] = res.to_dict() if res else None
+            self._clear_caches()
         return stats
+
+    def _residual_data(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Encodings and log residuals (measured / linear calibration) of the calibration
+        samples, the ones the robust linear fit left out included: an arch far off the line
+        is what the local correction is for (``nas verify`` adds exactly those)."""
+        c = self._data["calibration"]
+        if not c or not c.get("features"):
+            return None
+        archs = self.calibration_archs()
+        y = np.array([s["ms"] for s in c["samples"]], dtype=np.float64)
+        X = np.array([encode_arch(self.space, a) for a in archs], dtype=np.float64)
+        return X, np.log(y / self._sum.predict(archs))
 
     # ------------------------------------------------------------------ prediction
 
@@ -322,6 +345,15 @@ class LatencyTable:
         self._sum = ComponentSum(lookup=self.lookup, ops=self._ops, space=self.space,
                                  space_name=self._data["space"]["name"],
                                  calibration=self._data.get("calibration"))
+        self._residual: Residual | None | bool = False  # False: not built yet
+
+    def _local(self) -> Residual | None:
+        """The local correction, built from the samples on first use (None: none)."""
+        if self._residual is False:
+            params = (self._data.get("calibration") or {}).get("residual")
+            fitted = self._residual_data() if params else None
+            self._residual = Residual(params, *fitted) if fitted and len(fitted[1]) else None
+        return self._residual
 
     def lookup(self, sig: Signature) -> float:
         """Measured latency (ms) of one component; :class:`ArtifactError` when absent."""
@@ -347,8 +379,14 @@ class LatencyTable:
         return float(self._sum.feature_matrix([arch])[0, 0])
 
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
-        """Calibrated latency (ms) of every arch, as a float64 array."""
-        return self._sum.predict(archs)
+        """Calibrated latency (ms) of every arch, as a float64 array: the linear calibration
+        times the local correction, when the table has one (:mod:`nas.latency.residual`)."""
+        pred = self._sum.predict(archs)
+        local = self._local()
+        if local is None or not len(archs):
+            return pred
+        X = np.array([encode_arch(self.space, a) for a in archs], dtype=np.float64)
+        return pred * np.exp(local(X))
 
     def predict_one(self, arch: Arch) -> float:
         return float(self.predict([arch])[0])

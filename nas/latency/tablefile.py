@@ -10,7 +10,8 @@ atomically by :meth:`nas.latency.LatencyTable.save`)::
      "entries": [{"kind": "block", "ms": 0.12, "median": 0.12, "min": 0.11, "iqr": 0.004,
                   "ops": 31, "params": {...}}, ...],
      "calibration": {"features": [...], "coef": [...], "samples": [{"ms", ..., "arch"}],
-                     "fit": {"n", "fit_mape", "loo_mape", "raw_mape", ...}, "seed": 0}}
+                     "fit": {"n", "fit_mape", "loo_mape", "raw_mape", ...}, "seed": 0,
+                     "residual": {"amplitude", "length_scale", "noise", "n"} or null}}
 
 :func:`validate_table` checks a loaded document field by field and names the first
 problem (an :class:`~nas.errors.ArtifactError`); :func:`dumps_table` writes one entry
@@ -141,6 +142,11 @@ def _check_calibration(c: Any, source: str) -> None:
                 and all(_check_number(x) for x in coef)):
             raise _bad(source, f"calibration features/coef malformed (features must come "
                                f"from {', '.join(cal.FEATURES)}, one coefficient each)")
+    res = c.get("residual")
+    if res is not None and not (isinstance(res, dict) and all(
+            _check_number(res.get(k)) and res[k] > 0 for k in ("amplitude", "length_scale", "noise"))):
+        raise _bad(source, "calibration residual malformed (needs positive amplitude, "
+                           "length_scale and noise)")
 
 
 def dumps_table(data: dict[str, Any], *, width: int = 100) -> str:

@@ -1,0 +1,171 @@
+"""Time a finished search's picks end to end, and let the latency table learn from them.
+
+A search is drawn to the archs its latency table predicts too fast: they fit the budget
+and, being larger than they look, they are more accurate. Errors the table makes at
+random (sd ~4% per arch at batch 1) pile up in its picks: a `nas run` report on this
+project's VM measured the 5 picks 5-12% slower than predicted. Timing a handful of them
+is cheap (a few seconds), so:
+
+1. take the ``top`` distinct archs of the trial log that the table predicts within the
+   budget, most accurate per the predictor first;
+2. time those not timed yet end to end, with the table's setting (rounds, speed check
+   against the table's reference kernel, as ``nas measure``), add them to the table as
+   calibration samples and refit it, with its local correction
+   (:mod:`nas.latency.residual`), which moves predictions near a measured arch toward
+   what it measured; the table file is rewritten (atomically) after each round, so an
+   interrupted verify resumes and the search's neighbourhood stays learned for later
+   searches;
+3. again, with the refitted table, up to ``rounds`` times, until the ``top`` candidates
+   are all timed;
+4. pick the most accurate candidate that was timed within the budget (else the most
+   accurate timed one); write ``verified.csv`` (the final
+   candidates: trial, predicted accuracy, the search's latency, the refitted prediction,
+   the measured latency) and ``best_verified.yaml`` (read by
+   :func:`nas.arch.load_arch`, e.g. ``nas export --arch``).
+
+The search's own ``best.yaml`` and trial log are left as they are.
+
+Example:
+    >>> result = verify("runs/search", top=5)  # doctest: +SKIP
+    >>> result.best["trial"], result.best["measured_ms"]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.arch import Arch, space_contains
+from nas.errors import ArtifactError, NasError
+from nas.io import write_text, write_yaml
+from nas.search.rerank import _read_search
+
+__all__ = ["verify", "VerifyResult", "VERIFIED_CSV", "BEST_VERIFIED"]
+
+VERIFIED_CSV = "verified.csv"
+BEST_VERIFIED = "best_verified.yaml"
+COLUMNS = ("rank", "trial", "acc", "search_ms", "predicted_ms", "measured_ms")
+
+Measure = Callable[[Sequence[Arch]], list[float]]
+
+
+@dataclass
+class VerifyResult:
+    """``rows``: the final candidates, most accurate first; ``best``: the pick (a row);
+    ``measured``: archs timed by this call; ``summary``: what ``nas verify`` prints."""
+
+    rows: list[dict[str, Any]]
+    best: dict[str, Any]
+    measured: int
+    summary: str
+
+
+def _distinct(space, records: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], Arch]]:
+    """Every distinct arch of the log in ``space``, most accurate first (earlier trial on ties)."""
+    out, seen = [], set()
+    for r in sorted(records, key=lambda r: (-r["acc"], r["trial"])):
+        arch = Arch.from_dict(r["arch"])
+        if arch not in seen and space_contains(space, arch)[0]:
+            seen.add(arch)
+            out.append((r, arch))
+    return out
+
+
+def table_measurer(table: Any, space: Any, say: Callable[[str], None]) -> Measure:
+    """Ground truth with ``table``'s setting and speed check (what ``nas measure`` does)."""
+    from nas.latency.measure import measure_archs_checked
+    from nas.latency.quiet import quiet_timing
+    from nas.latency.speedprobe import speed_verdict, table_reference
+
+    dev, timing = table.device, table.timing
+    kw = {"batch_size": int(dev.get("batch_size", 1)), "dtype": dev.get("dtype", "fp32"),
+          "threads": dev.get("threads"), "stat": table.stat,
+          **{k: timing[k] for k in ("min_run_time", "warmup", "clock", "rounds") if k in timing}}
+    reference = table_reference(table.scope, kw["batch_size"])
+
+    def measure(archs: Sequence[Arch]) -> list[float]:
+        (times, speed), busy = quiet_timing(
+            lambda: measure_archs_checked(archs, space, reference_ms=reference, **kw),
+            threads=kw["threads"], attempts=2, max_wait_s=10.0)
+        if busy:
+            say(f"verify: warning: the machine was busy while timing ({busy})")
+        slow = speed_verdict(speed)
+        if slow:
+            say(f"verify: warning: {slow}")
+        return list(times)
+
+    return measure
+
+
+def verify(search_dir: str | Path, *, table: str | Path | None = None, top: int = 5,
+           rounds: int = 3, echo: Callable[[str], None] | None = print,
+           measure: Measure | None = None) -> VerifyResult:
+    """Time the search's ``top`` candidates and refit its table, up to ``rounds`` times; see
+    the module doc. ``table``: the table file to learn into (default: the search's).
+    ``measure``: ms of a list of archs (default: :func:`table_measurer`; tests)."""
+    from nas.latency import LatencyTable
+
+    for name, value in (("top", top), ("rounds", rounds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise NasError(f"{name} must be an integer >= 1, got {value!r}")
+    say = echo or (lambda line: None)
+    search_dir = Path(search_dir)
+    config, space, records = _read_search(search_dir)
+    path = table if table is not None else config.table
+    if path is None:
+        raise NasError(f"the search in {search_dir} used no latency table; pass --table")
+    tbl = LatencyTable.load(path, space=space)
+    if not tbl.calibration or not tbl.calibration.get("features"):
+        raise ArtifactError(f"latency table {path} is not calibrated (profile it with "
+                            "--calibrate > 0): its picks cannot be corrected")
+    budget = config.budget_ms
+    pool = _distinct(space, records)
+    archs = [a for _, a in pool]
+    timed = {a: float(s["ms"]) for a, s in zip(tbl.calibration_archs(), tbl.calibration["samples"])}
+    measure = measure or table_measurer(tbl, space, say)
+    n_measured = 0
+    for it in range(rounds):
+        pred = tbl.predict(archs)
+        cands = [i for i in range(len(archs)) if pred[i] <= budget][:top]
+        todo = [i for i in cands if archs[i] not in timed]
+        if not todo:
+            break
+        ms = measure([archs[i] for i in todo])
+        for i, m in zip(todo, ms, strict=True):
+            tbl.add_calibration_sample(archs[i], m)
+            timed[archs[i]] = float(m)
+            say(f"verify: round {it + 1}: trial {pool[i][0]['trial']} predicted {pred[i]:.4f} ms, "
+                f"measured {m:.4f} ms ({100 * (pred[i] - m) / m:+.1f}%)")
+        n_measured += len(todo)
+        tbl.calibrate(tbl.calibration["features"])
+        tbl.save(path)
+    pred = tbl.predict(archs)
+    cands = [i for i in range(len(archs)) if pred[i] <= budget][:top]
+    if not cands:
+        raise NasError(f"no trial of {search_dir} fits its budget {budget:g} ms once the table "
+                       "learned from the timed picks; search again with the refitted table")
+    rows = [{"rank": k + 1, "trial": pool[i][0]["trial"], "acc": pool[i][0]["acc"],
+             "search_ms": pool[i][0]["latency_ms"], "predicted_ms": round(float(pred[i]), 6),
+             "measured_ms": timed.get(archs[i]), "arch": archs[i]}
+            for k, i in enumerate(cands)]
+    timed_rows = [r for r in rows if r["measured_ms"] is not None]
+    best = next((r for r in timed_rows if r["measured_ms"] <= budget),
+                timed_rows[0] if timed_rows else rows[0])
+    write_text(search_dir / VERIFIED_CSV, ",".join(COLUMNS) + "\n" + "".join(
+        ",".join("" if r[c] is None else str(r[c]) for c in COLUMNS) + "\n" for r in rows))
+    write_yaml(search_dir / BEST_VERIFIED, {
+        "space": space.name, "fingerprint": space.fingerprint,
+        "picked_by": f"the most accurate of the {len(rows)} best candidates within the budget, "
+                     f"timed end to end ({n_measured} timed by this verify)",
+        "trial": best["trial"], "acc": best["acc"], "latency_ms": best["predicted_ms"],
+        "measured_ms": best["measured_ms"], "budget_ms": budget, "arch": best["arch"].to_dict()})
+    m = best["measured_ms"]
+    summary = (f"verify      {n_measured} archs timed end to end, table {path} refitted on "
+               f"{len(tbl.calibration['samples'])} samples\n"
+               f"best        trial {best['trial']}: predicted acc {best['acc']:.4f}, latency "
+               f"{best['predicted_ms']:.4f} ms (search: {best['search_ms']:.4f} ms), measured "
+               + (f"{m:.4f} ms" if m is not None else "n/a")
+               + f", budget {budget:g} ms -> {search_dir / BEST_VERIFIED}\n"
+               f"candidates  {search_dir / VERIFIED_CSV}")
+    return VerifyResult(rows=rows, best=best, measured=n_measured, summary=summary)

@@ -1,0 +1,166 @@
+"""``nas verify`` and the table's local correction: a search's picks timed end to end, the
+table refitted on them, and predictions near a timed arch moved toward what it measured."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nas.arch import Arch, load_arch, sample_arch
+from nas.cli import main
+from nas.encoding import encode_arch
+from nas.errors import ArtifactError, NasError
+from nas.io import read_json, write_json
+from nas.latency import LatencyTable
+from nas.latency.device import DeviceSpec, device_fingerprint
+from nas.latency.measure import Timing
+from nas.latency.residual import MIN_SAMPLES, Residual
+from nas.latency.signatures import arch_signatures
+from nas.search import SearchConfig
+from nas.search.trial_log import TrialLog
+from nas.search.verify import BEST_VERIFIED, VERIFIED_CSV, verify
+
+SLOW_MIXER = "mhsa"  # the table misses what these archs pay: they run 25% slower
+
+
+def _key_ms(key: str) -> float:
+    return 0.01 + (sum(key.encode()) % 97) / 1000
+
+
+def _true_ms(table: LatencyTable, arch: Arch) -> float:
+    """The 'machine': 1.2x the component sum, and 25% more when stage 0 runs SLOW_MIXER."""
+    raw = table.raw_sum(arch)
+    return 1.2 * raw * (1.25 if arch.stages[0].mixer == SLOW_MIXER else 1.0)
+
+
+def _table(space, archs, path, n_calib=16, seed=1) -> LatencyTable:
+    """A table with made-up entries for ``archs`` and ``n_calib`` random calibration subnets
+    (timed by :func:`_true_ms`), calibrated linearly only (as a table the search's
+    neighbourhood has not corrected yet)."""
+    spec = DeviceSpec.parse("cpu", threads=1).resolve()
+    table = LatencyTable.new(space, device_fingerprint(spec), Timing().to_dict())
+    rng = np.random.default_rng(seed)
+    calib = [sample_arch(space, rng) for _ in range(n_calib)]
+    for a in list(archs) + calib:
+        for g in arch_signatures(a, num_classes=space.num_classes, in_chans=space.in_chans):
+            table.add(g, _key_ms(g.key))
+    for a in calib:
+        table.add_calibration_sample(a, _true_ms(table, a))
+    table.set_scope(complete=True)
+    table.calibrate(("raw_ms", "const"), residual=False)
+    table.save(path)
+    return LatencyTable.load(path, space=space)
+
+
+@pytest.fixture()
+def setup(spaces, tmp_path):
+    space = spaces["tiny32"]
+    rng = np.random.default_rng(0)
+    archs = list(dict.fromkeys(sample_arch(space, rng) for _ in range(80)))
+    table = _table(space, archs, tmp_path / "table.json")
+    pred = table.predict(archs)
+    budget = float(np.median(pred))
+    records = [{"trial": i, "attempt": 0, "arch": a.to_dict(), "acc": round(0.99 - 0.001 * i, 4),
+                "latency_ms": float(p), "params": 1000, "feasible": bool(p <= budget), "meta": {}}
+               for i, (a, p) in enumerate(zip(archs, pred))]
+    out = tmp_path / "search"
+    cfg = SearchConfig(space="tiny32", objective="predictor", budget_ms=budget, trials=len(records),
+                       out=str(out), table=str(tmp_path / "table.json"), predictor="unused")
+    write_json(out / "config.json", {"format": "nas-search", "config": cfg.to_dict()})
+    TrialLog(out / "trials.jsonl").append(records)
+    return space, table, out, budget
+
+
+class Machine:
+    def __init__(self, table):
+        self.table, self.calls = table, []
+
+    def __call__(self, archs):
+        self.calls.append(list(archs))
+        return [_true_ms(self.table, a) for a in archs]
+
+
+def test_verify_times_the_picks_refits_the_table_and_resumes(setup, tmp_path):
+    space, table, out, budget = setup
+    machine = Machine(table)
+    before = len(table.calibration["samples"])
+    top = [Arch.from_dict(r["arch"]) for r in TrialLog(out / "trials.jsonl").read()
+           if r["feasible"]][:5]
+    assert any(a.stages[0].mixer == SLOW_MIXER and _true_ms(table, a) > budget for a in top), \
+        "the fixture must put an arch that breaks the budget among the search's picks"
+    res = verify(out, top=5, rounds=4, echo=None, measure=machine)
+    # the pick was timed and fits the budget; every final candidate was timed
+    assert res.best["measured_ms"] is not None and res.best["measured_ms"] <= budget
+    assert all(r["measured_ms"] is not None for r in res.rows) and len(res.rows) == 5
+    timed = [a for call in machine.calls for a in call]
+    assert len(timed) == len(set(timed)) == res.measured > 5  # a second round found new picks
+    # the table file learned the timed archs (and predicts them near what they measured)
+    refit = LatencyTable.load(tmp_path / "table.json", space=space)
+    assert len(refit.calibration["samples"]) == before + res.measured
+    assert refit.calibration["residual"]["n"] >= before
+    for a in timed:
+        assert refit.predict_one(a) == pytest.approx(_true_ms(table, a), rel=0.06)
+    # files: the csv lists the candidates, the yaml loads as an arch
+    rows = (out / VERIFIED_CSV).read_text().splitlines()
+    assert rows[0].startswith("rank,trial,acc") and len(rows) == 6
+    assert load_arch(out / BEST_VERIFIED) == res.best["arch"]
+    # rerun: nothing new to time
+    again = Machine(table)
+    res2 = verify(out, top=5, rounds=4, echo=None, measure=again)
+    assert again.calls == [] and res2.best["trial"] == res.best["trial"]
+
+
+def test_verify_refuses_bad_input(setup, tmp_path, capsys):
+    space, table, out, budget = setup
+    with pytest.raises(NasError, match="top must be"):
+        verify(out, top=0, measure=Machine(table))
+    with pytest.raises(ArtifactError, match="not a search run dir"):
+        verify(tmp_path / "nowhere", measure=Machine(table))
+    bare = read_json(tmp_path / "table.json")
+    bare["calibration"] = None
+    write_json(tmp_path / "bare.json", bare)
+    with pytest.raises(ArtifactError, match="not calibrated"):
+        verify(out, table=tmp_path / "bare.json", measure=Machine(table))
+    assert main(["verify", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a search run dir" in err[0]
+
+
+def test_residual_learns_a_local_offset_and_fades_far_away(spaces):
+    space = spaces["tiny32"]
+    rng = np.random.default_rng(3)
+    archs = list(dict.fromkeys(sample_arch(space, rng) for _ in range(120)))
+    X = np.array([encode_arch(space, a) for a in archs])
+    slow = np.array([a.stages[0].mixer == SLOW_MIXER for a in archs])
+    r = np.where(slow, 0.15, 0.0) + 0.005 * rng.standard_normal(len(archs))
+    res = Residual.fit(X[:80], r[:80])
+    got = res(X[80:])
+    assert np.abs(got - r[80:]).mean() < 0.5 * np.abs(r[80:]).mean()  # learned, held out
+    far = np.full((1, X.shape[1]), 50.0)
+    assert abs(res(far)[0]) < 1e-6  # nothing measured near: no correction
+    assert Residual.fit(X[:MIN_SAMPLES - 1], r[:MIN_SAMPLES - 1]) is None
+    again = Residual(res.to_dict(), X[:80], r[:80])  # what a loaded table rebuilds
+    np.testing.assert_allclose(again(X[80:]), got, rtol=1e-5, atol=1e-7)
+
+
+def test_table_round_trips_its_local_correction_and_rejects_a_bad_one(setup, tmp_path):
+    space, table, out, budget = setup
+    archs = [Arch.from_dict(r["arch"]) for r in TrialLog(out / "trials.jsonl").read()]
+    assert table.calibration["residual"] is None
+    table.calibrate(("raw_ms", "const"))
+    assert table.calibration["residual"]["n"] == 16
+    path = tmp_path / "again.json"
+    table.save(path)
+    np.testing.assert_allclose(LatencyTable.load(path).predict(archs), table.predict(archs))
+    # without the correction (a table written before it existed): the linear calibration
+    data = read_json(path)
+    data["calibration"].pop("residual")
+    write_json(path, data)
+    linear = LatencyTable.load(path).predict(archs)
+    assert not np.allclose(linear, table.predict(archs))
+    data["calibration"]["residual"] = {"amplitude": -1, "length_scale": 1, "noise": 1}
+    write_json(path, data)
+    with pytest.raises(ArtifactError, match="residual malformed"):
+        LatencyTable.load(path)
+    assert json.loads(path.read_text())["calibration"]["residual"]["amplitude"] == -1
