@@ -6,7 +6,8 @@ Stages, each writing into its own part of the run directory ``RUN``:
 2. ``profile``  ``RUN/latency/table.json``     latency table of this machine (:func:`nas.latency.profile_space`)
 3. ``collect``  ``RUN/predictor/subnets.csv``  inherited-weight accuracy of sampled subnets
 4. ``fit``      ``RUN/predictor/model/``       accuracy predictor (:func:`nas.predictors.fit_predictor`)
-5. ``search``   ``RUN/search/``                Ray Tune search under the latency budget
+5. ``search``   ``RUN/search/``                Ray Tune search under the latency budget, then its
+                                               picks timed and the table refitted (``nas verify``)
 6. ``export``   ``RUN/export/model/``          the best subnet as a model directory
 7. ``report``   ``RUN/report.html``            Pareto plot, best subnets, references, commands
 

@@ -19,7 +19,7 @@ from nas.latency.residual import MIN_SAMPLES, Residual
 from nas.latency.signatures import arch_signatures
 from nas.search import SearchConfig
 from nas.search.trial_log import TrialLog
-from nas.search.verify import BEST_VERIFIED, VERIFIED_CSV, verify
+from nas.search.verify import BEST_VERIFIED, VERIFIED_CSV, VERIFY_LOG, verify
 
 SLOW_MIXER = "mhsa"  # the table misses what these archs pay: they run 25% slower
 
@@ -98,6 +98,9 @@ def test_verify_times_the_picks_refits_the_table_and_resumes(setup, tmp_path):
     # the table file learned the timed archs (and predicts them near what they measured)
     refit = LatencyTable.load(tmp_path / "table.json", space=space)
     assert len(refit.calibration["samples"]) == before + res.measured
+    assert sum(s.get("source") == "verify" for s in refit.calibration["samples"]) == res.measured
+    assert refit.calibration["fit"]["n"] == before  # the global line: the spread samples only
+    assert refit.calibration["coef"] == pytest.approx(table.calibration["coef"])
     assert refit.calibration["residual"]["n"] >= before
     for a in timed:
         assert refit.predict_one(a) == pytest.approx(_true_ms(table, a), rel=0.06)
@@ -105,6 +108,11 @@ def test_verify_times_the_picks_refits_the_table_and_resumes(setup, tmp_path):
     rows = (out / VERIFIED_CSV).read_text().splitlines()
     assert rows[0].startswith("rank,trial,acc") and len(rows) == 6
     assert load_arch(out / BEST_VERIFIED) == res.best["arch"]
+    log = [json.loads(line) for line in (out / VERIFY_LOG).read_text().splitlines()]
+    assert len(log) == res.measured and {r["round"] for r in log} >= {1, 2}
+    for r in log:
+        arch = Arch.from_dict(json.loads(r["arch"]))
+        assert r["measured_ms"] == pytest.approx(_true_ms(table, arch))
     # rerun: nothing new to time
     again = Machine(table)
     res2 = verify(out, top=5, rounds=4, echo=None, measure=again)

@@ -255,9 +255,11 @@ class LatencyTable:
             self._data["scope"]["busy"] = busy
 
     def add_calibration_sample(self, arch: Arch, stats: dict[str, float] | float, *,
-                               seed: int | None = None) -> None:
+                               seed: int | None = None, source: str | None = None) -> None:
         """Record an end-to-end timing of ``arch`` for the calibration (another round of
-        an arch already there merges into its sample, as :meth:`add` with ``merge``)."""
+        an arch already there merges into its sample, as :meth:`add` with ``merge``).
+        ``source="verify"``: a search's pick (:mod:`nas.search.verify`), which only the
+        local correction learns from."""
         c = self._data["calibration"] or {"features": None, "coef": None, "samples": [],
                                           "fit": None, "seed": seed}
         raw = arch.to_dict()
@@ -267,7 +269,8 @@ class LatencyTable:
                 c["samples"][i] = {**self._best(old, self._timed(stats)), "arch": raw}
                 break
         else:
-            c["samples"].append({**self._best(None, self._timed(stats)), "arch": raw})
+            extra = {"source": source} if source else {}
+            c["samples"].append({**self._best(None, self._timed(stats)), **extra, "arch": raw})
         self._data["calibration"] = c
 
     def calibration_rounds(self, arch: Arch) -> int:
@@ -313,9 +316,16 @@ class LatencyTable:
         archs = self.calibration_archs()
         if not samples:
             return {"n": 0}
-        X = self._sum.feature_matrix(archs)
-        y = np.array([s["ms"] for s in samples], dtype=np.float64)
+        # the linear fit is global: it sees the samples chosen to stand for the space, not
+        # the picks `nas verify` timed (clustered where one search went, they would tilt it
+        # there); the local correction below learns from both
+        spread = [i for i, s in enumerate(samples) if s.get("source") != "verify"]
+        if len(spread) < len(cal.usable_features(features, len(samples))) + 2:
+            spread = list(range(len(samples)))
+        X = self._sum.feature_matrix([archs[i] for i in spread])
+        y = np.array([samples[i]["ms"] for i in spread], dtype=np.float64)
         used, coef, stats = cal.fit_report(X, y, features)
+        stats["verified"] = len(samples) - len(spread)
         c.update({"features": list(used) or None, "coef": coef or None, "fit": stats,
                   "residual": None})
         self._clear_caches()

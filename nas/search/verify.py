@@ -10,11 +10,13 @@ is cheap (a few seconds), so:
    budget, most accurate per the predictor first;
 2. time those not timed yet end to end, with the table's setting (rounds, speed check
    against the table's reference kernel, as ``nas measure``), add them to the table as
-   calibration samples and refit it, with its local correction
+   calibration samples (``source: verify``) and refit its local correction
    (:mod:`nas.latency.residual`), which moves predictions near a measured arch toward
-   what it measured; the table file is rewritten (atomically) after each round, so an
+   what it measured (the linear calibration stays fitted on the samples that stand for
+   the whole space); the table file is rewritten (atomically) after each round, so an
    interrupted verify resumes and the search's neighbourhood stays learned for later
-   searches;
+   searches; ``verify.jsonl`` logs each timing with the prediction made just before it
+   (from the second round on, a prediction for an arch the refitted table had not seen);
 3. again, with the refitted table, up to ``rounds`` times, until the ``top`` candidates
    are all timed;
 4. pick the most accurate candidate that was timed within the budget (else the most
@@ -39,11 +41,12 @@ from typing import Any
 from nas.arch import Arch, space_contains
 from nas.errors import ArtifactError, NasError
 from nas.io import write_text, write_yaml
-from nas.search.rerank import _read_search
+from nas.search.rerank import _append, _read_search
 
-__all__ = ["verify", "VerifyResult", "VERIFIED_CSV", "BEST_VERIFIED"]
+__all__ = ["verify", "VerifyResult", "VERIFIED_CSV", "VERIFY_LOG", "BEST_VERIFIED"]
 
 VERIFIED_CSV = "verified.csv"
+VERIFY_LOG = "verify.jsonl"  # every timing: the prediction just before it, and the measurement
 BEST_VERIFIED = "best_verified.yaml"
 COLUMNS = ("rank", "trial", "acc", "search_ms", "predicted_ms", "measured_ms")
 
@@ -133,8 +136,11 @@ def verify(search_dir: str | Path, *, table: str | Path | None = None, top: int 
             break
         ms = measure([archs[i] for i in todo])
         for i, m in zip(todo, ms, strict=True):
-            tbl.add_calibration_sample(archs[i], m)
+            tbl.add_calibration_sample(archs[i], m, source="verify")
             timed[archs[i]] = float(m)
+            _append(search_dir / VERIFY_LOG, {
+                "round": it + 1, "trial": pool[i][0]["trial"], "predicted_ms": float(pred[i]),
+                "measured_ms": float(m), "arch": archs[i].to_json()})
             say(f"verify: round {it + 1}: trial {pool[i][0]['trial']} predicted {pred[i]:.4f} ms, "
                 f"measured {m:.4f} ms ({100 * (pred[i] - m) / m:+.1f}%)")
         n_measured += len(todo)
