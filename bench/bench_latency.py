@@ -122,10 +122,12 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
     other = "median" if table.stat == "min" else "min"
     tables = {table.stat: table, other: table.restat(other)}
     alt_features = tuple(f for f in calib.DEFAULT_FEATURES if f != "reduce_ms")
-    alts = {}
+    alts, linear = {}, {}
     for stat, t in tables.items():  # the same samples fitted without the token-reduction term
         alts[stat] = LatencyTable(copy.deepcopy(t.to_dict()), source=str(out))
         alts[stat].calibrate(alt_features)
+        linear[stat] = LatencyTable(copy.deepcopy(t.to_dict()), source=str(out))
+        linear[stat].calibrate(t.calibration["features"], residual=False)
     held = heldout_archs(space, args.heldout, set(table.calibration_archs()), args.seed + 1000)
     spec = DeviceSpec.parse("cpu", dtype="fp32", batch_size=batch, threads=args.threads)
     truth_mrt = args.truth_min_run_time * max(1.0, batch ** 0.5 / 4)
@@ -161,6 +163,8 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
         if red.any() and (~red).any():
             lines.append(row(f"  of which token-reduction subnets ({stat})",
                              metrics(pred[red], first[stat][red])))
+        lines.append(row(f"calibrated, linear only: no local correction ({stat})",
+                         metrics(linear[stat].predict(held), first[stat])))
         lines.append(row(f"calibrated without the reduce_ms term ({stat})",
                          metrics(alts[stat].predict(held), first[stat])))
         lines.append(row(f"raw sum of components ({stat})", metrics(raw, first[stat])))
