@@ -137,6 +137,11 @@ def test_verify_refuses_bad_input(setup, tmp_path, capsys):
     write_json(tmp_path / "bare.json", bare)
     with pytest.raises(ArtifactError, match="not calibrated"):
         verify(out, table=tmp_path / "bare.json", measure=Machine(table))
+    elsewhere = read_json(tmp_path / "table.json")
+    elsewhere["device"]["name"] = "another CPU"
+    write_json(tmp_path / "elsewhere.json", elsewhere)
+    with pytest.raises(ArtifactError, match="profiled on another machine"):
+        verify(out, table=tmp_path / "elsewhere.json")  # the real measurer checks the device
     assert main(["verify", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a search run dir" in err[0]
