@@ -66,7 +66,7 @@ def run_case(batch: str, seed: int, table_file: str, truth_file: str, k: int) ->
     for i in range(len(y)):
         nn = np.argsort(dist[i])[1:k + 1]
         knn[i] = linear[i] * np.exp(res[nn].mean())
-        r = Residual(params, np.vstack([CX, X[nn]]), np.concatenate([cres, res[nn]]))
+        r = Residual(params, X=np.vstack([CX, X[nn]]), r=np.concatenate([cres, res[nn]]))
         nearest[i] = linear[i] * np.exp(r(X[i:i + 1])[0])
     return {"batch": batch, "seed": seed, "n": len(y), "noise": 100 * noise.mean(),
             "linear": _errors(linear, y), "local": _errors(local, y),

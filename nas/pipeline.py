@@ -96,6 +96,15 @@ class _Ctx:
                                   "best_verified.yaml" if c.verify else "best.yaml")
 
     @property
+    def final_table(self) -> Path:
+        """The table the export and report predict with: the search's picks timed and the
+        table refitted on them (``nas verify``) when ``search.verify`` is on."""
+        from nas.search.verify import VERIFIED_TABLE
+
+        verified = self.search_dir / VERIFIED_TABLE
+        return verified if self.cfg.search.verify and verified.is_file() else self.table
+
+    @property
     def model_dir(self) -> Path:
         return self.out / "export" / "model"
 
@@ -257,13 +266,13 @@ def _stage_export(ctx: _Ctx) -> dict[str, Any]:
     best = ctx.best_arch
     formats, skipped = list(c.formats), {}
     cmd = (f"nas export --run {ctx.train_dir} --arch {best} --out {ctx.model_dir} "
-           f"{to_flags(c, only=('formats', 'finetune_epochs'))} --table {ctx.table}")
+           f"{to_flags(c, only=('formats', 'finetune_epochs'))} --table {ctx.final_table}")
     if is_model_dir(ctx.model_dir) and ModelConfig.load(ctx.model_dir).arch == load_arch(best):
         return {"command": cmd, "skipped_formats": skipped}  # written before a kill
     while True:
         try:
             export_subnet(ctx.train_dir, best, ctx.model_dir, formats=tuple(formats),
-                          finetune_epochs=c.finetune_epochs, table=ctx.table, overwrite=True,
+                          finetune_epochs=c.finetune_epochs, table=ctx.final_table, overwrite=True,
                           seed=ctx.cfg.seed, command=cmd)
             break
         except ExportFormatError as e:
@@ -278,7 +287,7 @@ def _stage_export(ctx: _Ctx) -> dict[str, Any]:
 def _stage_report(ctx: _Ctx) -> dict[str, Any]:
     from nas.report import write_report
 
-    path = write_report(ctx.out, ctx.cfg, ctx.status, say=ctx.say)
+    path = write_report(ctx.out, ctx.cfg, ctx.status, say=ctx.say, table=ctx.final_table)
     return {"command": f"nas run --out {ctx.out}  # rewrites {path.name}", "path": str(path)}
 
 

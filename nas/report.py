@@ -65,8 +65,10 @@ def _top_trials(path: Path, k: int, verified: bool = False) -> list[tuple[str, A
 
 
 def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
-                  say: Callable[[str], None]) -> dict[str, Any]:
-    """Accuracy and latency of the best searched subnets, the export and the references."""
+                  say: Callable[[str], None], *, table: str | Path | None = None
+                  ) -> dict[str, Any]:
+    """Accuracy and latency of the best searched subnets, the export and the references,
+    predicted with ``table`` (default: the profile's, ``RUN/latency/table.json``)."""
     from nas.complexity import count_params
     from nas.export import ModelConfig
     from nas.latency import LatencyTable
@@ -79,7 +81,7 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
 
     run = load_run(run_dir / "train")
     space = run.space
-    table = LatencyTable.load(run_dir / "latency" / "table.json", space=space)
+    table = LatencyTable.load(table or run_dir / "latency" / "table.json", space=space)
     pred = load_predictor(run_dir / "predictor" / "model", space=space)
     x, y = load_val_data(run.config)
     calib = load_run_calib_data(run.config)
@@ -238,10 +240,11 @@ measured.{busy_note}</p>
 
 
 def write_report(run_dir: str | Path, config: Any, status: dict[str, Any], *,
-                 say: Callable[[str], None] = print) -> Path:
-    """Evaluate the report's rows and write ``report.json`` and ``report.html``; returns the latter."""
+                 say: Callable[[str], None] = print, table: str | Path | None = None) -> Path:
+    """Evaluate the report's rows and write ``report.json`` and ``report.html``; returns the
+    latter. ``table``: the latency table to predict with (default: the profile's)."""
     run_dir = Path(run_dir)
-    summary = evaluate_rows(run_dir, status, config.export.top_k, say)
+    summary = evaluate_rows(run_dir, status, config.export.top_k, say, table=table)
     write_json(run_dir / "report.json", summary)
     path = run_dir / "report.html"
     write_text(path, render_html(summary, status))

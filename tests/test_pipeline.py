@@ -92,6 +92,13 @@ def test_tiny_run_end_to_end_and_resume(tmp_path, capsys):
     assert ModelConfig.load(out / "export" / "model").arch == load_arch(out / "search" / "best_rerank.yaml")
     assert len((out / "search" / "rerank.csv").read_text().splitlines()) == 4
     assert "nas rerank" in status["stages"]["search"]["command"]
+    # verify (on by default) timed the picks into its own copy of the table; the search's
+    # table is left as it is, so the search still resumes
+    assert (out / "search" / "verified.csv").is_file() and "nas verify" in status["stages"]["search"]["command"]
+    verified = json.loads((out / "search" / "table.verified.json").read_text())
+    assert any(s.get("source") == "verify" for s in verified["calibration"]["samples"])
+    profiled = json.loads((out / "latency" / "table.json").read_text())
+    assert not any(s.get("source") for s in profiled["calibration"]["samples"])
     html = (out / "report.html").read_text()
     assert 'src="search/pareto.png"' in html and "nas search" in html and "largest subnet" in html
     report = json.loads((out / "report.json").read_text())

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from nas.arch import Arch, load_arch, sample_arch
 from nas.cli import main
@@ -19,7 +20,7 @@ from nas.latency.residual import MIN_SAMPLES, Residual
 from nas.latency.signatures import arch_signatures
 from nas.search import SearchConfig
 from nas.search.trial_log import TrialLog
-from nas.search.verify import BEST_VERIFIED, VERIFIED_CSV, VERIFY_LOG, verify
+from nas.search.verify import BEST_VERIFIED, VERIFIED_CSV, VERIFIED_TABLE, VERIFY_LOG, verify
 
 SLOW_MIXER = "mhsa"  # the table misses what these archs pay: they run 25% slower
 
@@ -90,6 +91,7 @@ def test_verify_times_the_picks_refits_the_table_and_resumes(setup, tmp_path):
     space, table, out, budget = setup
     machine = Machine(table)
     before = len(table.calibration["samples"])
+    original = (tmp_path / "table.json").read_bytes()
     top = [Arch.from_dict(r["arch"]) for r in TrialLog(out / "trials.jsonl").read()
            if r["feasible"]][:5]
     assert any(a.stages[0].mixer == SLOW_MIXER and _true_ms(table, a) > budget for a in top), \
@@ -102,8 +104,10 @@ def test_verify_times_the_picks_refits_the_table_and_resumes(setup, tmp_path):
     assert len(timed) == res.measured > 5  # a second round found new picks
     # ... and timed the first round's picks again beside them
     assert len(machine.calls) >= 2 and set(machine.calls[0]) <= set(machine.calls[1])
-    # the table file learned the timed archs (and predicts them near what they measured)
-    refit = LatencyTable.load(tmp_path / "table.json", space=space)
+    # the search's table is left as it is (its config holds its checksum); the copy in the
+    # search dir learned the timed archs and predicts them near what they measured
+    assert (tmp_path / "table.json").read_bytes() == original
+    refit = LatencyTable.load(out / VERIFIED_TABLE, space=space)
     assert len(refit.calibration["samples"]) == before + res.measured
     assert sum(s.get("source") == "verify" for s in refit.calibration["samples"]) == res.measured
     assert refit.calibration["fit"]["n"] == before  # the global line: the spread samples only
@@ -116,7 +120,9 @@ def test_verify_times_the_picks_refits_the_table_and_resumes(setup, tmp_path):
     assert rows[0].startswith("rank,trial,acc") and len(rows) == 6
     assert load_arch(out / BEST_VERIFIED) == res.best["arch"]
     log = [json.loads(line) for line in (out / VERIFY_LOG).read_text().splitlines()]
-    assert len(log) == res.measured and {r["round"] for r in log} >= {1, 2}
+    first = [r for r in log if not r["again"]]
+    assert len(first) == res.measured and {r["round"] for r in first} >= {1, 2}
+    assert len(log) > len(first)  # the re-timings are logged too
     for r in log:
         arch = Arch.from_dict(json.loads(r["arch"]))
         assert r["measured_ms"] == pytest.approx(_true_ms(table, arch))
@@ -160,7 +166,7 @@ def test_residual_learns_a_local_offset_and_fades_far_away(spaces):
     far = np.full((1, X.shape[1]), 50.0)
     assert abs(res(far)[0]) < 1e-6  # nothing measured near: no correction
     assert Residual.fit(X[:MIN_SAMPLES - 1], r[:MIN_SAMPLES - 1]) is None
-    again = Residual(res.to_dict(), X[:80], r[:80])  # what a loaded table rebuilds
+    again = Residual(res.to_dict(), X=X[:80], r=r[:80])  # what a loaded table rebuilds
     np.testing.assert_allclose(again(X[80:]), got, rtol=1e-5, atol=1e-7)
 
 
@@ -183,7 +189,73 @@ def test_table_round_trips_its_local_correction_and_rejects_a_bad_one(setup, tmp
     write_json(path, data)
     with pytest.raises(ArtifactError, match="residual malformed"):
         LatencyTable.load(path)
-    assert json.loads(path.read_text())["calibration"]["residual"]["amplitude"] == -1
+
+
+def test_local_correction_follows_the_samples_and_skips_unmeasurable_ones(setup, tmp_path):
+    space, table, out, budget = setup
+    archs = [Arch.from_dict(r["arch"]) for r in TrialLog(out / "trials.jsonl").read()]
+    table.calibrate(("raw_ms", "const"))
+    a = archs[0]
+    before = table.predict_one(a)
+    # a new timing of an arch moves its prediction at once, as a reload would
+    table.add_calibration_sample(a, 1.5 * before)
+    moved = table.predict_one(a)
+    assert moved > before
+    table.save(tmp_path / "moved.json")
+    assert LatencyTable.load(tmp_path / "moved.json").predict_one(a) == pytest.approx(moved)
+    # a calibration sample whose components the table lacks: skipped, predictions still work
+    data = read_json(tmp_path / "moved.json")
+    lost = Arch.from_dict(data["calibration"]["samples"][0]["arch"])
+    lost_keys = {g.key for g in arch_signatures(lost, num_classes=space.num_classes,
+                                                 in_chans=space.in_chans)}
+    mine = {g.key for g in arch_signatures(a, num_classes=space.num_classes,
+                                           in_chans=space.in_chans)}
+    gone = next(iter(lost_keys - mine))
+    data["entries"] = [e for e in data["entries"]
+                       if LatencyTable(data, source="x")._records.get(gone) is not e]
+    data["complete"] = False
+    write_json(tmp_path / "partial.json", data)
+    partial = LatencyTable.load(tmp_path / "partial.json")
+    assert partial.predict([]).shape == (0,)
+    assert np.isfinite(partial.predict_one(a))
+
+
+def test_picks_alone_calibrate_the_line_only_when_nothing_else_does(setup, tmp_path):
+    space, table, out, budget = setup
+    archs = [Arch.from_dict(r["arch"]) for r in TrialLog(out / "trials.jsonl").read()]
+    data = read_json(tmp_path / "table.json")
+    data["calibration"]["samples"] = data["calibration"]["samples"][:4]
+    write_json(tmp_path / "few.json", data)
+    few = LatencyTable.load(tmp_path / "few.json")
+    for a in archs[:10]:
+        few.add_calibration_sample(a, _true_ms(table, a), source="verify")
+    stats = few.calibrate(("raw_ms", "const"))
+    assert stats["n"] == 4 and stats["verified"] == 10  # 4 spread samples fit the line
+    data["calibration"]["samples"] = data["calibration"]["samples"][:2]
+    write_json(tmp_path / "fewer.json", data)
+    fewer = LatencyTable.load(tmp_path / "fewer.json")
+    for a in archs[:10]:
+        fewer.add_calibration_sample(a, _true_ms(table, a), source="verify")
+    assert fewer.calibrate(("raw_ms", "const"))["n"] == 12  # too few: all of them
+
+
+def test_report_lists_verifys_candidates(spaces, tmp_path):
+    import csv
+
+    from nas.report import _top_trials
+
+    rng = np.random.default_rng(5)
+    archs = list(dict.fromkeys(sample_arch(spaces["tiny32"], rng) for _ in range(4)))
+    with (tmp_path / "trials.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trial", "acc", "feasible", "arch"])
+        for i, a in enumerate(archs):
+            w.writerow([i, 0.9 - 0.01 * i, i != 0, a.to_json()])
+    (tmp_path / "verified.csv").write_text("rank,trial\n1,3\n2,0\n")
+    plain = [a for _, a, _ in _top_trials(tmp_path / "trials.csv", 5)]
+    assert plain == archs[1:]  # the search's feasible trials, most accurate first
+    checked = [a for _, a, _ in _top_trials(tmp_path / "trials.csv", 5, verified=True)]
+    assert checked == [archs[3], archs[0]]  # verify's candidates, in its order
 
 
 def test_verify_keeps_each_picks_fastest_timing(setup, tmp_path):
@@ -195,7 +267,7 @@ def test_verify_keeps_each_picks_fastest_timing(setup, tmp_path):
     again = set(machine.calls[0]) & set(machine.calls[1])
     assert again
     samples = {Arch.from_dict(s["arch"]): s for s in
-               LatencyTable.load(tmp_path / "table.json").calibration["samples"]}
+               LatencyTable.load(out / VERIFIED_TABLE).calibration["samples"]}
     for a in again:
         assert samples[a]["ms"] == pytest.approx(_true_ms(table, a), rel=1e-5)
         assert samples[a]["rounds"] >= 2
@@ -203,7 +275,8 @@ def test_verify_keeps_each_picks_fastest_timing(setup, tmp_path):
 
 
 def test_verify_without_a_timed_fit_picks_the_predicted_one_and_says_so(setup, tmp_path):
-    # a machine 3x slower than the table: nothing timed fits the budget
+    # a machine 3x slower than the table: nothing timed fits the budget, and an arch whose
+    # timing broke the budget is never the pick
     space, table, out, budget = setup
 
     def slow(archs):
@@ -211,3 +284,8 @@ def test_verify_without_a_timed_fit_picks_the_predicted_one_and_says_so(setup, t
 
     res = verify(out, top=3, rounds=1, echo=None, measure=slow)
     assert res.best["measured_ms"] is None and "no timed arch fits" in res.summary
+    untimed = [r for r in res.rows if r["measured_ms"] is None]
+    assert res.best is untimed[0] and res.best["predicted_ms"] <= budget
+    saved = yaml.safe_load((out / BEST_VERIFIED).read_text())
+    assert saved["trial"] == res.best["trial"] and saved["measured_ms"] is None
+    assert saved["picked_by"].startswith("no timed arch fits the budget")

@@ -62,5 +62,6 @@ def verify(args: argparse.Namespace) -> int:
     """``nas verify``: time a search's best candidates, refit its table; print the pick."""
     from nas.search.verify import verify as run_verify
 
-    print(run_verify(args.search_dir, table=args.table, top=args.top, rounds=args.rounds).summary)
+    print(run_verify(args.search_dir, table=args.table, out=args.out, top=args.top,
+                     rounds=args.rounds).summary)
     return 0

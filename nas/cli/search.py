@@ -67,11 +67,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "a local correction that moves predictions near a timed arch toward what it "
                     "measured; repeat with the refitted table (up to ROUNDS times) until the "
                     "TOP candidates are all timed. A search is drawn to archs the table predicts "
-                    "too fast; this catches them. Writes verified.csv and best_verified.yaml in "
-                    "the search dir and rewrites the table file; rerunning resumes.")
+                    "too fast; this catches them. Writes verified.csv, best_verified.yaml, "
+                    "verify.jsonl and the refitted table (table.verified.json) in the search dir; "
+                    "the search's own table is left as it is; rerunning resumes.")
     v.add_argument("search_dir", metavar="SEARCH_DIR", help="run directory of nas search")
     v.add_argument("--table", metavar="TABLE",
-                   help="latency table to time with and refit (default: the search's)")
+                   help="latency table to start from (default: the search's)")
+    v.add_argument("--out", metavar="TABLE_OUT",
+                   help="where the refitted table goes (default: SEARCH_DIR/table.verified.json; "
+                        "an existing one is resumed)")
     v.add_argument("--top", type=int, default=5, help="candidates to time (default: 5)")
     v.add_argument("--rounds", type=int, default=3,
                    help="refit-and-time rounds at most (default: 3)")

@@ -286,7 +286,7 @@ class Measurer:
 
         ``check_speed``: probe the machine's speed before and after every round
         (:mod:`nas.latency.speedprobe`); rounds go on until 2 (or ``rounds``, if fewer)
-        rounds lay between probes within ``SLOW`` of the fastest and that fastest probe is
+        rounds lie between probes within ``SLOW`` of the fastest and that fastest probe is
         within ``SLOW`` of ``reference_ms`` (the table's), or ``max_span_s`` seconds or
         ``max_rounds`` rounds have passed. Every round counts toward the fastest.
         What was seen is kept in :attr:`last_speed`.

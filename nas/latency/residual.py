@@ -2,15 +2,17 @@
 
 The linear calibration (:mod:`nas.latency.calibrate`) fits what all subnets share; what
 is left differs from arch to arch by a few percent (sd ~4% at batch 1 on this project's
-VM), and similar archs share it: on 120 held-out tiny32 subnets, the residual of each
-one's 10 nearest neighbours in the arch encoding (:func:`nas.encoding.encode_arch`)
-predicted its own, taking MAPE from 3.55% to 2.29% (``bench/bench_residual.py``). A search
+VM), and similar archs share it: on 120 held-out tiny32 subnets at batch 1, this
+correction fed the 5 nearest other held-out subnets in the arch encoding
+(:func:`nas.encoding.encode_arch`) as measured took MAPE from 3.55% to 2.09% (2.83% to
+2.45% on another seed; ``bench/bench_residual.py``). A search
 is drawn to exactly the archs the table predicts too fast (they fit the budget and are
 more accurate), so that left-over error piles up in its picks: a `nas run` report measured
 its 5 picks 5-12% slower than predicted.
 
 So the table models the log residual ``log(measured / calibrated)`` of its measured
 subnets (calibration samples, and the picks ``nas verify`` timed) as a Gaussian process
+(Rasmussen & Williams, *Gaussian Processes for Machine Learning*, 2006, ch. 2 and 5)
 over the arch encoding: an RBF kernel plus a noise term floored at :data:`NOISE_FLOOR`
 (the ground truth's own repeatability), hyperparameters by marginal likelihood
 (scikit-learn), zero mean. Near measured archs the prediction moves toward what they
@@ -48,15 +50,17 @@ class Residual:
         r: their log residuals, ``(n,)``.
     """
 
-    def __init__(self, params: dict[str, float], X: np.ndarray, r: np.ndarray):
+    def __init__(self, params: dict[str, float], *, X: np.ndarray, r: np.ndarray):
         self.params = {k: float(params[k]) for k in ("amplitude", "length_scale", "noise")}
         self.X = np.asarray(X, np.float64)
+        self._sq = (self.X ** 2).sum(1)
         K = self._k(self.X) + self.params["noise"] * np.eye(len(self.X))
         self.alpha = np.linalg.solve(K, np.asarray(r, np.float64))
 
     def _k(self, A: np.ndarray) -> np.ndarray:
-        d2 = ((A[:, None, :] - self.X[None, :, :]) ** 2).sum(-1)
-        return self.params["amplitude"] * np.exp(-0.5 * d2 / self.params["length_scale"] ** 2)
+        d2 = (A ** 2).sum(1)[:, None] + self._sq[None, :] - 2 * A @ self.X.T
+        return self.params["amplitude"] * np.exp(-0.5 * np.maximum(d2, 0.0)
+                                                 / self.params["length_scale"] ** 2)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, np.float64)
@@ -83,7 +87,7 @@ class Residual:
         k = gp.kernel_
         params = {"amplitude": k.k1.k1.constant_value, "length_scale": float(k.k1.k2.length_scale),
                   "noise": k.k2.noise_level}
-        return cls(params, X, r)
+        return cls(params, X=X, r=r)
 
     def to_dict(self) -> dict[str, Any]:
         return {**{k: round(v, 8) for k, v in self.params.items()}, "n": int(len(self.X))}

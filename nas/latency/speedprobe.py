@@ -8,7 +8,7 @@ so the profiler times one -- a small MLP on fixed random inputs, the same clock 
 statistic as everything else -- before every round, and the table records the fastest
 reading (``scope["probe_ms"]``). Ground truth timed later (the report, ``nas measure``)
 probes before and after each of its rounds, and the rounds go on (up to a time limit)
-until two of them lay between probes within :data:`SLOW` of the session's fastest and
+until two of them lie between probes within :data:`SLOW` of the session's fastest and
 the machine runs as fast as it did when the table was profiled. Every round counts
 toward each model's fastest (a slow phase only raises timings).
 Whatever is left of a slowdown is reported as a ratio instead of being passed off as

@@ -272,6 +272,7 @@ class LatencyTable:
             extra = {"source": source} if source else {}
             c["samples"].append({**self._best(None, self._timed(stats)), **extra, "arch": raw})
         self._data["calibration"] = c
+        self._residual = False  # rebuilt from the samples as they are now, as a reload would
 
     def calibration_rounds(self, arch: Arch) -> int:
         """Measurement rounds of ``arch``'s calibration sample (0: none)."""
@@ -320,12 +321,12 @@ class LatencyTable:
         # the picks `nas verify` timed (clustered where one search went, they would tilt it
         # there); the local correction below learns from both
         spread = [i for i, s in enumerate(samples) if s.get("source") != "verify"]
-        if len(spread) < len(cal.usable_features(features, len(samples))) + 2:
+        if len(spread) < 3:  # a table calibrated on picks alone: they are all there is
             spread = list(range(len(samples)))
         X = self._sum.feature_matrix([archs[i] for i in spread])
         y = np.array([samples[i]["ms"] for i in spread], dtype=np.float64)
         used, coef, stats = cal.fit_report(X, y, features)
-        stats["verified"] = len(samples) - len(spread)
+        stats["verified"] = sum(s.get("source") == "verify" for s in samples)
         c.update({"features": list(used) or None, "coef": coef or None, "fit": stats,
                   "residual": None})
         self._clear_caches()
@@ -333,7 +334,7 @@ class LatencyTable:
             fitted = self._residual_data()
             res = Residual.fit(*fitted) if fitted else None
             c["residual"] = res.to_dict() if res else None
-            self._clear_caches()
+            self._residual = res
         return stats
 
     def _residual_data(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -343,8 +344,14 @@ class LatencyTable:
         c = self._data["calibration"]
         if not c or not c.get("features"):
             return None
-        archs = self.calibration_archs()
-        y = np.array([s["ms"] for s in c["samples"]], dtype=np.float64)
+        # a sample whose components the table lacks (an interrupted profile) is skipped,
+        # at fit and at rebuild alike
+        keep = [(a, s["ms"]) for a, s in zip(self.calibration_archs(), c["samples"])
+                if not self.missing([a])]
+        if not keep:
+            return None
+        archs = [a for a, _ in keep]
+        y = np.array([ms for _, ms in keep], dtype=np.float64)
         X = np.array([encode_arch(self.space, a) for a in archs], dtype=np.float64)
         return X, np.log(y / self._sum.predict(archs))
 
@@ -362,7 +369,8 @@ class LatencyTable:
         if self._residual is False:
             params = (self._data.get("calibration") or {}).get("residual")
             fitted = self._residual_data() if params else None
-            self._residual = Residual(params, *fitted) if fitted and len(fitted[1]) else None
+            self._residual = (Residual(params, X=fitted[0], r=fitted[1])
+                              if fitted and len(fitted[1]) else None)
         return self._residual
 
     def lookup(self, sig: Signature) -> float:
@@ -392,8 +400,10 @@ class LatencyTable:
         """Calibrated latency (ms) of every arch, as a float64 array: the linear calibration
         times the local correction, when the table has one (:mod:`nas.latency.residual`)."""
         pred = self._sum.predict(archs)
+        if not len(archs):
+            return pred
         local = self._local()
-        if local is None or not len(archs):
+        if local is None:
             return pred
         X = np.array([encode_arch(self.space, a) for a in archs], dtype=np.float64)
         return pred * np.exp(local(X))

@@ -35,10 +35,9 @@ from typing import Any
 
 from nas.arch import Arch, space_contains
 from nas.errors import ArtifactError, NasError
-from nas.io import read_json, write_text, write_yaml
-from nas.search.config import SearchConfig
-from nas.search.trial_log import TrialLog
-from nas.space import SearchSpace, load_space
+from nas.io import write_text, write_yaml
+from nas.search.rundir import append_line, read_search
+from nas.space import SearchSpace
 
 __all__ = ["rerank", "candidates", "RerankResult", "RERANK_FILE"]
 
@@ -75,20 +74,6 @@ def candidates(space: SearchSpace, records: Sequence[dict[str, Any]], budget_ms:
     return out
 
 
-def _read_search(search_dir: Path) -> tuple[SearchConfig, SearchSpace, list[dict[str, Any]]]:
-    path = search_dir / "config.json"
-    if not path.is_file():
-        raise ArtifactError(f"{search_dir} is not a search run dir (no config.json)")
-    saved = read_json(path, what="search config")
-    if not isinstance(saved, dict) or "config" not in saved:
-        raise ArtifactError(f"{path} is not a search config")
-    config = SearchConfig.from_dict(saved["config"], source=str(path))
-    records = TrialLog(search_dir / "trials.jsonl").read()
-    if not records:
-        raise ArtifactError(f"{search_dir} holds no finished trials; run the search first")
-    return config, load_space(config.space), records
-
-
 def _scored(path: Path, key: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{arch json: line}`` of ``rerank.jsonl`` lines scored with ``key``'s setting (a line
     cut short by a kill is skipped)."""
@@ -104,13 +89,6 @@ def _scored(path: Path, key: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _append(path: Path, rec: dict[str, Any]) -> None:
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if text and not text.endswith("\n"):  # drop a line cut short by a kill
-        text = text[:text.rfind("\n") + 1]
-    write_text(path, text + json.dumps(rec, separators=(",", ":")) + "\n")
-
-
 def rerank(search_dir: str | Path, run_dir: str | Path, *, top: int = 10, steps: int = 1000,
            echo: Callable[[str], None] | None = print, scorer: Any = None) -> RerankResult:
     """Re-rank the ``top`` best candidates of the search in ``search_dir`` by training
@@ -123,7 +101,7 @@ def rerank(search_dir: str | Path, run_dir: str | Path, *, top: int = 10, steps:
             raise NasError(f"{name} must be an integer >= {low}, got {value!r}")
     say = echo or (lambda line: None)
     search_dir = Path(search_dir)
-    config, space, records = _read_search(search_dir)
+    config, space, records = read_search(search_dir)
     run_config, run_space = read_run_config(run_dir)
     if run_space.fingerprint != space.fingerprint:
         raise ArtifactError(f"run {run_dir} trained space {run_space.name} "
@@ -151,7 +129,7 @@ def rerank(search_dir: str | Path, run_dir: str | Path, *, top: int = 10, steps:
         value = scorer.score(arch, "train_speed")
         rec = {**key, "arch": arch.to_json(), "train_speed": value,
                "cpu_s": round(time.process_time() - c0, 2)}
-        _append(path, rec)
+        append_line(path, rec)
         done[rec["arch"]] = rec
         say(f"rerank: {i + 1}/{len(todo)} trial {r['trial']}: predicted acc {r['acc']:.4f}, "
             f"train_speed {value:.1f} ({time.perf_counter() - t0:.0f} s)")

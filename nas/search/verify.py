@@ -10,14 +10,16 @@ is cheap (a few seconds), so:
    budget (and whose timing, if any, did not break it), most accurate per the predictor
    first;
 2. time those not timed yet end to end, with the table's setting (rounds, speed check
-   against the table's reference kernel, as ``nas measure``), add them to the table as
-   calibration samples (``source: verify``) and refit its local correction
+   against the table's reference kernel, as ``nas measure``), add them to a copy of the
+   table as calibration samples (``source: verify``) and refit its local correction
    (:mod:`nas.latency.residual`), which moves predictions near a measured arch toward
    what it measured (the linear calibration stays fitted on the samples that stand for
-   the whole space); the table file is rewritten (atomically) after each round, so an
-   interrupted verify resumes and the search's neighbourhood stays learned for later
-   searches; ``verify.jsonl`` logs each timing with the prediction made just before it
-   (from the second round on, a prediction for an arch the refitted table had not seen);
+   the whole space). The copy (``table.verified.json`` in the search dir) is rewritten
+   atomically after each round, so an interrupted verify resumes from it and later
+   searches can start from what it learned; the search's own table is left as it is
+   (the search's config holds its checksum). ``verify.jsonl`` logs every timing with
+   the prediction made just before it (from the second round on, a prediction for an
+   arch the refitted table had not seen; ``again``: a pick timed in an earlier round);
 3. again, with the refitted table, up to ``rounds`` times, until the ``top`` candidates
    are all timed; the archs timed in earlier rounds are timed again beside the new ones
    (each keeps its fastest timing: on this project's VM one pick read 1.48 ms in one
@@ -29,7 +31,7 @@ is cheap (a few seconds), so:
    ``best_verified.yaml`` (the pick, read by :func:`nas.arch.load_arch`, e.g. ``nas
    export --arch``).
 
-The search's own ``best.yaml`` and trial log are left as they are.
+The search's own ``best.yaml``, trial log and table are left as they are.
 
 Example:
     >>> result = verify("runs/search", top=5)  # doctest: +SKIP
@@ -47,11 +49,13 @@ import numpy as np
 from nas.arch import Arch, space_contains
 from nas.errors import ArtifactError, NasError
 from nas.io import write_text, write_yaml
-from nas.search.rerank import _append, _read_search
+from nas.search.rundir import append_line, read_search
 
-__all__ = ["verify", "VerifyResult", "VERIFIED_CSV", "VERIFY_LOG", "BEST_VERIFIED"]
+__all__ = ["verify", "VerifyResult", "VERIFIED_CSV", "VERIFIED_TABLE", "VERIFY_LOG",
+           "BEST_VERIFIED"]
 
 VERIFIED_CSV = "verified.csv"
+VERIFIED_TABLE = "table.verified.json"  # the search's table, refitted on the timed picks
 VERIFY_LOG = "verify.jsonl"  # every timing: the prediction just before it, and the measurement
 BEST_VERIFIED = "best_verified.yaml"
 COLUMNS = ("rank", "trial", "acc", "search_ms", "predicted_ms", "measured_ms")
@@ -133,12 +137,15 @@ def table_measurer(table: Any, space: Any, say: Callable[[str], None]) -> Measur
     return measure
 
 
-def verify(search_dir: str | Path, *, table: str | Path | None = None, top: int = 5,
-           rounds: int = 3, echo: Callable[[str], None] | None = print,
+def verify(search_dir: str | Path, *, table: str | Path | None = None,
+           out: str | Path | None = None, top: int = 5, rounds: int = 3,
+           echo: Callable[[str], None] | None = print,
            measure: Measure | None = None) -> VerifyResult:
-    """Time the search's ``top`` candidates and refit its table, up to ``rounds`` times; see
-    the module doc. ``table``: the table file to learn into (default: the search's).
-    ``measure``: ms of a list of archs (default: :func:`table_measurer`; tests)."""
+    """Time the search's ``top`` candidates and refit a copy of its table, up to ``rounds``
+    times; see the module doc. ``table``: the table to start from (default: the
+    search's); ``out``: where the refitted table goes (default ``SEARCH_DIR/``
+    :data:`VERIFIED_TABLE`; when it exists, verify resumes from it). ``measure``: ms of a
+    list of archs (default: :func:`table_measurer`; tests)."""
     from nas.latency import LatencyTable
 
     for name, value in (("top", top), ("rounds", rounds)):
@@ -146,13 +153,16 @@ def verify(search_dir: str | Path, *, table: str | Path | None = None, top: int 
             raise NasError(f"{name} must be an integer >= 1, got {value!r}")
     say = echo or (lambda line: None)
     search_dir = Path(search_dir)
-    config, space, records = _read_search(search_dir)
-    path = table if table is not None else config.table
-    if path is None:
+    config, space, records = read_search(search_dir)
+    start = table if table is not None else config.table
+    if start is None:
         raise NasError(f"the search in {search_dir} used no latency table; pass --table")
-    tbl = LatencyTable.load(path, space=space)
+    path = Path(out) if out is not None else search_dir / VERIFIED_TABLE
+    if path.exists() and Path(start).resolve() == path.resolve():
+        raise NasError(f"--out {path} is the table verify starts from; give another file")
+    tbl = LatencyTable.load(path if path.is_file() else start, space=space)
     if not tbl.calibration or not tbl.calibration.get("features"):
-        raise ArtifactError(f"latency table {path} is not calibrated (profile it with "
+        raise ArtifactError(f"latency table {start} is not calibrated (profile it with "
                             "--calibrate > 0): its picks cannot be corrected")
     budget = config.budget_ms
     pool = _distinct(space, records)
@@ -171,18 +181,18 @@ def verify(search_dir: str | Path, *, table: str | Path | None = None, top: int 
         # fastest round): one round of a few models can sit in a slow phase of the machine
         again = [index[a] for a in mine if a in index and index[a] not in todo]
         ms = measure([archs[i] for i in todo + again])
-        for k, (i, m) in enumerate(zip(todo + again, ms, strict=True)):
+        for i, m in zip(todo + again, ms, strict=True):
             tbl.add_calibration_sample(archs[i], m, source="verify")
-            if k >= len(todo):
-                continue
-            _append(search_dir / VERIFY_LOG, {
-                "round": it + 1, "trial": pool[i][0]["trial"], "predicted_ms": float(pred[i]),
-                "measured_ms": float(m), "arch": archs[i].to_json()})
-            say(f"verify: round {it + 1}: trial {pool[i][0]['trial']} predicted {pred[i]:.4f} ms, "
-                f"measured {m:.4f} ms ({100 * (pred[i] - m) / m:+.1f}%)")
         n_measured += len(todo)
         tbl.calibrate(tbl.calibration["features"])
         tbl.save(path)
+        for k, (i, m) in enumerate(zip(todo + again, ms, strict=True)):
+            append_line(search_dir / VERIFY_LOG, {
+                "round": it + 1, "trial": pool[i][0]["trial"], "predicted_ms": float(pred[i]),
+                "measured_ms": float(m), "again": k >= len(todo), "arch": archs[i].to_json()})
+            if k < len(todo):
+                say(f"verify: round {it + 1}: trial {pool[i][0]['trial']} predicted "
+                    f"{pred[i]:.4f} ms, measured {m:.4f} ms ({100 * (pred[i] - m) / m:+.1f}%)")
     timed, _ = _timed(tbl)
     pred = tbl.predict(archs)
     cands = _candidates(archs, pred, timed, budget, top)
