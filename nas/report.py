@@ -85,11 +85,7 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     pred = load_predictor(run_dir / "predictor" / "model", space=space)
     x, y = load_val_data(run.config)
     calib = load_run_calib_data(run.config)
-    dev, timing = table.device, table.timing
-    measure_kw = {"batch_size": int(dev.get("batch_size", 1)), "dtype": dev.get("dtype", "fp32"),
-                  "threads": dev.get("threads"), "stat": table.stat,
-                  **{k: timing[k] for k in ("min_run_time", "warmup", "clock", "rounds")
-                     if k in timing}}
+    measure_kw = table.measure_kwargs()
 
     entries = _top_trials(run_dir / "search" / "trials.csv", top_k,
                           verified=bool(status["config"].get("search", {}).get("verify")))

@@ -153,6 +153,16 @@ class LatencyTable:
         return (f"{self._data['space']['name']} ({self.space_fingerprint}), {len(self)} entries, "
                 f"{describe_device(self._data['device'])}")
 
+    def measure_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`nas.latency.measure.measure_archs` (and its checked
+        twin) that time ground truth in this table's setting: batch, dtype, threads,
+        statistic, block time, warm-up, clock, rounds."""
+        dev, timing = self._data["device"], self._data["timing"]
+        return {"batch_size": int(dev.get("batch_size", 1)), "dtype": dev.get("dtype", "fp32"),
+                "threads": dev.get("threads"), "stat": self.stat,
+                **{k: timing[k] for k in ("min_run_time", "warmup", "clock", "rounds")
+                   if k in timing}}
+
     # ------------------------------------------------------------------ building
 
     @property

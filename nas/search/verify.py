@@ -109,7 +109,7 @@ def table_measurer(table: Any, space: Any, say: Callable[[str], None]) -> Measur
     from nas.latency.quiet import quiet_timing
     from nas.latency.speedprobe import speed_verdict, table_reference
 
-    dev, timing = table.device, table.timing
+    dev = table.device
     device = dev["type"] if dev.get("index") is None else f"{dev['type']}:{dev['index']}"
     here = DeviceSpec.parse(device, dtype=dev.get("dtype", "fp32"),
                             batch_size=int(dev.get("batch_size", 1)), threads=dev.get("threads"))
@@ -118,9 +118,7 @@ def table_measurer(table: Any, space: Any, say: Callable[[str], None]) -> Measur
         raise ArtifactError(f"latency table {table.source} was profiled on another machine or "
                             f"software ({'; '.join(diff)}; table vs here); run nas verify where "
                             "it was profiled")
-    kw = {"batch_size": int(dev.get("batch_size", 1)), "dtype": dev.get("dtype", "fp32"),
-          "threads": dev.get("threads"), "stat": table.stat,
-          **{k: timing[k] for k in ("min_run_time", "warmup", "clock", "rounds") if k in timing}}
+    kw = table.measure_kwargs()
     reference = table_reference(table.scope, kw["batch_size"])
 
     def measure(archs: Sequence[Arch]) -> list[float]:
