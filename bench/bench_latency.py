@@ -1,15 +1,17 @@
 """How well latency tables predict end-to-end latency on this CPU.
 
 1. For each batch size (default 1, 8 and 64) builds (or resumes; ``--fresh`` rebuilds)
-   the tiny32 CPU table (fp32, fixed threads) with a calibration on random subnets (or
-   a cover of the space, ``--calibration``), and records its cost (wall time, entries).
+   the tiny32 CPU table (fp32, fixed threads) with a calibration on the space's smallest
+   and largest subnets and random ones (or other subnets, ``--calibration``), and records
+   its cost (wall time, entries).
 2. Times >= 100 held-out random tiny32 subnets (none used for calibration) end to end
    as standalone models, each built twice and both copies timed in one list (back to
    back in the first round, in shuffled order after); copy 2 against copy 1 is the noise
    floor of the same run.
-3. Refits the correction on the first k of the calibration set and of a random one
-   (both timed again side by side): how many subnets, and which, the table needs.
-3. For imagenet224 (too large to enumerate) profiles only the signatures of the four
+3. Refits the correction on the first k of the calibration set and of every other
+   strategy's set (all timed again side by side): how many subnets, and which, the table
+   needs, judged on all held-out subnets and on their fastest fifth.
+4. For imagenet224 (too large to enumerate) profiles only the signatures of the four
    reference archs plus calibration subnets under a MAC budget, and compares the
    references' predicted and measured latency.
 
@@ -103,13 +105,15 @@ def time_archs(measurer: Measurer, archs: list, desc: str, rounds: int
     return first, second
 
 
-def table_path(batch: int) -> Path:
-    return RESULTS / ("latency_tiny32_cpu.json" if batch == 1 else f"latency_tiny32_b{batch}_cpu.json")
+def table_path(batch: int, tag: str = "") -> Path:
+    """``latency_tiny32[_bB][_TAG]_cpu.json`` (``--tag``; by default ``seedS`` for seed S > 0)."""
+    return RESULTS / (f"latency_tiny32{'' if batch == 1 else f'_b{batch}'}"
+                      f"{f'_{tag}' if tag else ''}_cpu.json")
 
 
 def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]:
     """Build the batch's table, time held-out subnets twice; markdown rows and a summary."""
-    out = table_path(batch)
+    out = table_path(batch, args.tag)
     if args.fresh and out.exists():
         out.unlink()  # this bench's own table file: rebuilt from scratch for the build time
     mrt = args.min_run_time * max(1.0, batch ** 0.5 / 4)  # enough ~1 ms blocks at batch 64
@@ -186,36 +190,44 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
 
 
 def calibration_study(args, space, table, held: list, truth: np.ndarray, measurer) -> list[str]:
-    """How many calibration subnets are needed, and cover vs random ones, like for like: the
-    table's set and a random (or cover) set of the same size are timed now in one
-    interleaved list, and corrections fitted on the first k of each are judged on the same
-    held-out ground truth."""
+    """How many calibration subnets are needed, and which, like for like: the table's set
+    and every strategy's set of the same size (`nas.latency.profile.calibration_archs`)
+    are timed now in one interleaved list (an arch two sets share, once), and corrections
+    fitted on the first k of each set are judged on the same held-out ground truth, on
+    all of it and on its smallest fifth (the end random subnets rarely reach)."""
     used = tuple(table.calibration["features"])
     mine = table.calibration_archs()
     # the table's own set names itself (a resumed table may hold another set than asked)
     name = next((n for n in CALIBRATION_STRATEGIES
                  if calibration_archs(space, len(mine), args.seed, strategy=n) == mine), "table")
-    other = "random" if name == "cover" else "cover"
-    alt = [a for a in calibration_archs(space, len(mine), args.seed, strategy=other)
-           if a not in set(held)]
-    both = [a for pair in zip(mine, alt) for a in pair]
+    sets = {name: mine}
+    for other in CALIBRATION_STRATEGIES:
+        if other != name:
+            sets[other] = [a for a in calibration_archs(space, len(mine), args.seed, strategy=other)
+                           if a not in set(held)]
+    union = list(dict.fromkeys(a for archs in sets.values() for a in archs))
     t0 = time.perf_counter()
     rounds = args.truth_rounds or args.rounds  # like for like with the ground truth
-    stats = measurer.measure_archs([a.to_dict() for a in both], rounds=rounds)
-    y = np.array([st[table.stat] for st in stats])
+    stats = measurer.measure_archs([a.to_dict() for a in union], rounds=rounds)
+    timed = {a: st[table.stat] for a, st in zip(union, stats, strict=True)}
     seconds = time.perf_counter() - t0
     H = table.features(held)
+    small = truth <= np.quantile(truth, 0.2)
     out = ["", f"calibration subnets needed ({table.stat}): corrections fitted on the first k "
-           f"of each set (both sets timed again now, interleaved, in the ground truth's "
-           f"{rounds} rounds, {seconds:.0f} s), same held-out ground truth:", "",
+           f"of each set (all sets timed again now, interleaved, {len(union)} distinct subnets "
+           f"in the ground truth's {rounds} rounds, {seconds:.0f} s), same held-out ground "
+           f"truth, all {len(held)} and the {int(small.sum())} fastest:", "",
            "| calibration | MAPE | within 5% | within 10% | max error | mean signed error | "
-           "Kendall tau |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, archs, ys in ((name, mine, y[0::2]), (other, alt, y[1::2])):
-        X = table.features(archs)
+           "Kendall tau | fastest fifth: MAPE | fastest fifth: mean signed error |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, archs in sets.items():
+        X, ys = table.features(archs), np.array([timed[a] for a in archs])
         for k in sorted({k for k in (6, 10, 15, 20, len(archs)) if k <= len(archs)}):
             feats = calib.usable_features(used, k)
             pred = calib.apply(H, feats, calib.fit(X[:k], ys[:k], feats))
-            out.append(row(f"{k} {label} subnets", metrics(pred, truth)))
+            sm = metrics(pred[small], truth[small])
+            out.append(row(f"{k} {label} subnets", metrics(pred, truth))
+                       + f" {sm['mape']:.2f}% | {sm['bias']:+.2f}% |")
     return out
 
 
@@ -271,11 +283,13 @@ def main() -> None:
     ap.add_argument("--out", default="latency_cpu.md",
                     help="results file under bench/results (earlier runs kept below)")
     ap.add_argument("--calibrate", type=int, default=30)
-    ap.add_argument("--calibration", choices=CALIBRATION_STRATEGIES, default="random",
-                    help="how the tables' calibration subnets are chosen (the other way is "
+    ap.add_argument("--calibration", choices=CALIBRATION_STRATEGIES, default="extremes",
+                    help="how the tables' calibration subnets are chosen (the other ways are "
                     "timed too, for comparison)")
     ap.add_argument("--heldout", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default=None,
+                    help="in the tables' file names (default: seedS for --seed S > 0)")
     ap.add_argument("--fresh", action="store_true",
                     help="rebuild the tables from scratch (else an existing table resumes)")
     ap.add_argument("--imagenet-calibrate", type=int, default=10,
@@ -283,6 +297,8 @@ def main() -> None:
     ap.add_argument("--imagenet-max-gmacs", type=float, default=2.0)
     ap.add_argument("--skip-imagenet", action="store_true")
     args = ap.parse_args()
+    if args.tag is None:
+        args.tag = f"seed{args.seed}" if args.seed else ""
     batches = [int(b) for b in args.batch_sizes.split(",")]
     load0 = os.getloadavg()
     space = load_space("tiny32")
@@ -295,7 +311,7 @@ def main() -> None:
     # predictor speed
     rng = np.random.default_rng(7)
     many = [sample_arch(space, rng) for _ in range(10000)]
-    fresh = LatencyTable.load(table_path(batches[0]), space=space)
+    fresh = LatencyTable.load(table_path(batches[0], args.tag), space=space)
     t1 = time.perf_counter()
     fresh.predict(many)
     cold = time.perf_counter() - t1
@@ -304,7 +320,7 @@ def main() -> None:
     warm = time.perf_counter() - t1
     ref_lines = [] if args.skip_imagenet else imagenet_refs(args)
     load1 = os.getloadavg()
-    t = LatencyTable.load(table_path(batches[0]), space=space)
+    t = LatencyTable.load(table_path(batches[0], args.tag), space=space)
     text = header("Latency tables: predicted vs measured end-to-end latency (CPU)") + "\n".join([
         f"- setting: {describe_device(t.device)} (batch as below)",
         f"- timing: ~1 ms timed blocks on the {t.timing['clock']} clock, "

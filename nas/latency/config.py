@@ -31,12 +31,13 @@ class ProfileConfig:
     dtype: str = setting("fp32", "weights and inputs", choices=DTYPE_NAMES)
     threads: int = setting(1, "torch threads while timing (the setting the table is for)",
                            check=lambda v: v >= 1, rule=">= 1")
-    calibrate: int = setting(30, "random subnets timed end to end to calibrate the sum",
+    calibrate: int = setting(30, "subnets timed end to end to calibrate the sum",
                              check=lambda v: v >= 0, rule=">= 0", metavar="N")
-    calibration: str = setting("random", "how the calibration subnets are chosen: random, or "
-                               "a cover of the space's size, depth and token reduction (it "
-                               "fitted no better on tiny32, see bench/results/latency_cpu.md)",
-                               choices=("random", "cover"))
+    calibration: str = setting("extremes", "how the calibration subnets are chosen: extremes "
+                               "(the space's smallest and largest subnets, then random ones), "
+                               "random, or a cover of the space's size, depth and token "
+                               "reduction (see nas.latency.profile.calibration_archs)",
+                               choices=("extremes", "random", "cover"))
     min_run_time: float = setting(0.05, "seconds of timed calls per measurement (per round)",
                                   check=lambda v: v > 0, rule="> 0")
     warmup: int = setting(10, "untimed calls before each measurement",

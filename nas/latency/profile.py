@@ -34,9 +34,9 @@ import numpy as np
 
 import nas.latency.calibrate as cal
 import nas.latency.quiet as quiet
-from nas.arch import Arch, canonicalize, sample_arch
+from nas.arch import Arch, canonicalize, extreme_arch, sample_arch
 from nas.costmodel import analytic_cost
-from nas.errors import ArtifactError, NasError
+from nas.errors import ArchError, ArtifactError, NasError
 from nas.io import check_output_file
 from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
 from nas.latency.measure import Measurer, Timing
@@ -63,29 +63,40 @@ def round_order(items: Sequence[Any], seed: int, r: int) -> list[Any]:
 log = logging.getLogger(__name__)
 
 
-CALIBRATION_STRATEGIES = ("cover", "random")
+CALIBRATION_STRATEGIES = ("cover", "extremes", "random")
 COVER_POOL = 500  # uniform samples the cover is drawn from: a fixed pool keeps it prefix-stable
 
 
-def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = "random"
+def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = "extremes"
                       ) -> list[Arch]:
     """``n`` distinct archs of ``space`` to calibrate a table on (fewer if the space is
-    smaller), seeded.
+    smaller), seeded. Every strategy is prefix-stable: ``k`` subnets are the first ``k``
+    of ``n``, so a table resumed with a larger ``calibrate`` keeps what it timed.
 
-    ``random`` (default): uniform samples. ``cover``: from :data:`COVER_POOL` uniform
-    samples, a greedy farthest-point cover of what the correction depends on (analytic
-    MACs in log scale, block count, blocks after in-stage token reduction; standardised),
-    starting from the sample nearest the mean: the fit sees the small, the large and the
-    token-reduced ends of the space instead of mostly its middle. The order does not
-    depend on ``n`` (for ``n`` up to the pool), so ``k`` subnets are the first ``k`` of
-    ``n`` and a table resumed with a larger ``calibrate`` keeps what it timed.
-    On tiny32 (``bench/bench_latency.py``, 120 held-out subnets at batch 1, 8 and 64) a
-    cover fitted no better than random subnets (MAPE 2.97/1.87/4.40% vs 2.27/2.16/4.10%,
-    within the noise), and 6 subnets fitted as well as 30: random stays the default.
+    ``extremes`` (default): the space's smallest and largest subnets
+    (:func:`nas.arch.extreme_arch`), then the ``random`` ones. Random subnets sit mostly
+    in the middle of the space, where the correction's constant and per-op terms trade
+    off against its scale; the smallest subnet lies below all of them and was predicted
+    10-39% too slow in the `nas run` reports. Fitted with the two ends on the same timings
+    (tables of three `nas run` profiles, 40 held-out subnets each, timed side by side),
+    the 30 smallest held-out subnets went from 6.8-7.8% to 3.5-4.0% MAPE and the whole
+    held-out set from 5.8-6.2% to 3.3-3.5% (``bench/results/latency_extremes_cpu.md``).
+
+    ``random``: uniform samples. ``cover``: from :data:`COVER_POOL` uniform samples, a
+    greedy farthest-point cover of what the correction depends on (analytic MACs in log
+    scale, block count, blocks after in-stage token reduction; standardised), starting
+    from the sample nearest the mean. On tiny32 (``bench/bench_latency.py``, 120 held-out
+    subnets at batch 1, 8 and 64) a cover fitted no better than random subnets (MAPE
+    2.97/1.87/4.40% vs 2.27/2.16/4.10%, within the noise), and 6 subnets fitted as well
+    as 30.
     """
     if strategy not in CALIBRATION_STRATEGIES:
         raise NasError(f"calibration strategy must be one of "
                        f"{', '.join(CALIBRATION_STRATEGIES)}, got {strategy!r}")
+    if strategy == "extremes":
+        ends = list(dict.fromkeys(a for w in ("min", "max") if (a := _extreme(space, w))))
+        rest = [a for a in calibration_archs(space, n, seed, strategy="random") if a not in ends]
+        return (ends + rest)[:n]
     rng = np.random.default_rng(seed)
     pool: dict[Arch, None] = {}
     want = n if strategy == "random" else max(n, COVER_POOL)
@@ -105,6 +116,13 @@ def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = 
         picked.append(i)
         dist = np.minimum(dist, ((X - X[i]) ** 2).sum(1))
     return [archs[i] for i in picked]
+
+
+def _extreme(space: SearchSpace, which: str) -> Arch | None:
+    try:
+        return extreme_arch(space, which)
+    except ArchError:  # an end whose token grid vanishes is not a subnet to time
+        return None
 
 
 def _cover_features(arch: Arch) -> tuple[float, float, float]:
@@ -212,7 +230,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                   address: str | None = None,
                   max_entries: int | None = None, max_signatures: int = 20000,
                   features: Sequence[str] = cal.DEFAULT_FEATURES, save_every: int = 8,
-                  recalibrate: bool = False, progress: bool = True, calibration: str = "random",
+                  recalibrate: bool = False, progress: bool = True, calibration: str = "extremes",
                   force: bool = False, allow_busy: bool | None = None,
                   retime: int = RETIME_ROUNDS) -> LatencyTable:
     """Measure every component signature of ``space`` on a device and write a table.
@@ -225,14 +243,15 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         batch_size: images per forward.
         dtype: ``fp32``, ``fp16`` or ``bf16`` (weights and inputs cast to it).
         threads: ``torch.set_num_threads`` while timing (default: the current value).
-        calibrate: random whole subnets timed end to end to fit the correction (0: none).
+        calibrate: whole subnets timed end to end to fit the correction (0: none).
         archs: profile only what these archs (and the calibration subnets) need, for
             spaces too large to enumerate. Each must be in ``space``.
         seed: seed of the calibration subnets.
         calibrate_on: time these archs for the calibration instead of ``calibrate``
             chosen ones (e.g. subnets under a MAC budget, when random subnets of a huge
             space are too slow to time).
-        calibration: how the ``calibrate`` subnets are chosen, ``random`` or ``cover``
+        calibration: how the ``calibrate`` subnets are chosen: ``extremes`` (the
+            smallest and largest subnets, then random ones), ``random`` or ``cover``
             (see :func:`calibration_archs`; a cover of a space too large to enumerate
             picks its largest models). A table that already holds samples of another
             set keeps that set, with a warning (unless ``recalibrate``).
