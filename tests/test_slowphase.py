@@ -149,3 +149,49 @@ def test_nas_profile_says_what_it_timed_again(tiny, tmp_path, monkeypatch, capsy
     n = len(space_signatures(tiny))
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("slow phase"))
     assert f"{n} entries" in line and f"{n} never timed at full speed" in line
+
+
+def test_entries_never_timed_fast_are_flagged_and_a_rerun_times_them_again(tiny, tmp_path,
+                                                                           monkeypatch):
+    import json
+
+    from nas.errors import ArtifactError
+
+    keys = [g.key for g in space_signatures(tiny)]
+    slow = set(keys[::4])
+    state = {"host_slow": True}
+    timed: list[str] = []
+
+    def measure(self, ks):
+        timed.extend(ks)
+        return [{"min": 1.5 if k in slow and state["host_slow"] else 1.0, "median": 1.0,
+                 "iqr": 0.0, "ops": 1} for k in ks]
+
+    def probe(self):  # slow right after a slow entry, as long as the host is slow
+        return 1.3 if state["host_slow"] and timed and timed[-1] in slow else 1.0
+
+    monkeypatch.setattr(Measurer, "measure", measure)
+    monkeypatch.setattr(Measurer, "probe", probe)
+    monkeypatch.setattr(slowphase, "PROBE_GAP_S", 0.0)
+    monkeypatch.setattr(profile_mod, "RETIME_SHARE", 1e6)
+    out = tmp_path / "t.json"
+    table = profile_space(tiny, out=out, calibrate=0, **{**FAST, "retime": 1, "save_every": 1})
+    flagged = set(table.slow_keys())
+    assert slow <= flagged and table.scope["retimed"]["still_slow"] == len(flagged)
+    sig = {g.key: g for g in space_signatures(tiny)}
+    assert all(table.lookup(sig[k]) == 1.5 for k in slow)
+    on_disk = json.loads(out.read_text())["entries"]
+    assert sum(e.get("slow", False) for e in on_disk) == len(flagged)
+
+    state["host_slow"], timed[:] = False, []  # the same command later, on a quiet host
+    table = profile_space(tiny, out=out, calibrate=0, **{**FAST, "retime": 1, "save_every": 1})
+    assert sorted(timed) == sorted(flagged)  # only the flagged entries, once each
+    assert table.slow_keys() == [] and table.scope["retimed"]["still_slow"] == 0
+    assert all(table.lookup(sig[k]) == 1.0 for k in keys)
+    assert LatencyTable.load(out).slow_keys() == []
+
+    doc = json.loads(out.read_text())
+    doc["entries"][0]["slow"] = "yes"
+    out.write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"entries\[0\]\.slow must be true or false"):
+        LatencyTable.load(out)

@@ -49,11 +49,13 @@ def profile(args: argparse.Namespace) -> int:
                  ", quiet"))
     print(f"entries    {len(table)}{'' if table.complete else ' (incomplete: rerun to resume)'}"
           f", this run {time.perf_counter() - t0:.1f} s, total {sc.get('seconds', 0):.1f} s")
-    if (sc.get("retimed") or {}).get("slow_entries"):
-        rt = sc["retimed"]
+    rt = sc.get("retimed") or {}
+    if rt.get("slow_entries") or rt.get("still_slow"):
         print(f"slow phase {rt['slow_entries']} entries timed only while the reference kernel ran "
               f"slow were timed again" + (f"; {rt['still_slow']} never timed at full speed (may "
-                                          "predict too slow)" if rt["still_slow"] else ""))
+                                          "predict too slow; run the same command again when "
+                                          "the machine is quieter to time them again)"
+                                          if rt["still_slow"] else ""))
     fit = (table.calibration or {}).get("fit") or {}
     if table.complete and fit.get("n"):
         loo = f", leave-one-out MAPE {fit['loo_mape']:.2f}%" if "loo_mape" in fit else ""

@@ -337,6 +337,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                         "version): keeping its %d; pass --recalibrate to replace them", out,
                         len(kept))
             cal_archs = kept
+        flagged = set(table.slow_keys())
         missing = sum(max(0, rounds - table.rounds(g)) for g in sigs)
         stop_early = max_entries is not None and missing > max_entries
         budget = max_entries if stop_early else missing
@@ -371,6 +372,15 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                                                  seed, cal_rounds + c),
                                      out, seed, progress, desc=f"calibrate {c + 1}/{cal_rounds}")
         if not stop_early:
+            # entries an earlier run on this table never timed at full speed: once more now
+            seen = phases.slowness()
+            again = [g for g in sigs if g.key in flagged and g.key not in seen]
+            if again:
+                log.info("%d entries of %s were never timed while the machine ran at full "
+                         "speed; timing them again", len(again), out)
+                phases.probe()
+                _measure_signatures(measurer, table, again, out, save_every, progress,
+                                    desc="re-time earlier slow", phases=phases)
             budget_s = RETIME_SHARE * (time.perf_counter() - t_rounds)
             _retime_slow(measurer, table, sigs, phases, out, save_every, progress, retime,
                          budget_s)
@@ -426,8 +436,9 @@ def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phas
                  ) -> None:
     """Time again, up to ``retime`` times and ``budget_s`` seconds, slowest first, the
     entries this session timed only while the reference kernel ran slow
-    (:mod:`nas.latency.slowphase`); the table keeps each entry's fastest, and records how
-    many there were (``scope.retimed``)."""
+    (:mod:`nas.latency.slowphase`); the table keeps each entry's fastest, records how
+    many there were (``scope.retimed``) and flags those still slow (``slow`` on the entry;
+    the next run on the table times them again)."""
     by_key = {g.key: g for g in sigs}
     first = None
     deadline = time.perf_counter() + budget_s
@@ -445,10 +456,13 @@ def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phas
                             progress, desc=f"re-time {extra + 1}/{retime}", phases=phases,
                             deadline=deadline)
     phases.probe()
-    left = len(phases.unclean(list(by_key)))
+    judged = set(phases.slowness()) & set(by_key)
+    table.set_slow(judged, phases.unclean(list(judged)))
+    left = len(set(table.slow_keys()) & set(by_key))
     if left:
-        log.warning("%d entries were still timed only while the machine ran slow; they may "
-                    "predict too slow", left)
+        log.warning("%d entries were never timed while the machine ran at full speed; they "
+                    "may predict too slow. Run the same command again when the machine is "
+                    "quieter: it times them again (they are flagged in the table)", left)
     table.set_scope(retimed={"slow_entries": first or 0, "still_slow": left})
 
 

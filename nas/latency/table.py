@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +291,24 @@ class LatencyTable:
             if sample["arch"] == raw:
                 return int(sample.get("rounds", 1))
         return 0
+
+    def slow_keys(self) -> list[str]:
+        """Keys of the entries never timed while the machine ran at full speed (flagged by
+        :func:`nas.latency.profile.profile_space`, which times them again when it runs on
+        the same table)."""
+        return [k for k, rec in self._records.items() if rec.get("slow")]
+
+    def set_slow(self, judged: Iterable[str], slow: Iterable[str]) -> None:
+        """Flag the ``judged`` entries that are in ``slow``; unflag the other judged ones."""
+        slow = set(slow)
+        for k in judged:
+            rec = self._records.get(k)
+            if rec is None:
+                continue
+            if k in slow:
+                rec["slow"] = True
+            else:
+                rec.pop("slow", None)
 
     def clear_calibration(self) -> None:
         """Forget the calibration timings and coefficients (predictions become raw sums)."""

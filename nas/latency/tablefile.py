@@ -8,7 +8,8 @@ atomically by :meth:`nas.latency.LatencyTable.save`)::
      "space": {"name", "fingerprint", "spec"}, "device": {...}, "timing": {...},
      "scope": {"kind": "space" | "archs", "signatures": N}, "complete": bool,
      "entries": [{"kind": "block", "ms": 0.12, "median": 0.12, "min": 0.11, "iqr": 0.004,
-                  "ops": 31, "params": {...}}, ...],
+                  "ops": 31, "params": {...}, "slow": true (only if never timed at
+                  full speed, see nas.latency.slowphase)}, ...],
      "calibration": {"features": [...], "coef": [...], "samples": [{"ms", ..., "arch"}],
                      "fit": {"n", "fit_mape", "loo_mape", "raw_mape", ...}, "seed": 0,
                      "residual": {"amplitude", "length_scale", "noise", "n"} or null}}
@@ -123,6 +124,9 @@ def _entry_records(entries: list[Any], source: str) -> dict[str, dict[str, Any]]
                 and r.get("ops", 0) >= 0):
             raise _bad(source, f"entries[{i}].ops must be a non-negative integer, got "
                                f"{str(r.get('ops'))[:40]}")
+        if not isinstance(r.get("slow", False), bool):
+            raise _bad(source, f"entries[{i}].slow must be true or false, got "
+                               f"{str(r.get('slow'))[:40]}")
         try:
             records[Signature.make(r["kind"], **r["params"]).key] = r
         except (TypeError, ValueError) as e:
