@@ -214,9 +214,13 @@ def calibration_study(args, space, table, held: list, truth: np.ndarray, measure
     all of it and on its smallest fifth (the end random subnets rarely reach)."""
     used = tuple(table.calibration["features"])
     mine = table.calibration_archs()
-    # the table's own set names itself (a resumed table may hold another set than asked)
+    # the table's own set names itself (a resumed table may hold another set than asked),
+    # in its strategy's order (the table holds its samples in the order they were timed)
     name = next((n for n in CALIBRATION_STRATEGIES
-                 if calibration_archs(space, len(mine), args.seed, strategy=n) == mine), "table")
+                 if set(calibration_archs(space, len(mine), args.seed, strategy=n)) == set(mine)),
+                "table")
+    if name != "table":
+        mine = calibration_archs(space, len(mine), args.seed, strategy=name)
     sets = {name: mine}
     for other in CALIBRATION_STRATEGIES:
         if other != name:
