@@ -77,10 +77,11 @@ def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = 
     (:func:`nas.arch.extreme_arch`), then the ``random`` ones. Random subnets sit mostly
     in the middle of the space, where the correction's constant and per-op terms trade
     off against its scale; the smallest subnet lies below all of them and was predicted
-    10-39% too slow in the `nas run` reports. Fitted with the two ends on the same timings
-    (tables of three `nas run` profiles, 40 held-out subnets each, timed side by side),
-    the 30 smallest held-out subnets went from 6.8-7.8% to 3.5-4.0% MAPE and the whole
-    held-out set from 5.8-6.2% to 3.3-3.5% (``bench/results/latency_extremes_cpu.md``).
+    10-39% too slow in `nas run` reports. On the tables of four `nas run` profiles,
+    refitted with and without the ends on the same timings, the held-out MAPE went from
+    4.2-11.9% to 3.9-6.2% (``bench/bench_calibration_ends.py``); on the benches' tables
+    the fastest fifth gained 0-1 point and the whole held-out set stayed within the noise
+    (``bench/results/latency_b1_b8_seed3_mrt25_cpu.md``, ``latency_b8_seed4_rerun_cpu.md``).
 
     ``random``: uniform samples. ``cover``: from :data:`COVER_POOL` uniform samples, a
     greedy farthest-point cover of what the correction depends on (analytic MACs in log
