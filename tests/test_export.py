@@ -306,7 +306,9 @@ def test_cli_export(run_dir, tmp_path, capsys):
     kept = "+".join(k for k, v in (("fold_bn", cfg.bn_folded), ("fuse_qkv", cfg.qkv_fused),
                                    ("onednn_linears", cfg.onednn_linears)) if v) or "none"
     best = min(rewrites, key=rewrites.get)
-    if rewrites[best] < rewrites["none"] * (1 - REWRITE_MARGIN):
+    if "dropped" in cfg.metrics["latency_ms"]:  # the final side-by-side timing overruled it
+        assert kept == "none" and cfg.metrics["latency_ms"]["dropped"] == best
+    elif rewrites[best] < rewrites["none"] * (1 - REWRITE_MARGIN):
         assert kept == best
     else:
         assert kept == "none"

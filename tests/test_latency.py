@@ -212,7 +212,9 @@ def test_rounds_keep_the_fastest_measurement(tiny):
 def test_recalibrate_times_only_the_calibration_subnets(tiny, table_path, tmp_path,
                                                        monkeypatch):
     out = tmp_path / "t.json"
-    out.write_bytes(table_path.read_bytes())
+    unflagged = LatencyTable.load(table_path, space=tiny)
+    unflagged.set_slow(unflagged.slow_keys(), [])  # else they are timed again (tested elsewhere)
+    unflagged.save(out)
     calls = {"measure": 0, "measure_archs": 0}
     for name in calls:
         original = getattr(Measurer, name)

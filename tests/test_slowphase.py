@@ -149,6 +149,14 @@ def test_nas_profile_says_what_it_timed_again(tiny, tmp_path, monkeypatch, capsy
     n = len(space_signatures(tiny))
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("slow phase"))
     assert f"{n} entries" in line and f"{n} never timed at full speed" in line
+    assert "earlier run" not in line and "run the same command again" in line
+    # the same command again: the flagged entries are timed again, and it says so
+    assert main(["profile", "--space", str(space), "--threads", "1", "--min-run-time", "0.002",
+                 "--warmup", "1", "--rounds", "1", "--calibrate", "0", "--quiet",
+                 "--out", str(tmp_path / "t.json")]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("slow phase"))
+    assert line.startswith(f"slow phase {n} entries an earlier run never timed at full speed "
+                           "were timed again")
 
 
 def test_entries_never_timed_fast_are_flagged_and_a_rerun_times_them_again(tiny, tmp_path,
@@ -187,6 +195,7 @@ def test_entries_never_timed_fast_are_flagged_and_a_rerun_times_them_again(tiny,
     table = profile_space(tiny, out=out, calibrate=0, **{**FAST, "retime": 1, "save_every": 1})
     assert sorted(timed) == sorted(flagged)  # only the flagged entries, once each
     assert table.slow_keys() == [] and table.scope["retimed"]["still_slow"] == 0
+    assert table.scope["retimed"]["earlier"] == len(flagged)
     assert all(table.lookup(sig[k]) == 1.0 for k in keys)
     assert LatencyTable.load(out).slow_keys() == []
 
@@ -195,3 +204,18 @@ def test_entries_never_timed_fast_are_flagged_and_a_rerun_times_them_again(tiny,
     out.write_text(json.dumps(doc))
     with pytest.raises(ArtifactError, match=r"entries\[0\]\.slow must be true or false"):
         LatencyTable.load(out)
+
+
+def test_a_session_slow_throughout_is_judged_by_the_earlier_fast_speed():
+    def session(reference):
+        phases = SlowPhases(Readings([2.0] * 20), gap_s=0.0, reference=reference)
+        for keys in (["a"], ["b"]):
+            phases.before_chunk()
+            phases.after_chunk(keys)
+        phases.probe()
+        return phases
+
+    assert session(None).unclean(["a", "b"]) == []  # by its own readings it looks clean
+    phases = session(1.0)  # the table's earlier run saw the machine at 1.0
+    assert phases.fast == 1.0 and phases.unclean(["a", "b"]) == ["a", "b"]
+    assert session(3.0).fast == 2.0  # a slower reference never hides a faster session

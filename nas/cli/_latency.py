@@ -51,7 +51,9 @@ def profile(args: argparse.Namespace) -> int:
           f", this run {time.perf_counter() - t0:.1f} s, total {sc.get('seconds', 0):.1f} s")
     rt = sc.get("retimed") or {}
     if rt.get("slow_entries") or rt.get("still_slow"):
-        print(f"slow phase {rt['slow_entries']} entries timed only while the reference kernel ran "
+        print("slow phase " + (f"{rt['earlier']} entries an earlier run never timed at full "
+                               "speed were timed again; " if rt.get("earlier") else "")
+              + f"{rt['slow_entries']} entries timed only while the reference kernel ran "
               f"slow were timed again" + (f"; {rt['still_slow']} never timed at full speed (may "
                                           "predict too slow; run the same command again when "
                                           "the machine is quieter to time them again)"

@@ -354,7 +354,9 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         cal_rounds = CALIBRATION_ROUNDS * rounds
         table.set_rounds(rounds, calibration=cal_rounds)
         # the reference kernel before every round and between chunks: the machine's speed
-        phases = SlowPhases(measurer)
+        same_probe = table.scope.get("probe") == workload_name(spec.batch_size)
+        phases = SlowPhases(measurer, reference=table.scope.get("probe_fast_ms") if same_probe
+                            else None)
         t_rounds = time.perf_counter()
         for r in range(rounds):
             phases.probe()
@@ -384,7 +386,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                                     desc="re-time earlier slow", phases=phases)
             budget_s = RETIME_SHARE * (time.perf_counter() - t_rounds)
             _retime_slow(measurer, table, sigs, phases, out, save_every, progress, retime,
-                         budget_s)
+                         budget_s, earlier=len(again))
         if stop_early:
             table.set_scope(complete=False, signatures=len(sigs) if scope == "space" else None,
                             seconds=seconds + time.perf_counter() - t0)
@@ -394,7 +396,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                         else len(table))
         table.calibrate(features)
         table.set_scope(seconds=seconds + time.perf_counter() - t0, probe_ms=phases.fastest,
-                        probe=workload_name(spec.batch_size))
+                        probe_fast_ms=phases.fast, probe=workload_name(spec.batch_size))
         if monitor is not None:
             _record_load(table, monitor.read(), spec.threads)
         table.save(out)
@@ -433,13 +435,14 @@ class _Saver:
 
 
 def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phases: SlowPhases,
-                 out: Path, save_every: int, progress: bool, retime: int, budget_s: float
-                 ) -> None:
+                 out: Path, save_every: int, progress: bool, retime: int, budget_s: float,
+                 earlier: int = 0) -> None:
     """Time again, up to ``retime`` times and ``budget_s`` seconds, slowest first, the
     entries this session timed only while the reference kernel ran slow
     (:mod:`nas.latency.slowphase`); the table keeps each entry's fastest, records how
     many there were (``scope.retimed``) and flags those still slow (``slow`` on the entry;
-    the next run on the table times them again)."""
+    the next run on the table times them again; ``earlier``: how many flagged entries of
+    an earlier run this one timed again first)."""
     by_key = {g.key: g for g in sigs}
     first = None
     deadline = time.perf_counter() + budget_s
@@ -464,7 +467,8 @@ def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phas
         log.warning("%d entries were never timed while the machine ran at full speed; they "
                     "may predict too slow. Run the same command again when the machine is "
                     "quieter: it times them again (they are flagged in the table)", left)
-    table.set_scope(retimed={"slow_entries": first or 0, "still_slow": left})
+    table.set_scope(retimed={"slow_entries": first or 0, "still_slow": left,
+                             **({"earlier": earlier} if earlier else {})})
 
 
 def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature], out: Path,

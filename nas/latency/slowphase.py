@@ -44,11 +44,16 @@ class SlowPhases:
     Args:
         measurer: anything with ``probe() -> float`` (ms of the reference workload).
         gap_s: the least time between two probes (default :data:`PROBE_GAP_S`).
+        reference: the fast speed an earlier session on the same table saw (its
+            :attr:`fast`), if any: a session slow from start to end would otherwise judge
+            itself by its own slow readings and find every entry clean.
     """
 
-    def __init__(self, measurer: Any, gap_s: float | None = None):
+    def __init__(self, measurer: Any, gap_s: float | None = None,
+                 reference: float | None = None):
         self.measurer = measurer
         self.gap_s = PROBE_GAP_S if gap_s is None else gap_s
+        self.reference = reference
         self.readings: list[float] = []
         self.chunks: list[tuple[list[str], int, int | None]] = []  # keys, probe before, after
         self._open: list[list[str]] = []  # chunks since the last probe
@@ -79,13 +84,14 @@ class SlowPhases:
 
     @property
     def fast(self) -> float | None:
-        """The machine's fast speed this session: the :data:`FAST_QUANTILE` quantile of
-        the readings (their minimum while there are fewer than 10)."""
+        """The machine's fast speed: the :data:`FAST_QUANTILE` quantile of this session's
+        readings (their minimum while there are fewer than 10), or the ``reference`` if
+        that is faster."""
         if not self.readings:
-            return None
-        if len(self.readings) < 10:
-            return min(self.readings)
-        return float(np.quantile(self.readings, FAST_QUANTILE))
+            return self.reference
+        own = (min(self.readings) if len(self.readings) < 10
+               else float(np.quantile(self.readings, FAST_QUANTILE)))
+        return own if self.reference is None else min(own, self.reference)
 
     def slowness(self) -> dict[str, float]:
         """Per key timed this session: its best chunk's slower bracketing reading over

@@ -229,6 +229,7 @@ class LatencyTable:
                   signatures: int | None = None, seconds: float | None = None,
                   load: dict[str, Any] | None = None, busy: str | None = None,
                   probe_ms: float | None = None, probe: str | None = None,
+                  probe_fast_ms: float | None = None,
                   retimed: dict[str, int] | None = None) -> None:
         """Record what the table covers: whether it is complete, ``space``/``archs`` scope,
         how many signatures the scope has, the profiling wall time so far (s), and how
@@ -237,8 +238,11 @@ class LatencyTable:
         the reference kernel (``probe_ms``, :mod:`nas.latency.speedprobe`) over the
         profile; a resumed profile keeps the fastest of all its sessions with the same
         workload (``probe``, :func:`nas.latency.speedprobe.workload_name`; a reading of
-        another workload replaces the old one), and how many entries were timed only in
-        slow phases and timed again (``retimed``: ``slow_entries``, ``still_slow``)."""
+        another workload replaces the old one) and its fast speed (``probe_fast_ms``,
+        :attr:`nas.latency.slowphase.SlowPhases.fast`, which a later run on the table
+        judges its slow phases by; kept the same way), and how many entries were timed
+        only in slow phases and timed again (``retimed``: ``slow_entries``,
+        ``still_slow``, ``earlier``)."""
         if complete is not None:
             self._data["complete"] = bool(complete)
         if kind is not None:
@@ -254,10 +258,12 @@ class LatencyTable:
 
             if self._data["scope"].get("probe", workload_name(1)) != probe:
                 self._data["scope"].pop("probe_ms", None)
+                self._data["scope"].pop("probe_fast_ms", None)
             self._data["scope"]["probe"] = probe
-        if probe_ms is not None:
-            old = self._data["scope"].get("probe_ms")
-            self._data["scope"]["probe_ms"] = round(float(min(probe_ms, old or probe_ms)), 6)
+        for key, value in (("probe_ms", probe_ms), ("probe_fast_ms", probe_fast_ms)):
+            if value is not None:
+                old = self._data["scope"].get(key)
+                self._data["scope"][key] = round(float(min(value, old or value)), 6)
         if retimed is not None:
             self._data["scope"]["retimed"] = {k: int(v) for k, v in retimed.items()}
         if load is not None:
