@@ -1,8 +1,9 @@
 """Does a table's calibration need the space's smallest and largest subnets?
 
 For each given table (``nas profile`` or a ``nas run``'s ``latency/table.json``), times
-now, side by side in one list (4 rounds of 0.1 s, fastest of two copies): the table's
-calibration subnets, the space's smallest and largest subnets, and 40 held-out random
+now, side by side in one list (4 rounds of 0.1 s, fastest of two copies): the 30 random
+calibration subnets of the table's seed (a table built with the default ``extremes``
+holds 28 of them), the space's smallest and largest subnets, and 40 held-out random
 subnets (the 30 the table predicts fastest of 300, then 10 spread over the rest). Then
 refits the table's correction (linear terms, as `nas profile` does) on those timings with
 

@@ -89,8 +89,10 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
 
     entries = _top_trials(run_dir / "search" / "trials.csv", top_k,
                           verified=bool(status["config"].get("search", {}).get("verify")))
-    refs = [("largest subnet", extreme_arch(space, "max"), None),
-            ("smallest subnet", extreme_arch(space, "min"), None)]
+    timed = set(table.calibration_archs())  # the table was fitted on these: not held out
+    refs = [(name + (" (calibration sample)" if arch in timed else ""), arch, None)
+            for name, arch in (("largest subnet", extreme_arch(space, "max")),
+                               ("smallest subnet", extreme_arch(space, "min")))]
     refs += [(f"reference {name}", arch, None) for name, arch in reference_archs(space)]
     rows = []
     for group, items in (("searched", entries), ("reference", refs)):

@@ -149,7 +149,7 @@ def test_nas_profile_says_what_it_timed_again(tiny, tmp_path, monkeypatch, capsy
     n = len(space_signatures(tiny))
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("slow phase"))
     assert f"{n} entries" in line and f"{n} never timed at full speed" in line
-    assert "earlier run" not in line and "run the same command again" in line
+    assert "earlier run" not in line and "profiling into this table again" in line
     # the same command again: the flagged entries are timed again, and it says so
     assert main(["profile", "--space", str(space), "--threads", "1", "--min-run-time", "0.002",
                  "--warmup", "1", "--rounds", "1", "--calibrate", "0", "--quiet",
@@ -194,8 +194,9 @@ def test_entries_never_timed_fast_are_flagged_and_a_rerun_times_them_again(tiny,
     state["host_slow"], timed[:] = False, []  # the same command later, on a quiet host
     table = profile_space(tiny, out=out, calibrate=0, **{**FAST, "retime": 1, "save_every": 1})
     assert sorted(timed) == sorted(flagged)  # only the flagged entries, once each
-    assert table.slow_keys() == [] and table.scope["retimed"]["still_slow"] == 0
-    assert table.scope["retimed"]["earlier"] == len(flagged)
+    assert table.slow_keys() == []
+    assert table.scope["retimed"] == {"slow_entries": 0, "still_slow": 0,
+                                      "earlier": len(flagged)}
     assert all(table.lookup(sig[k]) == 1.0 for k in keys)
     assert LatencyTable.load(out).slow_keys() == []
 
@@ -219,3 +220,45 @@ def test_a_session_slow_throughout_is_judged_by_the_earlier_fast_speed():
     phases = session(1.0)  # the table's earlier run saw the machine at 1.0
     assert phases.fast == 1.0 and phases.unclean(["a", "b"]) == ["a", "b"]
     assert session(3.0).fast == 2.0  # a slower reference never hides a faster session
+
+
+def test_a_partial_run_flags_too_and_later_runs_keep_entries_once_timed_fast(
+        tiny, tmp_path, monkeypatch):
+    readings = iter([1.0] * 10 + [2.0] * 100_000)  # fast at first, then slow to the end
+    monkeypatch.setattr(Measurer, "probe", lambda self: next(readings))
+    monkeypatch.setattr(slowphase, "PROBE_GAP_S", 0.0)
+    out = tmp_path / "t.json"
+    keys = {g.key for g in space_signatures(tiny)}
+    n, kw = len(keys), {**FAST, "retime": 0, "save_every": 1}
+    table = profile_space(tiny, out=out, calibrate=0, max_entries=n // 2, **kw)
+    assert not table.complete and table.scope["probe_fast_ms"] == 1.0
+    timed = {k for k in keys if table.rounds(k)}
+    first = set(table.slow_keys())
+    assert len(timed) == n // 2 and first and first < timed  # fast at first, slow later
+    fast_before = timed - first
+    # resumed, slow throughout: judged by the first run's speed, the new entries are flagged
+    table = profile_space(tiny, out=out, calibrate=0, **kw)
+    assert table.complete and table.scope["probe_fast_ms"] == 1.0  # the first run's, kept
+    assert set(table.slow_keys()) == keys - fast_before
+    # one more round, still slow: entries timed at full speed before are not flagged now
+    table = profile_space(tiny, out=out, calibrate=0, **{**kw, "rounds": 2})
+    assert all(table.rounds(k) == 2 for k in fast_before)  # timed again, in a slow phase
+    assert set(table.slow_keys()) == keys - fast_before
+
+
+def test_calibration_without_a_valid_end_keeps_the_rest(tiny, monkeypatch):
+    from nas.arch import extreme_arch
+    from nas.errors import ArchError
+    from nas.latency.profile import calibration_archs
+
+    def no_max(space, which, mixers=None):
+        if which == "max":
+            raise ArchError("the max arch has a vanishing token grid")
+        return extreme_arch(space, which, mixers)
+
+    rand = calibration_archs(tiny, 8, 0, strategy="random")
+    monkeypatch.setattr(profile_mod, "extreme_arch", no_max)
+    ext = calibration_archs(tiny, 8, 0)
+    assert ext[0] == extreme_arch(tiny, "min") and len(set(ext)) == 8
+    assert ext[1:] == [a for a in rand if a != ext[0]][:7]
+    assert calibration_archs(tiny, 3, 0) == ext[:3]

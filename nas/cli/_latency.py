@@ -50,14 +50,15 @@ def profile(args: argparse.Namespace) -> int:
     print(f"entries    {len(table)}{'' if table.complete else ' (incomplete: rerun to resume)'}"
           f", this run {time.perf_counter() - t0:.1f} s, total {sc.get('seconds', 0):.1f} s")
     rt = sc.get("retimed") or {}
-    if rt.get("slow_entries") or rt.get("still_slow"):
-        print("slow phase " + (f"{rt['earlier']} entries an earlier run never timed at full "
-                               "speed were timed again; " if rt.get("earlier") else "")
-              + f"{rt['slow_entries']} entries timed only while the reference kernel ran "
-              f"slow were timed again" + (f"; {rt['still_slow']} never timed at full speed (may "
-                                          "predict too slow; run the same command again when "
-                                          "the machine is quieter to time them again)"
-                                          if rt["still_slow"] else ""))
+    parts = [f"{rt['earlier']} entries an earlier run never timed at full speed were timed "
+             "again" if rt.get("earlier") else "",
+             f"{rt['slow_entries']} entries timed only while the reference kernel ran slow "
+             "were timed again" if rt.get("slow_entries") else "",
+             f"{rt['still_slow']} never timed at full speed (may predict too slow; profiling "
+             "into this table again when the machine is quieter times them again)"
+             if rt.get("still_slow") else ""]
+    if any(parts):
+        print("slow phase " + "; ".join(p for p in parts if p))
     fit = (table.calibration or {}).get("fit") or {}
     if table.complete and fit.get("n"):
         loo = f", leave-one-out MAPE {fit['loo_mape']:.2f}%" if "loo_mape" in fit else ""

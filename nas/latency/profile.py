@@ -4,8 +4,9 @@
 list of archs needs), skips the ones the output table already holds, times the rest
 on the device (locally, or in a Ray actor pinned to one cluster node when an
 address is given), and rewrites the table atomically after every few entries, so an
-interrupted run resumes where it stopped. It then times ``calibrate`` random whole
-subnets end to end and fits the correction (:mod:`nas.latency.calibrate`).
+interrupted run resumes where it stopped. It then times ``calibrate`` whole subnets end
+to end (the space's smallest and largest, then random ones: :func:`calibration_archs`)
+and fits the correction (:mod:`nas.latency.calibrate`).
 
 Every round visits the components (and calibration subnets) in its own random order
 (:func:`round_order`). On a shared VM the CPU slows down in bursts of 0.5-1.5 s every
@@ -14,7 +15,9 @@ repeat with the same period, so a burst hit the same stretch of entries in both 
 and the fastest round kept it (12% of one batch-8 table's entries 1.2-1.6x slow, which
 put held-out subnets up to 36% off). Slow phases that outlast the rounds are caught by
 the reference kernel, probed between chunks of entries: entries timed only while it read
-slow are timed again (:mod:`nas.latency.slowphase`).
+slow are timed again (:mod:`nas.latency.slowphase`), and those still slow are flagged in
+the table; the next run on the table times them first, judged by the fast speed the
+table's first run saw (``scope.probe_fast_ms``).
 
 Example:
     >>> table = profile_space(space, device="cpu", threads=1, out="tiny32_cpu.json")  # doctest: +SKIP
@@ -95,7 +98,8 @@ def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = 
         raise NasError(f"calibration strategy must be one of "
                        f"{', '.join(CALIBRATION_STRATEGIES)}, got {strategy!r}")
     if strategy == "extremes":
-        ends = list(dict.fromkeys(a for w in ("min", "max") if (a := _extreme(space, w))))
+        ends = list(dict.fromkeys(a for w in ("min", "max")
+                                  if (a := _extreme(space, w)) is not None))
         rest = [a for a in calibration_archs(space, n, seed, strategy="random") if a not in ends]
         return (ends + rest)[:n]
     rng = np.random.default_rng(seed)
@@ -120,9 +124,11 @@ def calibration_archs(space: SearchSpace, n: int, seed: int, *, strategy: str = 
 
 
 def _extreme(space: SearchSpace, which: str) -> Arch | None:
+    """The space's ``min`` or ``max`` subnet, or None where that end is no valid subnet."""
     try:
         return extreme_arch(space, which)
-    except ArchError:  # an end whose token grid vanishes is not a subnet to time
+    except ArchError as e:  # e.g. an end whose token grid vanishes
+        log.info("calibration: no %s subnet to time (%s)", which, e)
         return None
 
 
@@ -278,7 +284,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             (:class:`_Saver`).
         recalibrate: drop the calibration timings of an existing table and time the
             calibration subnets again (the machine may have drifted since; components
-            are kept).
+            are kept, except those flagged as never timed at full speed, which every
+            run on the table times again).
         progress: show progress (a bar on a terminal, a line per 10% in a log).
         retime: extra rounds, at most, for the entries this session timed only while the
             reference kernel ran slow (:mod:`nas.latency.slowphase`); 0: none.
@@ -338,7 +345,10 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                         "version): keeping its %d; pass --recalibrate to replace them", out,
                         len(kept))
             cal_archs = kept
+        # only entries first timed in this run, or flagged by an earlier one, may be
+        # flagged now: an entry once timed at full speed keeps that measurement
         flagged = set(table.slow_keys())
+        flaggable = flagged | {g.key for g in sigs if table.rounds(g) == 0}
         missing = sum(max(0, rounds - table.rounds(g)) for g in sigs)
         stop_early = max_entries is not None and missing > max_entries
         budget = max_entries if stop_early else missing
@@ -386,17 +396,20 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                                     desc="re-time earlier slow", phases=phases)
             budget_s = RETIME_SHARE * (time.perf_counter() - t_rounds)
             _retime_slow(measurer, table, sigs, phases, out, save_every, progress, retime,
-                         budget_s, earlier=len(again))
+                         budget_s, flaggable=flaggable, earlier={g.key for g in again})
         if stop_early:
+            phases.probe()  # closes the last chunks
+            _flag_slow(table, phases, sigs, flaggable)
             table.set_scope(complete=False, signatures=len(sigs) if scope == "space" else None,
-                            seconds=seconds + time.perf_counter() - t0)
+                            seconds=seconds + time.perf_counter() - t0, probe_ms=phases.fastest,
+                            probe_fast_ms=phases.own_fast, probe=workload_name(spec.batch_size))
             table.save(out)
             return table
         table.set_scope(complete=True, signatures=len(sigs) if table.scope["kind"] == "space"
                         else len(table))
         table.calibrate(features)
         table.set_scope(seconds=seconds + time.perf_counter() - t0, probe_ms=phases.fastest,
-                        probe_fast_ms=phases.fast, probe=workload_name(spec.batch_size))
+                        probe_fast_ms=phases.own_fast, probe=workload_name(spec.batch_size))
         if monitor is not None:
             _record_load(table, monitor.read(), spec.threads)
         table.save(out)
@@ -436,13 +449,13 @@ class _Saver:
 
 def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phases: SlowPhases,
                  out: Path, save_every: int, progress: bool, retime: int, budget_s: float,
-                 earlier: int = 0) -> None:
+                 flaggable: set[str] | None = None, earlier: set[str] = frozenset()) -> None:
     """Time again, up to ``retime`` times and ``budget_s`` seconds, slowest first, the
     entries this session timed only while the reference kernel ran slow
     (:mod:`nas.latency.slowphase`); the table keeps each entry's fastest, records how
-    many there were (``scope.retimed``) and flags those still slow (``slow`` on the entry;
-    the next run on the table times them again; ``earlier``: how many flagged entries of
-    an earlier run this one timed again first)."""
+    many there were (``scope.retimed``) and flags those of ``flaggable`` (default: all)
+    still slow (see :func:`_flag_slow`). ``earlier``: the flagged entries of an earlier
+    run that this one timed again first (counted apart)."""
     by_key = {g.key: g for g in sigs}
     first = None
     deadline = time.perf_counter() + budget_s
@@ -450,7 +463,7 @@ def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phas
         phases.probe()  # closes the last chunks of the rounds before
         todo = phases.unclean(list(by_key))
         if first is None:
-            first = len(todo)
+            first = sum(k not in earlier for k in todo)
         if not todo or time.perf_counter() >= deadline:
             break
         log.info("%d entries were timed only while the machine ran slow (reference kernel "
@@ -460,15 +473,26 @@ def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phas
                             progress, desc=f"re-time {extra + 1}/{retime}", phases=phases,
                             deadline=deadline)
     phases.probe()
-    judged = set(phases.slowness()) & set(by_key)
-    table.set_slow(judged, phases.unclean(list(judged)))
-    left = len(set(table.slow_keys()) & set(by_key))
+    left = _flag_slow(table, phases, sigs, flaggable)
     if left:
         log.warning("%d entries were never timed while the machine ran at full speed; they "
-                    "may predict too slow. Run the same command again when the machine is "
-                    "quieter: it times them again (they are flagged in the table)", left)
+                    "may predict too slow. Profiling into the same table again (`nas profile` "
+                    "with the same settings and --out) when the machine is quieter times them "
+                    "again (they are flagged in the table)", left)
     table.set_scope(retimed={"slow_entries": first or 0, "still_slow": left,
-                             **({"earlier": earlier} if earlier else {})})
+                             **({"earlier": len(earlier)} if earlier else {})})
+
+
+def _flag_slow(table: LatencyTable, phases: SlowPhases, sigs: list[Signature],
+               flaggable: set[str] | None) -> int:
+    """Flag (``slow`` on the entry) the entries of ``sigs`` this session timed only in slow
+    phases, among ``flaggable`` (None: all); unflag those it timed at full speed. Returns
+    how many entries of ``sigs`` are flagged now."""
+    keys = {g.key for g in sigs}
+    judged = set(phases.slowness()) & keys
+    slow = set(phases.unclean(list(judged)))
+    table.set_slow(judged, slow if flaggable is None else slow & flaggable)
+    return len(set(table.slow_keys()) & keys)
 
 
 def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature], out: Path,

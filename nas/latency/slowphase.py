@@ -87,11 +87,19 @@ class SlowPhases:
         """The machine's fast speed: the :data:`FAST_QUANTILE` quantile of this session's
         readings (their minimum while there are fewer than 10), or the ``reference`` if
         that is faster."""
+        own = self.own_fast
+        if own is None or self.reference is None:
+            return self.reference if own is None else own
+        return min(own, self.reference)
+
+    @property
+    def own_fast(self) -> float | None:
+        """The fast speed by this session's readings alone (what a table records)."""
         if not self.readings:
-            return self.reference
-        own = (min(self.readings) if len(self.readings) < 10
-               else float(np.quantile(self.readings, FAST_QUANTILE)))
-        return own if self.reference is None else min(own, self.reference)
+            return None
+        if len(self.readings) < 10:
+            return min(self.readings)
+        return float(np.quantile(self.readings, FAST_QUANTILE))
 
     def slowness(self) -> dict[str, float]:
         """Per key timed this session: its best chunk's slower bracketing reading over

@@ -238,9 +238,10 @@ class LatencyTable:
         the reference kernel (``probe_ms``, :mod:`nas.latency.speedprobe`) over the
         profile; a resumed profile keeps the fastest of all its sessions with the same
         workload (``probe``, :func:`nas.latency.speedprobe.workload_name`; a reading of
-        another workload replaces the old one) and its fast speed (``probe_fast_ms``,
-        :attr:`nas.latency.slowphase.SlowPhases.fast`, which a later run on the table
-        judges its slow phases by; kept the same way), and how many entries were timed
+        another workload replaces the old one) and the fast speed of the first run
+        (``probe_fast_ms``, :attr:`nas.latency.slowphase.SlowPhases.own_fast`; a later run
+        judges its slow phases by it, and it is kept: a lucky or a slow later run must not
+        move it), and how many entries were timed
         only in slow phases and timed again (``retimed``: ``slow_entries``,
         ``still_slow``, ``earlier``)."""
         if complete is not None:
@@ -260,10 +261,11 @@ class LatencyTable:
                 self._data["scope"].pop("probe_ms", None)
                 self._data["scope"].pop("probe_fast_ms", None)
             self._data["scope"]["probe"] = probe
-        for key, value in (("probe_ms", probe_ms), ("probe_fast_ms", probe_fast_ms)):
-            if value is not None:
-                old = self._data["scope"].get(key)
-                self._data["scope"][key] = round(float(min(value, old or value)), 6)
+        if probe_ms is not None:
+            old = self._data["scope"].get("probe_ms")
+            self._data["scope"]["probe_ms"] = round(float(min(probe_ms, old or probe_ms)), 6)
+        if probe_fast_ms is not None and "probe_fast_ms" not in self._data["scope"]:
+            self._data["scope"]["probe_fast_ms"] = round(float(probe_fast_ms), 6)
         if retimed is not None:
             self._data["scope"]["retimed"] = {k: int(v) for k, v in retimed.items()}
         if load is not None:
