@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import header, write_result  # noqa: E402
 import nas.latency.calibrate as cal  # noqa: E402
+from bench.common import header, write_result  # noqa: E402
 from nas.arch import extreme_arch, sample_arch  # noqa: E402
 from nas.latency import LatencyTable, Measurer  # noqa: E402
 from nas.latency.device import DeviceSpec  # noqa: E402

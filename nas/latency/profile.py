@@ -45,7 +45,7 @@ from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
 from nas.latency.measure import Measurer, Timing
 from nas.latency.signatures import Signature, archs_signatures, space_signatures
 from nas.latency.slowphase import RETIME_ROUNDS, RETIME_SHARE, SlowPhases
-from nas.latency.speedprobe import workload_name
+from nas.latency.speedprobe import table_reference, workload_name
 from nas.latency.table import LatencyTable
 from nas.progress import progress as show_progress
 from nas.raysession import ray_session
@@ -365,9 +365,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         cal_rounds = CALIBRATION_ROUNDS * rounds
         table.set_rounds(rounds, calibration=cal_rounds)
         # the reference kernel before every round and between chunks: the machine's speed
-        same_probe = table.scope.get("probe") == workload_name(spec.batch_size)
-        phases = SlowPhases(measurer, reference=table.scope.get("probe_fast_ms") if same_probe
-                            else None)
+        phases = SlowPhases(measurer, reference=table_reference(table.scope, spec.batch_size,
+                                                                key="probe_fast_ms"))
         t_rounds = time.perf_counter()
         for r in range(rounds):
             phases.probe()
@@ -402,15 +401,13 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             phases.probe()  # closes the last chunks
             _flag_slow(table, phases, sigs, flaggable)
             table.set_scope(complete=False, signatures=len(sigs) if scope == "space" else None,
-                            seconds=seconds + time.perf_counter() - t0, probe_ms=phases.fastest,
-                            probe_fast_ms=phases.own_fast, probe=workload_name(spec.batch_size))
+                            seconds=seconds + time.perf_counter() - t0, **_speed(phases, spec))
             table.save(out)
             return table
         table.set_scope(complete=True, signatures=len(sigs) if table.scope["kind"] == "space"
                         else len(table))
         table.calibrate(features)
-        table.set_scope(seconds=seconds + time.perf_counter() - t0, probe_ms=phases.fastest,
-                        probe_fast_ms=phases.own_fast, probe=workload_name(spec.batch_size))
+        table.set_scope(seconds=seconds + time.perf_counter() - t0, **_speed(phases, spec))
         if monitor is not None:
             _record_load(table, monitor.read(), spec.threads)
         table.save(out)
@@ -418,6 +415,12 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
     finally:
         if address:
             measurer.close()
+
+
+def _speed(phases: SlowPhases, spec: DeviceSpec) -> dict[str, Any]:
+    """What a table records of the machine's speed (:meth:`LatencyTable.set_scope`)."""
+    return {"probe_ms": phases.fastest, "probe_fast_ms": phases.own_fast,
+            "probe": workload_name(spec.batch_size)}
 
 
 def _record_load(table: LatencyTable, reading: dict[str, Any], threads: int | None) -> None:

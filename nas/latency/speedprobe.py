@@ -61,12 +61,13 @@ def _workload(batch_size: int) -> tuple[nn.Module, torch.Tensor]:
     return model, torch.randn(_rows(batch_size), 16, 128, generator=g)
 
 
-def table_reference(scope: dict, batch_size: int) -> float | None:
-    """A table's fastest probe reading (``scope["probe_ms"]``), if it was taken with the
-    workload that timing at ``batch_size`` probes with now, else None. Tables written
-    before the workload grew with the batch ran the batch-1 workload."""
+def table_reference(scope: dict, batch_size: int, key: str = "probe_ms") -> float | None:
+    """A table's fastest probe reading (``scope["probe_ms"]``; ``key="probe_fast_ms"``: its
+    first run's fast speed), if it was taken with the workload that timing at
+    ``batch_size`` probes with now, else None. Tables written before the workload grew
+    with the batch ran the batch-1 workload."""
     recorded = scope.get("probe", workload_name(1))
-    return scope.get("probe_ms") if recorded == workload_name(batch_size) else None
+    return scope.get(key) if recorded == workload_name(batch_size) else None
 
 
 class SpeedProbe:
