@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.kernels import Pattern, linear_attention, sparse_attention
+from nas.kernels.patterns import is_dense
 from nas.model.layers import to_img, to_tokens
 from nas.model.mixers import Attention, CascadedGroupAttention, LinearAttention, SRAttention
 
@@ -42,6 +43,22 @@ def _cat_linears(linears: list[nn.Linear]) -> nn.Linear:
 
 def _heads(x: torch.Tensor, b: int, n: int, heads: int) -> torch.Tensor:
     return x.view(b, n, heads, -1).transpose(1, 2)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
+            ) -> torch.Tensor:
+    """Dense softmax attention, ``(..., N, d)`` in and out; ``scale`` defaults to ``dqk ** -0.5``.
+
+    SDPA, except for fp32 on CPU when the query/key head size differs from the value's:
+    CPU SDPA then leaves its fused kernel for the generic math path (q and k scaled
+    apart, a softmax that checks every row for full masking), and the three plain ops
+    run faster. EfficientViT's cascaded heads (q, k 16 channels, v 64) went 12% faster
+    as a whole model at batch 1 (``bench/bench_vs_timm.py``, Intel Xeon, 1 thread).
+    """
+    if q.device.type != "cpu" or q.dtype != torch.float32 or q.shape[-1] == v.shape[-1]:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return torch.softmax((q if scale == 1.0 else q * scale) @ k.transpose(-2, -1), dim=-1) @ v
 
 
 class QKVAttention(nn.Module):
@@ -90,7 +107,7 @@ class QKVAttention(nn.Module):
         if self.kind == "linear":
             o = linear_attention(q, k, v)
         elif self.pattern is None:
-            o = F.scaled_dot_product_attention(q, k, v)
+            o = _attend(q, k, v)
         else:
             o = sparse_attention(q, k, v, pattern=self.pattern, hw=hw or (1, n),
                                  local_heads=self.local_heads)
@@ -118,12 +135,19 @@ class KVSRAttention(nn.Module):
         kv = self.sr_norm(to_tokens(self.sr(img)))
         m = kv.shape[1]
         k, v = (_heads(t, b, m, self.heads) for t in self.kv(kv).split(self.kv_splits, dim=-1))
-        o = F.scaled_dot_product_attention(_heads(self.q(x), b, n, self.heads), k, v)
+        o = _attend(_heads(self.q(x), b, n, self.heads), k, v)
         return self.proj(o.transpose(1, 2).reshape(b, n, -1))
 
 
 class FusedCascadedGroupAttention(nn.Module):
-    """EfficientViT cascaded group attention with each head's q, k, v in one weight."""
+    """EfficientViT cascaded group attention with each head's q, k, v in one weight.
+
+    At batch 1 this mixer is bound by the number of ops, not by arithmetic: for
+    inference without autograd the per-head weight views, and the query conv's weights
+    times the attention scale (used where one window covers the grid), are cached
+    until a parameter changes, so a forward pass indexes nothing and scales nothing.
+    The state dict holds the parameters only.
+    """
 
     def __init__(self, src: CascadedGroupAttention):
         super().__init__()
@@ -135,19 +159,47 @@ class FusedCascadedGroupAttention(nn.Module):
         self.dw_kernel = nn.Parameter(src.dw_kernel.detach().unsqueeze(2))
         self.dw_bias = src.dw_bias
         self.proj = src.proj
+        self._cache: tuple[tuple, list[tuple[torch.Tensor, ...]]] | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = None  # views of this instance's parameters: never copied
+        return state
+
+    def _split_heads(self) -> list[tuple[torch.Tensor, ...]]:
+        s = self.qk_dim ** -0.5
+        return [(w, b, k, kb, k * s, kb * s) for w, b, k, kb in zip(
+            self.qkv.unbind(0), self.qkv_bias.unbind(0), self.dw_kernel.unbind(0),
+            self.dw_bias.unbind(0))]
+
+    def _per_head(self) -> list[tuple[torch.Tensor, ...]]:
+        """Per head: qkv weight and bias, query conv kernel and bias, the two scaled."""
+        params = (self.qkv, self.qkv_bias, self.dw_kernel, self.dw_bias)
+        if (torch.jit.is_tracing() or torch.compiler.is_compiling()  # exporters: plain ops
+                or torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+            return self._split_heads()
+        key = tuple((p.data_ptr(), p._version, p.shape) for p in params)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, self._split_heads())
+        return self._cache[1]
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
         pad = self.dw_kernel.shape[-1] // 2
         splits = x.chunk(self.heads, dim=-1)
+        dense = is_dense(self.pattern, hw)  # one window covers the grid: no partition
         outs: list[torch.Tensor] = []
-        for i in range(self.heads):
+        for i, (w, b, dwk, dwb, dwk_s, dwb_s) in enumerate(self._per_head()):
             feat = splits[i] if i == 0 else splits[i] + outs[-1]
-            q, k, v = F.linear(feat, self.qkv[i], self.qkv_bias[i]).split(self.splits, dim=-1)
-            q = to_tokens(F.conv2d(to_img(q, hw), self.dw_kernel[i], self.dw_bias[i],
-                                   padding=pad, groups=self.qk_dim))
-            o = sparse_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
-                                 pattern=self.pattern, hw=hw, local_heads=1)
-            outs.append(o.squeeze(1))
+            q, k, v = F.linear(feat, w, b).split(self.splits, dim=-1)
+            if dense:  # the scale rides on the query conv
+                q = to_tokens(F.conv2d(to_img(q, hw), dwk_s, dwb_s, padding=pad,
+                                       groups=self.qk_dim))
+                outs.append(_attend(q, k, v, scale=1.0))
+            else:
+                q = to_tokens(F.conv2d(to_img(q, hw), dwk, dwb, padding=pad, groups=self.qk_dim))
+                outs.append(sparse_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
+                                             pattern=self.pattern, hw=hw, local_heads=1).squeeze(1))
         return self.proj(F.relu(torch.cat(outs, dim=-1)))
 
 
