@@ -375,6 +375,28 @@ def test_choose_rewrite_set_keeps_only_the_rewrites_that_pay(monkeypatch):
     assert not flags["fold_bn"] and len(timed) == 4
 
 
+def test_rewrites_that_change_nothing_are_timed_once(monkeypatch):
+    """A model without BatchNorm: every subset with fold_bn is its twin without it."""
+    import nas.export.export as ex
+
+    space = load_space("imagenet224")
+    arch = canonicalize(space, load_arch(ROOT / "search_spaces/reference/deit_tiny.yaml"))
+    model = build_model(arch, num_classes=10).eval()
+    timed_models = []
+
+    def fake_measure(m, arch, **_kw):
+        timed_models.append(repr(m))
+        return 1.0 - 0.1 * len(timed_models) / 100, "fake"  # later calls look faster
+
+    monkeypatch.setattr(ex, "measure_latency", fake_measure)
+    allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": False}
+    flags, timed = ex.choose_rewrite_set(model, arch, allowed, in_chans=3, rounds=3,
+                                         min_span_s=0.0)
+    assert len(timed_models) == 2 * 3 and len(set(timed_models)) == 2  # none, fuse_qkv
+    assert timed["fold_bn"] == timed["none"] and timed["fold_bn+fuse_qkv"] == timed["fuse_qkv"]
+    assert not flags["fold_bn"]  # never chosen for a tie with a smaller subset
+
+
 def test_onednn_choice_round_trips_and_old_configs_default_to_it(nets, tmp_path):
     net = nets["tiny32"]
     arch = sample_arch(net.space, np.random.default_rng(3))
@@ -408,6 +430,7 @@ def test_rewrites_are_kept_only_when_they_beat_the_plain_model(monkeypatch, gain
     def fake_optimize(model, **flags):
         m = torch.nn.Identity()
         m.tag = rewrite_name(flags)
+        m.extra_repr = lambda: m.tag  # a distinct model per subset
         return m
 
     monkeypatch.setattr(export_mod, "measure_latency", fake_measure)
