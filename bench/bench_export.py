@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, arch in archs_of(args, space):
         plain, _ = _subnet_model(run, arch)
         allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
-        choice, timed = choose_rewrite_set(plain, arch, allowed, in_chans=space.in_chans,
-                                           device={"batch_size": 1, "threads": args.threads})
+        choice, timed, _ = choose_rewrite_set(plain, arch, allowed, in_chans=space.in_chans,
+                                              device={"batch_size": 1, "threads": args.threads})
         fast = optimize_for_inference(plain, **choice)
         models = [plain, fast, copy.deepcopy(plain)]
         for b in args.batch_sizes:
@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"(x{ratio:.3f}; plain copy x{floor:.3f}), rewrites {rows[-1][1]}", flush=True)
     text = header("Exported vs plain model, side by side")
     text += (f"- run `{args.run}` (space {space.name}); rewrites chosen as `nas export` does: "
-             f"every combination timed at batch 1, {args.threads} thread(s), in 3 interleaved rounds; "
-             "the fastest kept only if it beats the plain model by > 2%, else none\n"
+             f"every combination timed at batch 1, {args.threads} thread(s), in 3 interleaved "
+             "rounds; each rewrite kept if the median of its paired with / without ratios "
+             "is below 0.98\n"
              f"- each batch size: {args.rounds} rounds, in each the plain model, the exported "
              "model and a copy of the plain model timed in turn (order rotated), median of a "
              "0.3 s block each; ratios are medians over rounds of the per-round ratio\n\n"

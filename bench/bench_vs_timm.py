@@ -71,7 +71,7 @@ def exported(name: str, folder: Path, *, batch: int = 1, threads: int = 1
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
     allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
     device = {"batch_size": batch, "threads": threads}
-    flags, _ = choose_rewrite_set(model, arch, allowed, in_chans=3, device=device)
+    flags, _, _ = choose_rewrite_set(model, arch, allowed, in_chans=3, device=device)
     if any(flags.values()):  # nas export's last word: the kept set side by side with none
         (fast, plain), _ = measure_side_by_side([optimize_for_inference(model, **flags), model],
                                                 arch, in_chans=3, device=device)
@@ -168,8 +168,10 @@ def main() -> None:
             "CPU-time column (1 thread: median thread CPU time) does not count time lost to "
             "other jobs. Ours: the exported model with the rewrites `nas export` keeps on this "
             "machine at this batch size (`choose_rewrite_set`: BatchNorm folding, fused "
-            "attention, oneDNN linears with prepacked weights; each subset timed side by "
-            "side, kept only if 2% faster than none), written and loaded back with "
+            "attention, oneDNN linears with prepacked weights; every subset timed in "
+            "interleaved rounds, each rewrite kept if the median of its paired ratios, with "
+            "/ without it in the same round, is below 0.98; then the kept set side by side "
+            "with none), written and loaded back with "
             "`nas.load_model`; random weights. timm+reparam: `timm.utils.reparameterize_model` "
             "(timm's own BatchNorm folding).\n"
             f"\n**worst ours/timm+reparam: {worst['ours/timm+reparam']:.3f}**, worst ours/timm: "

@@ -27,6 +27,7 @@ from nas.export.export import (
     choose_rewrite_set,
     export_subnet,
     measure_side_by_side,
+    rewrite_name,
 )
 from nas.export.fold import fold_batchnorm
 from nas.export.formats import write_format
@@ -299,19 +300,19 @@ def test_cli_export(run_dir, tmp_path, capsys):
         ".vitnas-model", "README.md", "config.json", "model.onnx", "model.safetensors"]
     cfg = ModelConfig.load(out)
     assert cfg.arch == arch and cfg.space_name == "micro16"
-    # the rewrites kept are the fastest of all 8 combinations as timed at export if they
-    # beat the plain model by the margin, else none
+    # each rewrite is kept if its median paired ratio, as timed at export, beats the margin
     rewrites = cfg.metrics["latency_ms"]["rewrites"]
+    effects = cfg.metrics["latency_ms"]["rewrite_effects"]
     assert len(rewrites) == 8 and "none" in rewrites
-    kept = "+".join(k for k, v in (("fold_bn", cfg.bn_folded), ("fuse_qkv", cfg.qkv_fused),
-                                   ("onednn_linears", cfg.onednn_linears)) if v) or "none"
-    best = min(rewrites, key=rewrites.get)
+    assert sorted(effects) == ["fold_bn", "fuse_qkv", "onednn_linears"]
+    flags = {"fold_bn": cfg.bn_folded, "fuse_qkv": cfg.qkv_fused,
+             "onednn_linears": cfg.onednn_linears}
+    chosen = {k: e < 1 - REWRITE_MARGIN for k, e in effects.items()}
     if "dropped" in cfg.metrics["latency_ms"]:  # the final side-by-side timing overruled it
-        assert kept == "none" and cfg.metrics["latency_ms"]["dropped"] == best
-    elif rewrites[best] < rewrites["none"] * (1 - REWRITE_MARGIN):
-        assert kept == best
+        assert not any(flags.values())
+        assert cfg.metrics["latency_ms"]["dropped"] == rewrite_name(chosen)
     else:
-        assert kept == "none"
+        assert flags == chosen
     assert cfg.preprocessing.resolution == 16 and len(cfg.preprocessing.mean) == 3
     assert {"val_acc", "inherited_acc", "params", "macs", "latency_ms"} <= set(cfg.metrics)
     model = load_model(out)
@@ -366,13 +367,15 @@ def test_choose_rewrite_set_keeps_only_the_rewrites_that_pay(monkeypatch):
     monkeypatch.setattr(ex, "measure_latency", lambda m, arch, **kw: (
         10 + sum(cost[k] for k, v in m.f.items() if v), "fake"))
     allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
-    flags, timed = ex.choose_rewrite_set(None, None, allowed, in_chans=3, min_span_s=0.0)
+    flags, timed, effects = ex.choose_rewrite_set(None, None, allowed, in_chans=3,
+                                                  min_span_s=0.0)
     assert flags == {"fold_bn": True, "fuse_qkv": False, "onednn_linears": True}
+    assert effects["fuse_qkv"] > 1 > effects["onednn_linears"] and effects["fold_bn"] < 0.98
     assert len(timed) == 8 and timed["none"] == 10 and timed["fold_bn+onednn_linears"] == 7
     # a rewrite the user switched off is never tried
-    flags, timed = ex.choose_rewrite_set(None, None, {**allowed, "fold_bn": False}, in_chans=3,
-                                         min_span_s=0.0)
-    assert not flags["fold_bn"] and len(timed) == 4
+    flags, timed, effects = ex.choose_rewrite_set(None, None, {**allowed, "fold_bn": False},
+                                                  in_chans=3, min_span_s=0.0)
+    assert not flags["fold_bn"] and len(timed) == 4 and "fold_bn" not in effects
 
 
 def test_rewrites_that_change_nothing_are_timed_once(monkeypatch):
@@ -390,8 +393,9 @@ def test_rewrites_that_change_nothing_are_timed_once(monkeypatch):
 
     monkeypatch.setattr(ex, "measure_latency", fake_measure)
     allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": False}
-    flags, timed = ex.choose_rewrite_set(model, arch, allowed, in_chans=3, rounds=3,
-                                         min_span_s=0.0)
+    flags, timed, effects = ex.choose_rewrite_set(model, arch, allowed, in_chans=3, rounds=3,
+                                                  min_span_s=0.0)
+    assert effects["fold_bn"] == 1.0  # every pair is one model timed once
     assert len(timed_models) == 2 * 3 and len(set(timed_models)) == 2  # none, fuse_qkv
     assert timed["fold_bn"] == timed["none"] and timed["fold_bn+fuse_qkv"] == timed["fuse_qkv"]
     assert not flags["fold_bn"]  # never chosen for a tie with a smaller subset
@@ -417,7 +421,6 @@ def test_onednn_choice_round_trips_and_old_configs_default_to_it(nets, tmp_path)
 def test_rewrites_are_kept_only_when_they_beat_the_plain_model(monkeypatch, gain, kept):
     """Interleaved rounds, fastest round each; a gain inside the margin keeps the plain model."""
     from nas.export import export as export_mod
-    from nas.export.export import rewrite_name
 
     calls = []
 
@@ -436,8 +439,8 @@ def test_rewrites_are_kept_only_when_they_beat_the_plain_model(monkeypatch, gain
     monkeypatch.setattr(export_mod, "measure_latency", fake_measure)
     monkeypatch.setattr(export_mod, "optimize_for_inference", fake_optimize)
     allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": False}
-    flags, timed = choose_rewrite_set(torch.nn.Identity(), None, allowed, in_chans=3, rounds=3,
-                                      min_span_s=0.0)
+    flags, timed, _ = choose_rewrite_set(torch.nn.Identity(), None, allowed, in_chans=3,
+                                         rounds=3, min_span_s=0.0)
     assert rewrite_name(flags) == kept and flags["onednn_linears"] is False
     assert sorted(timed) == ["fold_bn", "fold_bn+fuse_qkv", "fuse_qkv", "none"]
     assert len(calls) == 12 and calls[:4] != calls[4:8]  # every round, order rotated
@@ -450,7 +453,8 @@ def test_rewrites_that_measure_slower_side_by_side_are_dropped(run_dir, tmp_path
     import nas.export.export as export_mod
 
     on = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
-    monkeypatch.setattr(export_mod, "choose_rewrite_set", lambda *a, **kw: (on, {"none": 1.0}))
+    monkeypatch.setattr(export_mod, "choose_rewrite_set",
+                        lambda *a, **kw: (on, {"none": 1.0}, {k: 0.9 for k in on}))
     monkeypatch.setattr(export_mod, "measure_side_by_side",
                         lambda models, *a, **kw: ([1.1, 1.0], "fake setting"))
     space = load_space(run_dir / "micro.yaml")
