@@ -52,7 +52,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | No
     SDPA, except for fp32 on CPU when the query/key head size differs from the value's:
     CPU SDPA then leaves its fused kernel for the generic math path (q and k scaled
     apart, a softmax that checks every row for full masking), and the three plain ops
-    run faster. EfficientViT's cascaded heads (q, k 16 channels, v 64) went 12% faster
+    run faster. EfficientViT's cascaded heads (q, k 16 channels, v 64) went 8-12% faster
     as a whole model at batch 1 (``bench/bench_vs_timm.py``, Intel Xeon, 1 thread).
     """
     if q.device.type != "cpu" or q.dtype != torch.float32 or q.shape[-1] == v.shape[-1]:
