@@ -59,6 +59,11 @@ def profile(args: argparse.Namespace) -> int:
              if rt.get("still_slow") else ""]
     if any(parts):
         print("slow phase " + "; ".join(p for p in parts if p))
+    ol = sc.get("outliers") or {}
+    if ol.get("entries"):
+        print(f"outliers   {ol['entries']} entries read more than 5% above what the others "
+              f"predict and were timed again ({ol['timings']} timings); {ol['lowered']} came "
+              "down by more than 5%")
     fit = (table.calibration or {}).get("fit") or {}
     if table.complete and fit.get("n"):
         loo = f", leave-one-out MAPE {fit['loo_mape']:.2f}%" if "loo_mape" in fit else ""

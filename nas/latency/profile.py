@@ -17,7 +17,9 @@ put held-out subnets up to 36% off). Slow phases that outlast the rounds are cau
 the reference kernel, probed between chunks of entries: entries timed only while it read
 slow are timed again (:mod:`nas.latency.slowphase`), and those still slow are flagged in
 the table; the next run on the table times them first, judged by the fast speed the
-table's first run saw (``scope.probe_fast_ms``).
+table's first run saw (``scope.probe_fast_ms``). Slow phases the kernel does not feel
+are caught by the entries themselves: those that read furthest above what the other
+entries predict are timed again (:mod:`nas.latency.outliers`).
 
 Example:
     >>> table = profile_space(space, device="cpu", threads=1, out="tiny32_cpu.json")  # doctest: +SKIP
@@ -43,6 +45,8 @@ from nas.errors import ArchError, ArtifactError, NasError
 from nas.io import check_output_file
 from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
 from nas.latency.measure import Measurer, Timing
+from nas.latency.outliers import PASSES as OUTLIER_PASSES
+from nas.latency.outliers import suspects
 from nas.latency.signatures import Signature, archs_signatures, space_signatures
 from nas.latency.slowphase import RETIME_ROUNDS, RETIME_SHARE, SlowPhases
 from nas.latency.speedprobe import table_reference, workload_name
@@ -51,7 +55,8 @@ from nas.progress import progress as show_progress
 from nas.raysession import ray_session
 from nas.space import SearchSpace
 
-__all__ = ["profile_space", "calibration_archs", "round_order", "CALIBRATION_STRATEGIES"]
+__all__ = ["profile_space", "retime_outliers", "calibration_archs", "round_order",
+           "CALIBRATION_STRATEGIES"]
 
 CALIBRATION_ROUNDS = 4  # calibration rounds per component round
 SAVE_GAP = 50  # seconds between table writes, in units of the last write's duration
@@ -240,7 +245,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                   features: Sequence[str] = cal.DEFAULT_FEATURES, save_every: int = 8,
                   recalibrate: bool = False, progress: bool = True, calibration: str = "extremes",
                   force: bool = False, allow_busy: bool | None = None,
-                  retime: int = RETIME_ROUNDS) -> LatencyTable:
+                  retime: int = RETIME_ROUNDS, outlier_passes: int = OUTLIER_PASSES
+                  ) -> LatencyTable:
     """Measure every component signature of ``space`` on a device and write a table.
 
     Args:
@@ -290,6 +296,9 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         progress: show progress (a bar on a terminal, a line per 10% in a log).
         retime: extra rounds, at most, for the entries this session timed only while the
             reference kernel ran slow (:mod:`nas.latency.slowphase`); 0: none.
+        outlier_passes: after the rounds, this many times: time again the entries that
+            read furthest above what the other entries predict (at most a tenth of them,
+            :mod:`nas.latency.outliers`); 0: none.
         force: overwrite an existing ``out`` of another space or setting.
         allow_busy: time even when other processes keep the machine busy (the table
             records it in ``scope["busy"]``). By default (``None``: unless the
@@ -397,6 +406,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             budget_s = RETIME_SHARE * (time.perf_counter() - t_rounds)
             _retime_slow(measurer, table, sigs, phases, out, save_every, progress, retime,
                          budget_s, flaggable=flaggable, earlier={g.key for g in again})
+            retime_outliers(measurer, table, sigs, out=out, passes=outlier_passes, seed=seed,
+                            phases=phases, save_every=save_every, progress=progress)
         if stop_early:
             phases.probe()  # closes the last chunks
             _flag_slow(table, phases, sigs, flaggable)
@@ -485,6 +496,41 @@ def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phas
                     "again (they are flagged in the table)", left)
     table.set_scope(retimed={"slow_entries": first or 0, "still_slow": left,
                              **({"earlier": len(earlier)} if earlier else {})})
+
+
+def retime_outliers(measurer: Any, table: LatencyTable, sigs: Sequence[Signature], *,
+                    out: str | Path, passes: int = OUTLIER_PASSES, seed: int = 0,
+                    phases: SlowPhases | None = None, save_every: int = 8,
+                    progress: bool = False) -> dict[str, int]:
+    """``passes`` times: time once more the entries of ``sigs`` that read furthest above
+    what the other entries predict (:func:`nas.latency.outliers.suspects`, re-fitted each
+    pass on the entries as they are then). The table keeps each entry's fastest and
+    records, and returns, how many entries were suspects, how many timings that took and
+    how many came down by more than 5% (``scope.outliers``); it is saved to ``out``.
+    The calibration is not refitted (:func:`profile_space` fits it afterwards).
+    """
+    by_key = {g.key: g for g in sigs}
+    before: dict[str, float] = {}
+    timings = 0
+    for p in range(passes):
+        todo = suspects(table, sigs, seed=seed + p)
+        if not todo:
+            break
+        for k in todo:
+            before.setdefault(k, table.lookup(by_key[k]))
+        log.info("%d entries read more than 5%% above what the other entries predict; timing "
+                 "them again (%d/%d)", len(todo), p + 1, passes)
+        if phases is not None:
+            phases.probe()
+        _measure_signatures(measurer, table, [by_key[k] for k in todo], Path(out), save_every,
+                            progress, desc=f"re-time outliers {p + 1}/{passes}", phases=phases)
+        timings += len(todo)
+    record = {"entries": len(before), "timings": timings,
+              "lowered": sum(table.lookup(by_key[k]) < v / 1.05 for k, v in before.items())}
+    if passes:
+        table.set_scope(outliers=record)
+        table.save(out)
+    return record
 
 
 def _flag_slow(table: LatencyTable, phases: SlowPhases, sigs: list[Signature],

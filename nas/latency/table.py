@@ -230,7 +230,8 @@ class LatencyTable:
                   load: dict[str, Any] | None = None, busy: str | None = None,
                   probe_ms: float | None = None, probe: str | None = None,
                   probe_fast_ms: float | None = None,
-                  retimed: dict[str, int] | None = None) -> None:
+                  retimed: dict[str, int] | None = None,
+                  outliers: dict[str, int] | None = None) -> None:
         """Record what the table covers: whether it is complete, ``space``/``archs`` scope,
         how many signatures the scope has, the profiling wall time so far (s), and how
         quiet the machine was (``load``: :mod:`nas.latency.quiet`'s reading; ``busy``:
@@ -243,7 +244,9 @@ class LatencyTable:
         judges its slow phases by it, and it is kept: a lucky or a slow later run must not
         move it), and how many entries were timed
         only in slow phases and timed again (``retimed``: ``slow_entries``,
-        ``still_slow``, ``earlier``)."""
+        ``still_slow``, ``earlier``), and how many read above what the other entries
+        predict and were timed again (``outliers``: ``entries``, ``timings``,
+        ``lowered``; :mod:`nas.latency.outliers`)."""
         if complete is not None:
             self._data["complete"] = bool(complete)
         if kind is not None:
@@ -268,6 +271,8 @@ class LatencyTable:
             self._data["scope"]["probe_fast_ms"] = round(float(probe_fast_ms), 6)
         if retimed is not None:
             self._data["scope"]["retimed"] = {k: int(v) for k, v in retimed.items()}
+        if outliers is not None:
+            self._data["scope"]["outliers"] = {k: int(v) for k, v in outliers.items()}
         if load is not None:
             self._data["scope"]["load"] = dict(load)
             self._data["scope"]["busy"] = busy
