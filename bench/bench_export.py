@@ -2,7 +2,7 @@
 
 For the best subnet of a search and a few sampled subnets of the same run, exports the
 model the way ``nas export`` does (the rewrites chosen by
-:func:`nas.export.export.choose_rewrite_set` at batch 1, 1 thread: the latency table's
+:func:`nas.export.timing.decide_rewrites` at batch 1, 1 thread: the latency table's
 setting) and then times, side by side, in alternating rounds:
 
 * the plain standalone model (``supernet.extract``, BatchNorm recalibrated);
@@ -62,7 +62,7 @@ def time_three(models: list[torch.nn.Module], arch, batch: int, rounds: int, thr
                in_chans: int) -> np.ndarray:
     """ms of each model per round (rounds x models), models timed in turn each round,
     the order rotated from round to round."""
-    from nas.export.export import measure_latency
+    from nas.export.timing import measure_latency
 
     device = {"batch_size": batch, "threads": threads}
     ms = np.zeros((rounds, len(models)))
@@ -76,8 +76,9 @@ def time_three(models: list[torch.nn.Module], arch, batch: int, rounds: int, thr
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from nas import training
-    from nas.export.export import _subnet_model, choose_rewrite_set, rewrite_name
+    from nas.export.export import _subnet_model
     from nas.export.inference import optimize_for_inference
+    from nas.export.timing import decide_rewrites, rewrite_name
 
     torch.set_num_threads(args.threads)
     run = training.load_run(args.run)
@@ -86,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, arch in archs_of(args, space):
         plain, _ = _subnet_model(run, arch)
         allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
-        choice, timed, _ = choose_rewrite_set(plain, arch, allowed, in_chans=space.in_chans,
-                                              device={"batch_size": 1, "threads": args.threads})
+        choice = decide_rewrites(plain, arch, allowed, in_chans=space.in_chans,
+                                 device={"batch_size": 1, "threads": args.threads}).flags
         fast = optimize_for_inference(plain, **choice)
         models = [plain, fast, copy.deepcopy(plain)]
         for b in args.batch_sizes:
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     text += (f"- run `{args.run}` (space {space.name}); rewrites chosen as `nas export` does: "
              f"every combination timed at batch 1, {args.threads} thread(s), in 3 interleaved "
              "rounds; each rewrite kept if the median of its paired with / without ratios "
-             "is below 0.98\n"
+             "is below 0.98, and the kept set dropped if it then measures slower than the "
+             "plain model side by side\n"
              f"- each batch size: {args.rounds} rounds, in each the plain model, the exported "
              "model and a copy of the plain model timed in turn (order rotated), median of a "
              "0.3 s block each; ratios are medians over rounds of the per-round ratio\n\n"

@@ -1,6 +1,6 @@
 """Where does the ground-truth noise at large batch come from?
 
-Times N random subnets of a space end to end (``nas.export.export.measure_latency``: one
+Times N random subnets of a space end to end (``nas.export.timing.measure_latency``: one
 untimed call, then the minimum over a block of ``--min-run-time`` seconds) in several
 passes over the list, and reports, pass against pass, the MAPE of:
 
@@ -63,7 +63,7 @@ def mape_vs_first(v: np.ndarray) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from nas.arch import sample_arch
-    from nas.export.export import measure_latency
+    from nas.export.timing import measure_latency
     from nas.latency.allocator import pin_malloc
     from nas.model import build_model
     from nas.space import load_space

@@ -4,7 +4,7 @@ For each reference arch of ``search_spaces/reference/`` (EfficientViT-M0, DeiT-T
 PoolFormer-S12, PVTv2-B0) the standalone model (random weights, random BatchNorm
 statistics) goes through the real export path: the inference rewrites ``nas export``
 would keep on this machine at this batch size and thread count
-(``choose_rewrite_set``, timed here), ``write_model_dir``, then ``nas.load_model``. It
+(``nas.export.timing.decide_rewrites``, timed here), ``write_model_dir``, then ``nas.load_model``. It
 is timed beside ``timm.create_model(<name>)`` in one process: same thread count (1 by
 default, see ``--threads``), same input, interleaved repeats (every repeat times each
 model once, in rotating order), median over repeats of the wall time and of the
@@ -41,12 +41,8 @@ from common import header, write_result  # noqa: E402
 from nas.arch import canonicalize, load_arch  # noqa: E402
 from nas.export import ModelConfig, load_model, optimize_for_inference  # noqa: E402
 from nas.export.config import preprocessing_for  # noqa: E402
-from nas.export.export import (  # noqa: E402
-    choose_rewrite_set,
-    measure_side_by_side,
-    rewrite_name,
-)
 from nas.export.model_dir import write_model_dir  # noqa: E402
+from nas.export.timing import decide_rewrites, rewrite_name  # noqa: E402
 from nas.model import build_model  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
@@ -71,12 +67,7 @@ def exported(name: str, folder: Path, *, batch: int = 1, threads: int = 1
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
     allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
     device = {"batch_size": batch, "threads": threads}
-    flags, _, _ = choose_rewrite_set(model, arch, allowed, in_chans=3, device=device)
-    if any(flags.values()):  # nas export's last word: the kept set side by side with none
-        (fast, plain), _ = measure_side_by_side([optimize_for_inference(model, **flags), model],
-                                                arch, in_chans=3, device=device)
-        if fast > plain:
-            flags = {k: False for k in flags}
+    flags = decide_rewrites(model, arch, allowed, in_chans=3, device=device).flags
     config = ModelConfig(arch=arch, num_classes=1000, in_chans=3, space_name=space.name,
                          space_fingerprint=space.fingerprint,
                          preprocessing=preprocessing_for("imagefolder:.", arch.resolution),

@@ -22,16 +22,17 @@ from nas.export import (
     preprocessing_for,
     write_model_dir,
 )
-from nas.export.export import (
-    REWRITE_MARGIN,
-    choose_rewrite_set,
-    export_subnet,
-    measure_side_by_side,
-    rewrite_name,
-)
+from nas.export.export import export_subnet
 from nas.export.fold import fold_batchnorm
 from nas.export.formats import write_format
 from nas.export.onednn import OneDNNLinear
+from nas.export.timing import (
+    REWRITE_MARGIN,
+    choose_rewrite_set,
+    decide_rewrites,
+    measure_side_by_side,
+    rewrite_name,
+)
 from nas.model import build_model
 from nas.space import load_space
 from nas.supernet import Supernet
@@ -360,7 +361,7 @@ def test_cli_export_bad_input(run_dir, tmp_path, capsys, case):
 def test_choose_rewrite_set_keeps_only_the_rewrites_that_pay(monkeypatch):
     from types import SimpleNamespace
 
-    import nas.export.export as ex
+    import nas.export.timing as ex
 
     cost = {"fold_bn": -1.0, "fuse_qkv": 0.5, "onednn_linears": -2.0}  # fusing does not pay
     monkeypatch.setattr(ex, "optimize_for_inference", lambda model, **flags: SimpleNamespace(f=flags))
@@ -380,7 +381,7 @@ def test_choose_rewrite_set_keeps_only_the_rewrites_that_pay(monkeypatch):
 
 def test_rewrites_that_change_nothing_are_timed_once(monkeypatch):
     """A model without BatchNorm: every subset with fold_bn is its twin without it."""
-    import nas.export.export as ex
+    import nas.export.timing as ex
 
     space = load_space("imagenet224")
     arch = canonicalize(space, load_arch(ROOT / "search_spaces/reference/deit_tiny.yaml"))
@@ -420,7 +421,7 @@ def test_onednn_choice_round_trips_and_old_configs_default_to_it(nets, tmp_path)
 @pytest.mark.parametrize("gain, kept", [(0.01, "none"), (0.10, "fuse_qkv")])
 def test_rewrites_are_kept_only_when_they_beat_the_plain_model(monkeypatch, gain, kept):
     """Interleaved rounds, fastest round each; a gain inside the margin keeps the plain model."""
-    from nas.export import export as export_mod
+    from nas.export import timing as export_mod
 
     calls = []
 
@@ -450,7 +451,7 @@ def test_rewrites_are_kept_only_when_they_beat_the_plain_model(monkeypatch, gain
 def test_rewrites_that_measure_slower_side_by_side_are_dropped(run_dir, tmp_path, monkeypatch):
     """The choice among rewrites is timed on its own; if the exported model then measures
     slower than the plain one side by side, it is exported without rewrites."""
-    import nas.export.export as export_mod
+    import nas.export.timing as export_mod
 
     on = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
     monkeypatch.setattr(export_mod, "choose_rewrite_set",
@@ -469,12 +470,36 @@ def test_rewrites_that_measure_slower_side_by_side_are_dropped(run_dir, tmp_path
     assert res.config == cfg
 
 
+@pytest.mark.parametrize("choose", [True, False])
+def test_decide_rewrites_drops_a_set_slower_than_the_plain_model(monkeypatch, choose):
+    import nas.export.timing as timing
+
+    on = {"fold_bn": True, "fuse_qkv": False, "onednn_linears": True}
+    chosen = []
+    monkeypatch.setattr(timing, "choose_rewrite_set", lambda model, arch, allowed, **kw: (
+        chosen.append(allowed) or (on, {"none": 1.0}, {"fold_bn": 0.9})))
+    monkeypatch.setattr(timing, "optimize_for_inference", lambda model, **flags: rewrite_name(flags))
+    side = {"fast": 0.9}
+    monkeypatch.setattr(timing, "measure_side_by_side", lambda models, *a, **kw: (
+        [side["fast"] if models[0] != "none" else 1.0, 1.0], "fake setting"))
+    allowed = {"fold_bn": True, "fuse_qkv": True, "onednn_linears": True}
+    d = decide_rewrites("plain", None, allowed, in_chans=3, choose=choose)
+    assert d.flags == (on if choose else allowed) and d.dropped is None
+    assert (d.measured, d.measured_plain, d.setting) == (0.9, 1.0, "fake setting")
+    assert (d.timed, d.effects) == (({"none": 1.0}, {"fold_bn": 0.9}) if choose else ({}, {}))
+    assert len(chosen) == int(choose)
+    side["fast"] = 1.01  # slower than the plain model side by side: dropped
+    d = decide_rewrites("plain", None, allowed, in_chans=3, choose=choose)
+    assert d.dropped == rewrite_name(on if choose else allowed)
+    assert not any(d.flags.values()) and d.measured == d.measured_plain == 1.0
+
+
 def test_exported_and_plain_are_timed_side_by_side_over_the_span(monkeypatch):
     """Interleaved rounds until they span the minimum, each model keeping its fastest:
     one slow stretch (a burst of VM slowness) cannot land on one model only."""
     import time
 
-    import nas.export.export as export_mod
+    import nas.export.timing as export_mod
 
     calls: list[str] = []
 
