@@ -262,3 +262,42 @@ def test_calibration_without_a_valid_end_keeps_the_rest(tiny, monkeypatch):
     assert ext[0] == extreme_arch(tiny, "min") and len(set(ext)) == 8
     assert ext[1:] == [a for a in rand if a != ext[0]][:7]
     assert calibration_archs(tiny, 3, 0) == ext[:3]
+
+
+def test_entries_the_outlier_passes_time_fast_are_no_longer_flagged(tiny, tmp_path, monkeypatch):
+    import nas.latency.outliers as outliers
+
+    keys = [g.key for g in space_signatures(tiny)]
+    slow = set(keys[::7])
+    state = {"host_slow": True}
+    timed: list[str] = []
+
+    def measure(self, ks):
+        timed.extend(ks)
+        return [{"min": 1.5 if k in slow and state["host_slow"] else 1.0, "median": 1.0,
+                 "iqr": 0.0, "ops": 1} for k in ks]
+
+    def probe(self):  # slow right after a slow entry, as long as the host is slow
+        return 1.3 if state["host_slow"] and timed and timed[-1] in slow else 1.0
+
+    original = profile_mod.retime_outliers
+
+    def quiet_then_retime(*args, **kwargs):  # the host turns quiet before the outlier passes
+        state["host_slow"] = False
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(Measurer, "measure", measure)
+    monkeypatch.setattr(Measurer, "probe", probe)
+    monkeypatch.setattr(slowphase, "PROBE_GAP_S", 0.0)
+    monkeypatch.setattr(profile_mod, "RETIME_SHARE", 1e6)
+    monkeypatch.setattr(profile_mod, "retime_outliers", quiet_then_retime)
+    monkeypatch.setattr(outliers, "MIN_ENTRIES", 5)
+    out = tmp_path / "t.json"
+    table = profile_space(tiny, out=out, calibrate=0, **{**FAST, "retime": 1, "save_every": 1})
+    assert table.scope["outliers"]["lowered"] == len(slow)  # the passes timed them at 1.0
+    # timed again at full speed: no longer flagged (entries the passes did not time again,
+    # e.g. those right after a slow one, stay as they were)
+    flagged = set(table.slow_keys())
+    assert not flagged & slow and table.scope["retimed"]["still_slow"] == len(flagged)
+    assert table.scope["retimed"]["slow_entries"] >= len(slow)
+    assert set(LatencyTable.load(out).slow_keys()) == flagged

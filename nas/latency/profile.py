@@ -406,8 +406,13 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             budget_s = RETIME_SHARE * (time.perf_counter() - t_rounds)
             _retime_slow(measurer, table, sigs, phases, out, save_every, progress, retime,
                          budget_s, flaggable=flaggable, earlier={g.key for g in again})
-            retime_outliers(measurer, table, sigs, out=out, passes=outlier_passes, seed=seed,
-                            phases=phases, save_every=save_every, progress=progress)
+            if retime_outliers(measurer, table, sigs, out=out, passes=outlier_passes,
+                               seed=seed, phases=phases, save_every=save_every,
+                               progress=progress)["timings"]:
+                # an entry the passes timed at full speed is no longer slow
+                phases.probe()
+                left = _flag_slow(table, phases, sigs, flaggable)
+                table.set_scope(retimed={**table.scope.get("retimed", {}), "still_slow": left})
         if stop_early:
             phases.probe()  # closes the last chunks
             _flag_slow(table, phases, sigs, flaggable)
