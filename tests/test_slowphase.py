@@ -23,6 +23,28 @@ class Readings:
         return self.values[min(self.k - 1, len(self.values) - 1)]
 
 
+def slow_host(monkeypatch, slow: set[str]) -> tuple[dict[str, bool], list[str]]:
+    """A host that times the ``slow`` entries at 1.5 (others 1.0) and reads its reference
+    kernel slow right after one, while ``state["host_slow"]``; every probe and retime
+    allowed. Returns ``(state, the keys timed, in order)``."""
+    state = {"host_slow": True}
+    timed: list[str] = []
+
+    def measure(self, ks):
+        timed.extend(ks)
+        return [{"min": 1.5 if k in slow and state["host_slow"] else 1.0, "median": 1.0,
+                 "iqr": 0.0, "ops": 1} for k in ks]
+
+    def probe(self):
+        return 1.3 if state["host_slow"] and timed and timed[-1] in slow else 1.0
+
+    monkeypatch.setattr(Measurer, "measure", measure)
+    monkeypatch.setattr(Measurer, "probe", probe)
+    monkeypatch.setattr(slowphase, "PROBE_GAP_S", 0.0)
+    monkeypatch.setattr(profile_mod, "RETIME_SHARE", 1e6)
+    return state, timed
+
+
 def test_a_chunk_is_clean_only_between_two_fast_readings():
     phases = SlowPhases(Readings([1.0, 1.0, 1.3, 1.0]), gap_s=0.0)
     for keys in (["a", "b"], ["c"], ["d"]):
@@ -167,21 +189,7 @@ def test_entries_never_timed_fast_are_flagged_and_a_rerun_times_them_again(tiny,
 
     keys = [g.key for g in space_signatures(tiny)]
     slow = set(keys[::4])
-    state = {"host_slow": True}
-    timed: list[str] = []
-
-    def measure(self, ks):
-        timed.extend(ks)
-        return [{"min": 1.5 if k in slow and state["host_slow"] else 1.0, "median": 1.0,
-                 "iqr": 0.0, "ops": 1} for k in ks]
-
-    def probe(self):  # slow right after a slow entry, as long as the host is slow
-        return 1.3 if state["host_slow"] and timed and timed[-1] in slow else 1.0
-
-    monkeypatch.setattr(Measurer, "measure", measure)
-    monkeypatch.setattr(Measurer, "probe", probe)
-    monkeypatch.setattr(slowphase, "PROBE_GAP_S", 0.0)
-    monkeypatch.setattr(profile_mod, "RETIME_SHARE", 1e6)
+    state, timed = slow_host(monkeypatch, slow)
     out = tmp_path / "t.json"
     table = profile_space(tiny, out=out, calibrate=0, **{**FAST, "retime": 1, "save_every": 1})
     flagged = set(table.slow_keys())
@@ -267,29 +275,14 @@ def test_calibration_without_a_valid_end_keeps_the_rest(tiny, monkeypatch):
 def test_entries_the_outlier_passes_time_fast_are_no_longer_flagged(tiny, tmp_path, monkeypatch):
     import nas.latency.outliers as outliers
 
-    keys = [g.key for g in space_signatures(tiny)]
-    slow = set(keys[::7])
-    state = {"host_slow": True}
-    timed: list[str] = []
-
-    def measure(self, ks):
-        timed.extend(ks)
-        return [{"min": 1.5 if k in slow and state["host_slow"] else 1.0, "median": 1.0,
-                 "iqr": 0.0, "ops": 1} for k in ks]
-
-    def probe(self):  # slow right after a slow entry, as long as the host is slow
-        return 1.3 if state["host_slow"] and timed and timed[-1] in slow else 1.0
-
+    slow = {g.key for g in space_signatures(tiny)[::7]}
+    state, _ = slow_host(monkeypatch, slow)
     original = profile_mod.retime_outliers
 
     def quiet_then_retime(*args, **kwargs):  # the host turns quiet before the outlier passes
         state["host_slow"] = False
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(Measurer, "measure", measure)
-    monkeypatch.setattr(Measurer, "probe", probe)
-    monkeypatch.setattr(slowphase, "PROBE_GAP_S", 0.0)
-    monkeypatch.setattr(profile_mod, "RETIME_SHARE", 1e6)
     monkeypatch.setattr(profile_mod, "retime_outliers", quiet_then_retime)
     monkeypatch.setattr(outliers, "MIN_ENTRIES", 5)
     out = tmp_path / "t.json"
