@@ -38,7 +38,6 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from references import locked  # noqa: E402
 
 from nas.arch import Arch, sample_arch  # noqa: E402

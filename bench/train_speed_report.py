@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 from bench_combined import load
-from bench_train_speed_labels import LABELS, RUN_KEY, SIGNAL, load_labels
+from bench_train_speed_labels import INHERITED, LABELS, RUN_KEY, SIGNAL, load_labels, run_entry
 from common import header, write_result
 from ranking_tables import tau_cells
 from scipy.stats import kendalltau, rankdata
@@ -50,11 +50,7 @@ def report(args: argparse.Namespace) -> None:
     ref_json, est, loss, _families = load(ns)
     refs = [Arch.from_dict(json.loads(a)) for a in ref_json]
     mean = loss.mean(1)
-    from nas.io import read_json
-    from bench_train_speed_labels import INHERITED
-
-    cfg = read_json(INHERITED, what="inherited cache")[RUN_KEY]["config"]
-    space = parse_space(cfg["search_space"], source=str(INHERITED))
+    space = parse_space(run_entry()["config"]["search_space"], source=str(INHERITED))
     archs = [Arch.from_dict(json.loads(r["arch"])) for r in rows]
     y = np.array([r["score"] for r in rows])
     sizes = [n for n in (int(s) for s in args.sizes.split(",") if s) if n <= len(rows)]
