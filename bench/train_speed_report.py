@@ -15,13 +15,13 @@ from ranking_tables import tau_cells
 from scipy.stats import kendalltau, rankdata
 
 from nas.arch import Arch
-from nas.predictors import fit_predictor
+from nas.predictors import AUTO_FAMILIES, fit_predictor
 from nas.predictors.table import ArchTable
 from nas.space import parse_space
 
 # (row name, predictor family, log params / MACs features)
-FAMILIES = (("ridge", "ridge", False), ("gp", "gp", False), ("auto", "auto", False),
-            ("auto + complexity", "auto", True))
+FAMILIES = (("ridge", "ridge", False), ("gp", "gp", False), ("trees", "trees", False),
+            ("auto", "auto", False), ("auto + complexity", "auto", True))
 DRAWS = 3  # random label subsets per size below the pool (the spread of the label choice)
 
 
@@ -91,7 +91,8 @@ def report(args: argparse.Namespace) -> None:
         f"(collection order, itself random)\n"
         f"- each predictor: `fit_predictor(..., target='signals')` (what `nas predictor fit "
         f"--target signals` fits on a table with a train_speed column); auto = 5-fold CV choice "
-        f"among ridge, gp, mlp, ensemble (`nas predictor fit`'s default); + complexity: with "
+        f"among {', '.join(AUTO_FAMILIES)} (`nas predictor fit`'s default); trees with their "
+        f"default hyperparameters (fixed, not tuned on the references); + complexity: with "
         f"log params / log MACs features\n"
         f"- report time: {time.perf_counter() - t0:.0f} s\n\n")
     noise = kendalltau(loss[:, 0], loss[:, 1]).statistic

@@ -2,7 +2,8 @@
 
 Families (one per module, registered by name in :data:`PREDICTORS`): ``mlp`` (deep
 ensemble of small MLPs with a ranking loss), ``gp`` (Gaussian process), ``ridge``
-(linear baseline) and ``ensemble`` (average of other families). Every family
+(linear baseline), ``trees`` (gradient-boosted regression trees) and ``ensemble``
+(average of other families). Every family
 implements :class:`Predictor`; :class:`ArchPredictor` binds a fitted one to a search
 space and saves it without pickle. A :class:`TargetMap` (:mod:`nas.predictors.target`)
 sets what a family regresses on (by default a blend of accuracy and loss ranks,
@@ -20,7 +21,7 @@ Example:
 """
 from __future__ import annotations
 
-from nas.predictors import ensemble, gp, mlp, ridge  # noqa: F401  (register the families)
+from nas.predictors import ensemble, gp, mlp, ridge, trees  # noqa: F401  (register the families)
 from nas.predictors.arch_predictor import ArchPredictor, load_predictor
 from nas.predictors.base import (
     PREDICTORS,

@@ -30,7 +30,7 @@ from nas.space import SearchSpace
 
 __all__ = ["fit_predictor", "cross_validate", "table_features", "resolve_target", "AUTO_FAMILIES"]
 
-AUTO_FAMILIES = ("mlp", "gp", "ridge", "ensemble")
+AUTO_FAMILIES = ("mlp", "gp", "ridge", "trees", "ensemble")
 
 
 def _resolve_space(source: Any, space: SearchSpace | None) -> SearchSpace:

@@ -38,6 +38,7 @@ FAST = {
     "mlp": {"members": 3, "epochs": 150},
     "gp": {"restarts": 0},
     "ridge": {},
+    "trees": {"n_trees": 60, "learning_rate": 0.1},
     "ensemble": {"members": ("mlp", "gp", "ridge"),
                  "member_kwargs": {"mlp": {"members": 2, "epochs": 100}, "gp": {"restarts": 0}}},
 }
@@ -75,14 +76,14 @@ def table_csv(tmp_path_factory, synthetic):
 
 
 def test_registry_has_the_families():
-    assert {"mlp", "gp", "ridge", "ensemble"} <= set(PREDICTORS)
+    assert {"mlp", "gp", "ridge", "trees", "ensemble"} <= set(PREDICTORS)
     assert all(issubclass(cls, Predictor) and cls.name == n for n, cls in PREDICTORS.items())
 
 
 def test_unknown_family_lists_valid_names(synthetic):
     with pytest.raises(PredictorError, match="valid: .*gp.*mlp.*ridge"):
         make_predictor("xgboost")
-    with pytest.raises(PredictorError, match="valid: auto, ensemble, gp, mlp, ridge"):
+    with pytest.raises(PredictorError, match="valid: auto, ensemble, gp, mlp, ridge, trees"):
         fit_predictor(synthetic.train, model="nope", space=synthetic.space, folds=0)
 
 
@@ -103,6 +104,33 @@ def test_bad_hyperparameter_values_name_the_argument():
         make_predictor("ridge", degree=3)
     with pytest.raises(PredictorError, match="members"):
         make_predictor("ensemble", members=("mlp", "ensemble"))
+    for kwargs, name in (({"max_depth": 0}, "max_depth"), ({"n_trees": 2.5}, "n_trees"),
+                         ({"subsample": 0.0}, "subsample"), ({"learning_rate": 2}, "learning_rate")):
+        with pytest.raises(PredictorError, match=name):
+            make_predictor("trees", **kwargs)
+
+
+def test_trees_learn_an_interaction_a_linear_model_cannot():
+    """y = sign(x0) * x1 has no linear part: ridge explains nothing, boosted trees most of it."""
+    rng = np.random.default_rng(0)
+    X, Xt = rng.normal(size=(300, 6)), rng.normal(size=(300, 6))
+    f = lambda x: np.where(x[:, 0] > 0, 1.0, -1.0) * x[:, 1]  # noqa: E731
+    r2 = {}
+    for name in ("ridge", "trees"):
+        mean, _ = make_predictor(name).fit(X, f(X)).predict(Xt)
+        r2[name] = 1 - np.mean((mean - f(Xt)) ** 2) / np.var(f(Xt))
+    assert r2["ridge"] < 0.1 and r2["trees"] > 0.7, r2
+
+
+def test_trees_refuse_a_corrupted_state():
+    model = make_predictor("trees", n_trees=5).fit(np.eye(12), np.arange(12.0))
+    tensors, config = model.state()
+    with pytest.raises(ArtifactError, match="out of range"):
+        type(model).from_state({**tensors, "feature": tensors["feature"] + 40}, config)
+    with pytest.raises(ArtifactError, match="shape"):
+        type(model).from_state({**tensors, "leaf": tensors["leaf"][:2]}, config)
+    with pytest.raises(ArtifactError, match="max_depth"):
+        type(model).from_state(tensors, {**config, "max_depth": -1})
 
 
 # ----------------------------------------------------------------------------- contract

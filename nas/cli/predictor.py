@@ -72,7 +72,7 @@ def _add_fit(s: argparse._SubParsersAction) -> None:
                      description="k-fold cross-validation (Kendall tau, Spearman, RMSE, top-k "
                      "precision on held-out folds), then a fit on all rows, saved to PREDICTOR.")
     f.add_argument("--data", required=True, metavar="TABLE", help="CSV table of evaluated subnets")
-    f.add_argument("--model", default="auto", help="mlp | gp | ridge | ensemble | auto "
+    f.add_argument("--model", default="auto", help="mlp | gp | ridge | trees | ensemble | auto "
                    "(auto: best cross-validated Kendall tau; default)")
     f.add_argument("--out", required=True, metavar="PREDICTOR",
                    help="directory, or NAME.json for a NAME.json + NAME.safetensors pair")
