@@ -15,6 +15,7 @@ training images, seed 1, its recipe). ``--check`` first re-scores one reference 
 compares it with its cached value.
 
     python bench/bench_train_speed_labels.py --n 300 --threads 1         # collect
+    python bench/bench_train_speed_labels.py --repeat 16 --threads 1     # label repeatability
     python bench/bench_train_speed_labels.py --report                    # learning curve
 
 ``--report`` fits the product's predictors (``nas predictor fit``'s models, ``signals``
@@ -49,6 +50,7 @@ INHERITED = RESULTS / "ranking_inherited.json"
 RUN_KEY = "runs/cifar10/train"  # the CIFAR-10 supernet run the references were ranked with
 SIGNAL = "train_speed:1:1000"  # proxy:seed:steps of the references' cached signal
 LABELS = RESULTS / "train_speed_labels_cifar32.json"
+REPEAT_SEED = 2  # training seed of --repeat (the labels use the signal's seed, 1)
 DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
 
 
@@ -58,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=11,
                    help="sampling seed of the random subnets (the references used 1)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=0, metavar="K",
+                   help="instead of collecting, score the first K labelled subnets again with "
+                   "training seed 2 (the labels' repeatability, shown by --report)")
     p.add_argument("--check", action="store_true",
                    help="first re-score one reference and compare with its cached value")
     p.add_argument("--report", action="store_true", help="write the learning curve")
@@ -74,16 +79,17 @@ def run_entry() -> dict:
     return entry
 
 
-def scorer_for(entry: dict):
-    """The references' ProxyScorer: the run's training images, seed 1, its recipe."""
+def scorer_for(entry: dict, seed: int | None = None):
+    """The references' ProxyScorer: the run's training images, seed 1 (or ``seed``), its recipe."""
     from nas.predictors.proxies import ProxyScorer
     from nas.training import load_val_data
 
     cfg = dict(entry["config"], data=f"imagefolder:{DATA}")
     space = parse_space(cfg["search_space"], source=str(INHERITED))
-    proxy, seed, steps = SIGNAL.split(":")
+    proxy, cached_seed, steps = SIGNAL.split(":")
     x, y = load_val_data(cfg, split="train")
-    return space, ProxyScorer(space, x, y, seed=int(seed), steps=int(steps), lr=float(cfg["lr"]),
+    seed = int(cached_seed) if seed is None else seed
+    return space, ProxyScorer(space, x, y, seed=seed, steps=int(steps), lr=float(cfg["lr"]),
                               weight_decay=float(cfg["weight_decay"]),
                               max_shift=int(cfg.get("max_shift", 0)),
                               hflip=bool(cfg.get("hflip")))
@@ -137,9 +143,33 @@ def collect(args: argparse.Namespace) -> None:
               f"({time.perf_counter() - t:.0f} s wall)", flush=True)
 
 
+def repeat(args: argparse.Namespace) -> None:
+    """Score the first ``args.repeat`` labelled subnets again with training seed 2, into the
+    book's ``repeats`` (resumable): how repeatable a label is bounds what any predictor
+    of it can reach."""
+    torch.set_num_threads(args.threads)
+    space, scorer = scorer_for(run_entry(), seed=REPEAT_SEED)
+    rows = load_labels()["labels"][:args.repeat]
+    done = {r["arch"] for r in load_labels().get("repeats", [])}
+    todo = [r for r in rows if r["arch"] not in done]
+    print(f"repeats: {len(rows) - len(todo)} of {len(rows)} cached, {len(todo)} to score", flush=True)
+    for i, row in enumerate(todo):
+        score = scorer.score(Arch.from_dict(json.loads(row["arch"])), "train_speed")
+        with locked(LABELS):
+            book = load_labels()
+            book.setdefault("repeats", []).append(
+                {"arch": row["arch"], "train_seed": REPEAT_SEED, "score": score,
+                 "cpu_s": scorer.seconds["train_speed"][-1]})
+            write_json(LABELS, book)
+        print(f"repeat {len(rows) - len(todo) + i + 1}/{len(rows)}: {score:.1f} vs {row['score']:.1f}",
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.report:
+    if args.repeat:
+        repeat(args)
+    elif args.report:
         from train_speed_report import report  # noqa: PLC0415 (bench/ sibling)
 
         report(args)
