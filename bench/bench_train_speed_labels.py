@@ -149,8 +149,9 @@ def repeat(args: argparse.Namespace) -> None:
     of it can reach."""
     torch.set_num_threads(args.threads)
     space, scorer = scorer_for(run_entry(), seed=REPEAT_SEED)
-    rows = load_labels()["labels"][:args.repeat]
-    done = {r["arch"] for r in load_labels().get("repeats", [])}
+    book = load_labels()
+    rows = book["labels"][:args.repeat]
+    done = {r["arch"] for r in book.get("repeats", [])}
     todo = [r for r in rows if r["arch"] not in done]
     print(f"repeats: {len(rows) - len(todo)} of {len(rows)} cached, {len(todo)} to score", flush=True)
     for i, row in enumerate(todo):
