@@ -148,12 +148,14 @@ def repeat(args: argparse.Namespace) -> None:
     book's ``repeats`` (resumable): how repeatable a label is bounds what any predictor
     of it can reach."""
     torch.set_num_threads(args.threads)
-    space, scorer = scorer_for(run_entry(), seed=REPEAT_SEED)
     book = load_labels()
     rows = book["labels"][:args.repeat]
     done = {r["arch"] for r in book.get("repeats", [])}
     todo = [r for r in rows if r["arch"] not in done]
     print(f"repeats: {len(rows) - len(todo)} of {len(rows)} cached, {len(todo)} to score", flush=True)
+    if not todo:
+        return
+    _, scorer = scorer_for(run_entry(), seed=REPEAT_SEED)  # decodes the training images
     for i, row in enumerate(todo):
         score = scorer.score(Arch.from_dict(json.loads(row["arch"])), "train_speed")
         with locked(LABELS):
