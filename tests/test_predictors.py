@@ -132,6 +132,32 @@ def test_trees_refuse_a_corrupted_state():
     with pytest.raises(ArtifactError, match="max_depth"):
         type(model).from_state(tensors, {**config, "max_depth": -1})
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_gp_does_not_settle_for_a_flat_fit():
+    """On 20 noisy points scikit-learn's most likely fit calls everything noise and predicts
+    one value for every input; the gp family falls back to a fit that ranks x0."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    from nas.predictors.gp import FLAT, NOISE_FALLBACK, _kernel
+
+    rng = np.random.default_rng(29)
+    X = rng.integers(0, 3, size=(20, 4)) / 2
+    y = X[:, 0] + rng.normal(size=20)
+    plain = GaussianProcessRegressor(_kernel("matern", 2.5, False, 4, 0.1), normalize_y=True,
+                                     n_restarts_optimizer=2,
+                                     random_state=np.random.RandomState(0)).fit(X, y)
+    assert np.std(plain.predict(X)) < FLAT * np.std(y)  # the premise: a flat optimum wins
+    model = make_predictor("gp").fit(X, y)
+    assert not model.flat
+    assert np.exp(model.theta[-1]) <= NOISE_FALLBACK + 1e-9  # the bounded-noise refit
+    grid = np.array(np.meshgrid(*[[0.0, 0.5, 1.0]] * 4)).reshape(4, -1).T
+    assert kendall_tau(model.predict(grid)[0], grid[:, 0]) > 0.3
+    again = type(model).from_state(*model.state())
+    assert not again.flat and np.array_equal(again.predict(grid)[0], model.predict(grid)[0])
+    # constant targets: the constant prediction is right, not a failure
+    assert not make_predictor("gp", restarts=0).fit(X, np.ones(20)).flat
+
+
 
 # ----------------------------------------------------------------------------- contract
 

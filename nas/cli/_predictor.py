@@ -99,6 +99,10 @@ def fit(args: argparse.Namespace) -> int:
     print(f"fitted {pred.family} (target {pred.target.kind}) on {pred.info['data']['rows']} rows "
           f"of space {pred.space.name} "
           f"({pred.space_fingerprint}) -> {path}")
+    if getattr(pred.model, "flat", False):
+        print("warning: every fit the Gaussian process found predicts about the same value for "
+              "every arch (the table looks like noise to it); it will not rank subnets: "
+              "collect more rows or use --model auto")
     return 0
 
 
