@@ -8,8 +8,8 @@ The predictive standard deviation includes the noise term.
 
 On small, noisy training sets the marginal likelihood can peak at a *flat* fit: all of
 the variance called noise (or a length scale far beyond the data), a posterior mean that
-is the same for every architecture, so the predictor ranks nothing (2 of 3 draws of 25
-and 50 training-speed labels in ``bench/results/train_speed_learn_cifar10-jpeg_cpu.md``).
+is the same for every architecture, so the predictor ranks nothing (one draw of three
+at 25 and at 50 training-speed labels in ``bench/results/train_speed_learn_cifar10-jpeg_cpu.md``).
 :meth:`GaussianProcess.fit` therefore keeps every local optimum of the likelihood (the
 first start, the random restarts, and one start at the median distance between training
 points) and takes the most likely one whose posterior mean over the training points

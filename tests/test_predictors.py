@@ -132,6 +132,7 @@ def test_trees_refuse_a_corrupted_state():
     with pytest.raises(ArtifactError, match="max_depth"):
         type(model).from_state(tensors, {**config, "max_depth": -1})
 
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_gp_does_not_settle_for_a_flat_fit():
     """On 20 noisy points scikit-learn's most likely fit calls everything noise and predicts
@@ -156,7 +157,6 @@ def test_gp_does_not_settle_for_a_flat_fit():
     assert not again.flat and np.array_equal(again.predict(grid)[0], model.predict(grid)[0])
     # constant targets: the constant prediction is right, not a failure
     assert not make_predictor("gp", restarts=0).fit(X, np.ones(20)).flat
-
 
 
 # ----------------------------------------------------------------------------- contract
