@@ -179,6 +179,10 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
              + (f"; {retimed['slow_entries']} entries timed only in slow phases were timed again "
                 f"(`nas/latency/slowphase.py`), {retimed['still_slow']} still slow after that"
                 if (retimed := table.scope.get("retimed")) else "")
+             + (f"; {retimed['calibration']} of {len(table.calibration_archs())} calibration "
+                f"subnets timed only in slow phases were timed again (`nas/latency/rounds.py`), "
+                f"{retimed['calibration_still_slow']} still slow after that"
+                if retimed and "calibration" in retimed else "")
              + (f"; {ol['entries']} entries read more than 5% above what the other entries "
                 f"predict and were timed again ({ol['timings']} timings, "
                 f"`nas/latency/outliers.py`), {ol['lowered']} came down by more than 5%"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 import nas.latency.profile as profile_mod
+import nas.latency.rounds as rounds_mod
 import nas.latency.slowphase as slowphase
 from nas.latency import LatencyTable, Measurer, profile_space
 from nas.latency.signatures import space_signatures
@@ -294,3 +295,109 @@ def test_entries_the_outlier_passes_time_fast_are_no_longer_flagged(tiny, tmp_pa
     assert not flagged & slow and table.scope["retimed"]["still_slow"] == len(flagged)
     assert table.scope["retimed"]["slow_entries"] >= len(slow)
     assert set(LatencyTable.load(out).slow_keys()) == flagged
+
+
+def slow_calibration_host(monkeypatch) -> tuple[dict[str, bool], list[dict]]:
+    """A host whose components time at 1.0 always, and whose whole subnets time at 1.5
+    with the reference kernel reading slow right after one, while ``state["slow"]``.
+    Returns ``(state, the archs timed end to end, in order)``."""
+    state = {"slow": True, "last": "component"}
+    timed: list[dict] = []
+
+    def measure(self, ks):
+        state["last"] = "component"
+        return [{"min": 1.0, "median": 1.0, "iqr": 0.0, "ops": 1} for _ in ks]
+
+    def measure_archs(self, archs, **kw):
+        timed.extend(archs)
+        state["last"] = "subnet"
+        ms = 1.5 if state["slow"] else 1.0
+        return [{"min": ms, "median": ms, "iqr": 0.0} for _ in archs]
+
+    def probe(self):
+        return 1.3 if state["slow"] and state["last"] == "subnet" else 1.0
+
+    monkeypatch.setattr(Measurer, "measure", measure)
+    monkeypatch.setattr(Measurer, "measure_archs", measure_archs)
+    monkeypatch.setattr(Measurer, "probe", probe)
+    monkeypatch.setattr(slowphase, "PROBE_GAP_S", 0.0)
+    monkeypatch.setattr(profile_mod, "RETIME_SHARE", 1e6)
+    return state, timed
+
+
+def test_calibration_subnets_timed_only_in_slow_phases_are_timed_again(tiny, tmp_path,
+                                                                       monkeypatch):
+    state, timed = slow_calibration_host(monkeypatch)
+    original = rounds_mod.measure_calibration
+
+    def measure_calibration(*args, **kw):  # the machine is fast again once re-timing starts
+        if kw.get("desc", "").startswith("re-time"):
+            state["slow"] = False
+        return original(*args, **kw)
+
+    monkeypatch.setattr(rounds_mod, "measure_calibration", measure_calibration)
+    out = tmp_path / "t.json"
+    table = profile_space(tiny, out=out, calibrate=3, **{**FAST, "retime": 1})
+    samples = table.calibration["samples"]
+    assert len(samples) == 3 and all(s["ms"] == 1.0 for s in samples)
+    assert len(timed) == 3 * profile_mod.CALIBRATION_ROUNDS + 3  # the rounds, then once each
+    assert table.slow_calibration_archs() == []
+    assert LatencyTable.load(out).scope["retimed"]["calibration"] == 3
+    assert LatencyTable.load(out).scope["retimed"]["calibration_still_slow"] == 0
+
+
+def test_calibration_subnets_never_timed_fast_are_flagged_and_a_rerun_times_them(
+        tiny, tmp_path, monkeypatch):
+    import json
+
+    from nas.errors import ArtifactError
+
+    state, timed = slow_calibration_host(monkeypatch)
+    out = tmp_path / "t.json"
+    table = profile_space(tiny, out=out, calibrate=3, **{**FAST, "retime": 1})
+    cal = table.calibration_archs()
+    # timed again every pass the budget allowed, slow every time: all flagged, on disk too
+    assert len(timed) == 3 * profile_mod.CALIBRATION_ROUNDS + 3 * rounds_mod.CALIBRATION_RETIMES
+    assert sorted(map(str, table.slow_calibration_archs())) == sorted(map(str, cal))
+    assert sum(s.get("slow", False) for s in json.loads(out.read_text())["calibration"]["samples"]) == 3
+    assert table.scope["retimed"]["calibration_still_slow"] == 3
+
+    state["slow"], timed[:] = False, []  # the same command later, on a quiet host
+    table = profile_space(tiny, out=out, calibrate=3, **{**FAST, "retime": 1})
+    assert sorted(map(str, timed)) == sorted(str(a.to_dict()) for a in cal)  # once each
+    assert table.slow_calibration_archs() == []
+    assert all(s["ms"] == 1.0 for s in table.calibration["samples"])
+    assert table.scope["retimed"]["calibration"] == 3
+    assert table.scope["retimed"]["calibration_still_slow"] == 0
+
+    doc = json.loads(out.read_text())
+    doc["calibration"]["samples"][0]["slow"] = 1
+    out.write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"calibration\.samples\[0\]\.slow must be true or false"):
+        LatencyTable.load(out)
+
+
+def test_without_retime_slow_calibration_subnets_are_flagged_not_timed_again(tiny, tmp_path,
+                                                                            monkeypatch):
+    state, timed = slow_calibration_host(monkeypatch)
+    table = profile_space(tiny, out=tmp_path / "t.json", calibrate=3, **FAST)
+    assert len(timed) == 3 * profile_mod.CALIBRATION_ROUNDS
+    assert len(table.slow_calibration_archs()) == 3
+    assert table.scope["retimed"]["calibration"] == 0  # none looked at
+
+
+def test_nas_profile_says_which_calibration_subnets_stayed_slow(tiny, tmp_path, monkeypatch,
+                                                                capsys):
+    import json
+
+    from nas.cli import main
+
+    slow_calibration_host(monkeypatch)
+    space = tmp_path / "s.json"
+    space.write_text(json.dumps(_lat.TINY))
+    assert main(["profile", "--space", str(space), "--threads", "1", "--min-run-time", "0.002",
+                 "--warmup", "1", "--rounds", "1", "--calibrate", "3", "--quiet",
+                 "--out", str(tmp_path / "t.json")]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("slow phase"))
+    assert "3 calibration subnets timed only while it ran slow were timed again" in line
+    assert "3 calibration subnets never timed at full speed" in line

@@ -56,7 +56,12 @@ def profile(args: argparse.Namespace) -> int:
              "were timed again" if rt.get("slow_entries") else "",
              f"{rt['still_slow']} never timed at full speed (may predict too slow; profiling "
              "into this table again when the machine is quieter times them again)"
-             if rt.get("still_slow") else ""]
+             if rt.get("still_slow") else "",
+             f"{rt['calibration']} calibration subnets timed only while it ran slow were timed "
+             "again" if rt.get("calibration") else "",
+             f"{rt['calibration_still_slow']} calibration subnets never timed at full speed "
+             "(the correction may predict too slow; a profile into this table when the "
+             "machine is quieter times them again)" if rt.get("calibration_still_slow") else ""]
     if any(parts):
         print("slow phase " + "; ".join(p for p in parts if p))
     ol = sc.get("outliers") or {}

@@ -17,7 +17,8 @@ put held-out subnets up to 36% off). Slow phases that outlast the rounds are cau
 the reference kernel, probed between chunks of entries: entries timed only while it read
 slow are timed again (:mod:`nas.latency.slowphase`), and those still slow are flagged in
 the table; the next run on the table times them first, judged by the fast speed the
-table's first run saw (``scope.probe_fast_ms``). Slow phases the kernel does not feel
+table's first run saw (``scope.probe_fast_ms``). The calibration subnets are judged and
+timed again alike (:func:`nas.latency.rounds.retime_calibration`). Slow phases the kernel does not feel
 are caught by the entries themselves: those that read furthest above what the other
 entries predict are timed again (:mod:`nas.latency.outliers`).
 
@@ -47,11 +48,16 @@ from nas.latency.device import DeviceError, DeviceSpec, fingerprint_diff
 from nas.latency.measure import Measurer, Timing
 from nas.latency.outliers import PASSES as OUTLIER_PASSES
 from nas.latency.outliers import suspects
+from nas.latency.rounds import (
+    CALIBRATION_RETIMES,
+    measure_calibration,
+    measure_signatures,
+    retime_calibration,
+)
 from nas.latency.signatures import Signature, archs_signatures, space_signatures
 from nas.latency.slowphase import RETIME_ROUNDS, RETIME_SHARE, SlowPhases
 from nas.latency.speedprobe import table_reference, workload_name
 from nas.latency.table import LatencyTable
-from nas.progress import progress as show_progress
 from nas.raysession import ray_session
 from nas.space import SearchSpace
 
@@ -59,7 +65,6 @@ __all__ = ["profile_space", "retime_outliers", "calibration_archs", "round_order
            "CALIBRATION_STRATEGIES"]
 
 CALIBRATION_ROUNDS = 4  # calibration rounds per component round
-SAVE_GAP = 50  # seconds between table writes, in units of the last write's duration
 
 
 def round_order(items: Sequence[Any], seed: int, r: int) -> list[Any]:
@@ -382,17 +387,18 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             todo = [g for g in sigs if table.rounds(g) <= r][:budget]
             budget -= len(todo)
             todo = round_order(todo, seed, r)
-            _measure_signatures(measurer, table, todo, out, save_every, progress,
+            measure_signatures(measurer, table, todo, out, save_every, progress,
                                 desc=f"profile {r + 1}/{rounds}", phases=phases)
             if stop_early:
                 continue
             for c in range(r * CALIBRATION_ROUNDS, (r + 1) * CALIBRATION_ROUNDS):
                 phases.probe()
-                _measure_calibration(measurer, table,
-                                     round_order([a for a in cal_archs
-                                                  if table.calibration_rounds(a) <= c],
-                                                 seed, cal_rounds + c),
-                                     out, seed, progress, desc=f"calibrate {c + 1}/{cal_rounds}")
+                measure_calibration(measurer, table,
+                                    round_order([a for a in cal_archs
+                                                 if table.calibration_rounds(a) <= c],
+                                                seed, cal_rounds + c),
+                                    out, seed, progress, desc=f"calibrate {c + 1}/{cal_rounds}",
+                                    phases=phases)
         if not stop_early:
             # entries an earlier run on this table never timed at full speed: once more now
             seen = phases.slowness()
@@ -401,7 +407,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                 log.info("%d entries of %s were never timed while the machine ran at full "
                          "speed; timing them again", len(again), out)
                 phases.probe()
-                _measure_signatures(measurer, table, again, out, save_every, progress,
+                measure_signatures(measurer, table, again, out, save_every, progress,
                                     desc="re-time earlier slow", phases=phases)
             budget_s = RETIME_SHARE * (time.perf_counter() - t_rounds)
             _retime_slow(measurer, table, sigs, phases, out, save_every, progress, retime,
@@ -413,6 +419,12 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                 phases.probe()
                 left = _flag_slow(table, phases, sigs, flaggable)
                 table.set_scope(retimed={**table.scope.get("retimed", {}), "still_slow": left})
+            if cal_archs:
+                # the correction is fitted on these: timed only in slow phases, they teach it
+                # a scale too large for every subnet (rounds.py)
+                table.set_scope(retimed={**table.scope.get("retimed", {}), **retime_calibration(
+                    measurer, table, cal_archs, phases, out, seed=seed, budget_s=budget_s,
+                    passes=CALIBRATION_RETIMES if retime else 0, progress=progress)})
         if stop_early:
             phases.probe()  # closes the last chunks
             _flag_slow(table, phases, sigs, flaggable)
@@ -448,25 +460,6 @@ def _record_load(table: LatencyTable, reading: dict[str, Any], threads: int | No
                     "and may predict too slow on a quiet machine", reason)
 
 
-class _Saver:
-    """Writes the table as measurements come in, spending at most ~1/:data:`SAVE_GAP` of
-    the time on it: a full batch-64 table takes ~30 ms to write, and saving after every
-    chunk of 8 entries and every calibration subnet wrote it ~920 times (~40 s of a
-    688 s profile). An interrupted profile loses at most ``SAVE_GAP`` writes' worth of
-    measuring (~1.5 s)."""
-
-    def __init__(self, table: LatencyTable, out: Path):
-        self.table, self.out = table, out
-        self.last, self.cost = float("-inf"), 0.0
-
-    def __call__(self, force: bool = False) -> None:
-        start = time.perf_counter()
-        if force or start - self.last >= SAVE_GAP * self.cost:
-            self.table.save(self.out)
-            self.last = time.perf_counter()
-            self.cost = self.last - start
-
-
 def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phases: SlowPhases,
                  out: Path, save_every: int, progress: bool, retime: int, budget_s: float,
                  flaggable: set[str] | None = None, earlier: set[str] = frozenset()) -> None:
@@ -489,7 +482,7 @@ def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phas
         log.info("%d entries were timed only while the machine ran slow (reference kernel "
                  "more than 5%% above its fast speed); timing them again (%d/%d)", len(todo),
                  extra + 1, retime)
-        _measure_signatures(measurer, table, [by_key[k] for k in todo], out, save_every,
+        measure_signatures(measurer, table, [by_key[k] for k in todo], out, save_every,
                             progress, desc=f"re-time {extra + 1}/{retime}", phases=phases,
                             deadline=deadline)
     phases.probe()
@@ -527,7 +520,7 @@ def retime_outliers(measurer: Any, table: LatencyTable, sigs: Sequence[Signature
                  "them again (%d/%d)", len(todo), p + 1, passes)
         if phases is not None:
             phases.probe()
-        _measure_signatures(measurer, table, [by_key[k] for k in todo], Path(out), save_every,
+        measure_signatures(measurer, table, [by_key[k] for k in todo], Path(out), save_every,
                             progress, desc=f"re-time outliers {p + 1}/{passes}", phases=phases)
         timings += len(todo)
     record = {"entries": len(before), "timings": timings,
@@ -548,42 +541,3 @@ def _flag_slow(table: LatencyTable, phases: SlowPhases, sigs: list[Signature],
     slow = set(phases.unclean(list(judged)))
     table.set_slow(judged, slow if flaggable is None else slow & flaggable)
     return len(set(table.slow_keys()) & keys)
-
-
-def _measure_signatures(measurer: Any, table: LatencyTable, todo: list[Signature], out: Path,
-                        save_every: int, progress: bool, desc: str = "profile",
-                        phases: SlowPhases | None = None, deadline: float | None = None
-                        ) -> None:
-    bar = show_progress(len(todo), desc, unit="sig", enabled=progress)
-    save = _Saver(table, out)
-    try:
-        for i in range(0, len(todo), save_every):
-            if deadline is not None and time.perf_counter() >= deadline:
-                break
-            chunk = todo[i:i + save_every]
-            if phases is not None:
-                phases.before_chunk()
-            for g, stats in zip(chunk, measurer.measure([g.key for g in chunk]), strict=True):
-                table.add(g, stats, merge=True)
-            if phases is not None:
-                phases.after_chunk([g.key for g in chunk])
-            save()
-            bar.update(len(chunk))
-    finally:
-        save(force=True)
-        bar.close()
-
-
-def _measure_calibration(measurer: Any, table: LatencyTable, todo: list[Arch], out: Path,
-                         seed: int, progress: bool, desc: str = "calibrate") -> None:
-    bar = show_progress(len(todo), desc, unit="arch", enabled=progress)
-    save = _Saver(table, out)
-    try:
-        for a in todo:
-            stats, = measurer.measure_archs([a.to_dict()])
-            table.add_calibration_sample(a, stats, seed=seed)
-            save()
-            bar.update(1)
-    finally:
-        save(force=True)
-        bar.close()

@@ -323,6 +323,26 @@ class LatencyTable:
             else:
                 rec.pop("slow", None)
 
+    def slow_calibration_archs(self) -> list[Arch]:
+        """The calibration subnets never timed while the machine ran at full speed (flagged
+        by :func:`nas.latency.rounds.retime_calibration`; a profile into the same table
+        times them again)."""
+        c = self._data["calibration"]
+        return [Arch.from_dict(s["arch"], source=f"{self.source} calibration")
+                for s in (c["samples"] if c else []) if s.get("slow")]
+
+    def set_calibration_slow(self, judged: Iterable[Arch], slow: Iterable[Arch]) -> None:
+        """Flag the calibration samples of ``judged`` that are in ``slow``; unflag the other
+        judged ones."""
+        judged_raw = [a.to_dict() for a in judged]
+        slow_raw = [a.to_dict() for a in slow]
+        for sample in (self._data["calibration"] or {}).get("samples", []):
+            if sample["arch"] in judged_raw:
+                if sample["arch"] in slow_raw:
+                    sample["slow"] = True
+                else:
+                    sample.pop("slow", None)
+
     def clear_calibration(self) -> None:
         """Forget the calibration timings and coefficients (predictions become raw sums)."""
         self._data["calibration"] = None

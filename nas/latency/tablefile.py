@@ -10,7 +10,8 @@ atomically by :meth:`nas.latency.LatencyTable.save`)::
      "entries": [{"kind": "block", "ms": 0.12, "median": 0.12, "min": 0.11, "iqr": 0.004,
                   "ops": 31, "params": {...}, "slow": true (only if never timed at
                   full speed, see nas.latency.slowphase)}, ...],
-     "calibration": {"features": [...], "coef": [...], "samples": [{"ms", ..., "arch"}],
+     "calibration": {"features": [...], "coef": [...], "samples": [{"ms", ..., "arch", "slow": true
+                                                                (as entries)}],
                      "fit": {"n", "fit_mape", "loo_mape", "raw_mape", ...}, "seed": 0,
                      "residual": {"amplitude", "length_scale", "noise", "n"} or null}}
 
@@ -139,6 +140,10 @@ def _check_calibration(c: Any, source: str) -> None:
         return
     if not isinstance(c, dict) or not isinstance(c.get("samples"), list):
         raise _bad(source, "calibration needs a list of samples")
+    for i, sample in enumerate(c["samples"]):
+        if isinstance(sample, dict) and not isinstance(sample.get("slow", False), bool):
+            raise _bad(source, f"calibration.samples[{i}].slow must be true or false, got "
+                               f"{str(sample.get('slow'))[:40]}")
     feats, coef = c.get("features"), c.get("coef")
     if feats is not None:
         if not (isinstance(feats, list) and set(feats) <= set(cal.FEATURES)
