@@ -111,6 +111,9 @@ def test_speed_verdict_threshold():
     assert speed_verdict({**base, "slower": SLOW}) is None
     assert speed_verdict({**base, "slower": None}) is None and speed_verdict(None) is None
     assert "12% slower" in speed_verdict({**base, "slower": 1.12})
+    assert speed_verdict({**base, "slower": 1 / SLOW}) is None
+    faster = speed_verdict({**base, "probe_ms": 0.84, "slower": 0.84})
+    assert "16% faster" in faster and "never saw" in faster
 
 
 def test_the_table_records_the_fastest_probe(tiny, tmp_path, monkeypatch):
