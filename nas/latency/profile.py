@@ -18,9 +18,9 @@ the reference kernel, probed between chunks of entries: entries timed only while
 slow are timed again (:mod:`nas.latency.slowphase`), and those still slow are flagged in
 the table; the next run on the table times them first, judged by the fast speed the
 table's first run saw (``scope.probe_fast_ms``). The calibration subnets are judged and
-timed again alike (:func:`nas.latency.rounds.retime_calibration`). Slow phases the kernel does not feel
-are caught by the entries themselves: those that read furthest above what the other
-entries predict are timed again (:mod:`nas.latency.outliers`).
+timed again alike (:func:`nas.latency.rounds.retime_calibration`). Slow phases the
+kernel does not feel are caught by the entries themselves: those that read furthest
+above what the other entries predict are timed again (:mod:`nas.latency.outliers`).
 
 Example:
     >>> table = profile_space(space, device="cpu", threads=1, out="tiny32_cpu.json")  # doctest: +SKIP
@@ -388,7 +388,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             budget -= len(todo)
             todo = round_order(todo, seed, r)
             measure_signatures(measurer, table, todo, out, save_every, progress,
-                                desc=f"profile {r + 1}/{rounds}", phases=phases)
+                               desc=f"profile {r + 1}/{rounds}", phases=phases)
             if stop_early:
                 continue
             for c in range(r * CALIBRATION_ROUNDS, (r + 1) * CALIBRATION_ROUNDS):
@@ -408,7 +408,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                          "speed; timing them again", len(again), out)
                 phases.probe()
                 measure_signatures(measurer, table, again, out, save_every, progress,
-                                    desc="re-time earlier slow", phases=phases)
+                                   desc="re-time earlier slow", phases=phases)
             budget_s = RETIME_SHARE * (time.perf_counter() - t_rounds)
             _retime_slow(measurer, table, sigs, phases, out, save_every, progress, retime,
                          budget_s, flaggable=flaggable, earlier={g.key for g in again})
@@ -483,8 +483,8 @@ def _retime_slow(measurer: Any, table: LatencyTable, sigs: list[Signature], phas
                  "more than 5%% above its fast speed); timing them again (%d/%d)", len(todo),
                  extra + 1, retime)
         measure_signatures(measurer, table, [by_key[k] for k in todo], out, save_every,
-                            progress, desc=f"re-time {extra + 1}/{retime}", phases=phases,
-                            deadline=deadline)
+                           progress, desc=f"re-time {extra + 1}/{retime}", phases=phases,
+                           deadline=deadline)
     phases.probe()
     left = _flag_slow(table, phases, sigs, flaggable)
     if left:
@@ -521,7 +521,7 @@ def retime_outliers(measurer: Any, table: LatencyTable, sigs: Sequence[Signature
         if phases is not None:
             phases.probe()
         measure_signatures(measurer, table, [by_key[k] for k in todo], Path(out), save_every,
-                            progress, desc=f"re-time outliers {p + 1}/{passes}", phases=phases)
+                           progress, desc=f"re-time outliers {p + 1}/{passes}", phases=phases)
         timings += len(todo)
     record = {"entries": len(before), "timings": timings,
               "lowered": sum(table.lookup(by_key[k]) < v / 1.05 for k, v in before.items())}
