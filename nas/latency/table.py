@@ -327,9 +327,9 @@ class LatencyTable:
         """The calibration subnets never timed while the machine ran at full speed (flagged
         by :func:`nas.latency.rounds.retime_calibration`; a profile into the same table
         times them again)."""
-        c = self._data["calibration"]
-        return [Arch.from_dict(s["arch"], source=f"{self.source} calibration")
-                for s in (c["samples"] if c else []) if s.get("slow")]
+        samples = (self._data["calibration"] or {}).get("samples", [])
+        return [a for a, s in zip(self.calibration_archs(), samples, strict=True)
+                if s.get("slow")]
 
     def set_calibration_slow(self, judged: Iterable[Arch], slow: Iterable[Arch]) -> None:
         """Flag the calibration samples of ``judged`` that are in ``slow``; unflag the other
