@@ -144,6 +144,7 @@ def main() -> None:
                     help="thread counts, one table each (default 1; on a CPU shared with other "
                     "jobs, multi-threaded wall times mostly measure the scheduler)")
     ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--out", default="vs_timm_cpu.md", help="result file under bench/results")
     args = ap.parse_args()
     rows, worst = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +171,7 @@ def main() -> None:
             f"{100 * worst['noise floor']:.1f}%\n")
     text = header("Exported reference archs vs timm (CPU latency)") + "\n".join(rows) + "\n" + note
     print(note)
-    print(f"written to {write_result('vs_timm_cpu.md', text)}")
+    print(f"written to {write_result(args.out, text)}")
 
 
 if __name__ == "__main__":
