@@ -12,7 +12,7 @@ thread CPU time. ``timm+reparam`` is timm's own inference fusion
 (``timm.utils.reparameterize_model``; it folds EfficientViT's conv/linear + BatchNorm
 pairs), the stricter baseline; a second copy of it timed in the same rotation gives
 the noise floor of every ratio. Target: ours/timm+reparam <= 1.0.
-Writes ``bench/results/vs_timm_cpu.md``.
+Writes ``bench/results/vs_timm_cpu.md`` (``--out`` names another file there).
 
     python bench/bench_vs_timm.py                      # batch 1 and 16, 1 thread
     python bench/bench_vs_timm.py --threads 1,2        # also 2 threads, on an idle machine
