@@ -118,7 +118,7 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
     out = table_path(batch, args.tag)
     if args.fresh and out.exists():
         out.unlink()  # this bench's own table file: rebuilt from scratch for the build time
-    mrt = args.min_run_time * max(1.0, batch ** 0.5 / 4)  # enough ~1 ms blocks at batch 64
+    mrt = args.min_run_time  # as `nas profile` times its entries, at every batch size
     t0 = time.perf_counter()
     # built without the outlier passes first, kept aside, then given them: the table
     # before and after, judged side by side on one ground truth
@@ -167,7 +167,7 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
                         in_chans=space.in_chans)
     probes = [measurer.probe() for _ in range(5)]
     first, second = time_archs(measurer, held, f"batch {batch} ground truth",
-                               args.truth_rounds or args.rounds)
+                               truth_rounds(args, batch))
     probes += [measurer.probe() for _ in range(5)]
     red = np.array([any(s.keep_ratio < 1.0 for s in a.stages) for a in held])
     lines = [f"**batch {batch}** ({len(table)} entries built in {table.scope['seconds']:.0f} s, "
@@ -252,7 +252,7 @@ def calibration_study(args, space, table, held: list, truth: np.ndarray, measure
                            if a not in set(held)]
     union = list(dict.fromkeys(a for archs in sets.values() for a in archs))
     t0 = time.perf_counter()
-    rounds = args.truth_rounds or args.rounds  # like for like with the ground truth
+    rounds = truth_rounds(args, table.device["batch_size"])  # like for like with the ground truth
     stats = measurer.measure_archs([a.to_dict() for a in union], rounds=rounds)
     timed = {a: st[table.stat] for a, st in zip(union, stats, strict=True)}
     seconds = time.perf_counter() - t0
@@ -312,21 +312,31 @@ def imagenet_refs(args) -> list[str]:
     return lines + [""]
 
 
+def truth_rounds(args, batch: int) -> int:
+    """Rounds of the held-out ground truth: --truth-rounds, else 16, or 32 above batch 16."""
+    if args.truth_rounds is not None:
+        return args.truth_rounds or args.rounds
+    return 32 if batch > 16 else 16
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-sizes", default="1,8,64",
                     help="comma-separated batch sizes, one table and held-out set each")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--min-run-time", type=float, default=0.05,
-                    help="seconds per table measurement at batch <= 16 (x sqrt(batch)/4 above)")
+                    help="seconds per table measurement at every batch size, as `nas "
+                         "profile` (until 12-07 x sqrt(batch)/4 above batch 16)")
     ap.add_argument("--truth-min-run-time", type=float, default=0.1,
-                    help="seconds per ground-truth measurement at batch <= 16 (scaled alike)")
+                    help="seconds per ground-truth measurement at batch <= 16 (x "
+                         "sqrt(batch)/4 above)")
     ap.add_argument("--rounds", type=int, default=4,
                     help="rounds per item, for the tables and the ground truth alike")
-    ap.add_argument("--truth-rounds", type=int, default=16,
-                    help="rounds of the held-out ground truth (0: --rounds); at 8 its noise "
-                         "floor missed 2%% in 13 of 20 runs on a noisy 2-core VM, at 16 in 1 "
-                         "of 5")
+    ap.add_argument("--truth-rounds", type=int, default=None,
+                    help="rounds of the held-out ground truth (0: --rounds; default 16, 32 at "
+                         "batch > 16); on a noisy 2-core VM its noise floor missed 2%% in 13 "
+                         "of 20 runs at 8 rounds, in 2 of 8 at 16 (1 of 2 at batch 64); 32 "
+                         "met it at batch 64 (bench/LATENCY.md)")
     ap.add_argument("--out", default="latency_cpu.md",
                     help="results file under bench/results (earlier runs kept below)")
     ap.add_argument("--calibrate", type=int, default=30)
@@ -378,9 +388,9 @@ def main() -> None:
         f"beyond the second once they took a fifth of the timed time); statistic over blocks: {t.stat} (the table's), and "
         f"the other for comparison; {args.rounds} rounds of {args.min_run_time:g} s per "
         f"component ({t.timing.get('calibration_rounds', args.rounds)} per calibration subnet, "
-        f"{args.truth_rounds or args.rounds} of {args.truth_min_run_time:g} s for the ground "
-        "truth; at batch > 16 x sqrt(batch)/4; every table entry, calibration subnet and "
-        "ground-truth subnet is timed once per round, each round in its own order, keeping "
+        f"{', '.join(f'{truth_rounds(args, b)} at batch {b}' for b in batches)} of "
+        f"{args.truth_min_run_time:g} s for the ground truth, x sqrt(batch)/4 above batch 16; "
+        "every table entry, calibration subnet and ground-truth subnet is timed once per round, each round in its own order, keeping "
         "its fastest round)",
         f"- malloc: {t.timing.get('malloc', 'not recorded')} (`nas/latency/allocator.py`; "
         "`NAS_MALLOC=default` times glibc's adaptive default)",

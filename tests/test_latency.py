@@ -338,6 +338,30 @@ def test_measure_arch_positive(tiny):
     assert measure_arch(a, tiny, threads=1, min_run_time=0.002, warmup=1) > 0
 
 
+def test_whole_models_get_longer_measurements_at_large_batches(tiny, monkeypatch):
+    import nas.latency.measure as measure
+
+    seen = []
+
+    def fake_time(module, inputs, spec, timing):
+        seen.append((type(module).__name__, inputs[0].shape[0], timing.min_run_time))
+        return {"min": 1.0, "median": 1.0, "iqr": 0.0, "blocks": 1}
+
+    monkeypatch.setattr(measure, "time_module", fake_time)
+    arch = extreme_arch(tiny, "min").to_dict()
+    for batch, model_s in ((1, 0.05), (16, 0.05), (64, 0.2)):
+        m = Measurer(DeviceSpec.parse("cpu", batch_size=batch, threads=1).to_dict(),
+                     {"min_run_time": 0.05}, num_classes=tiny.num_classes,
+                     in_chans=tiny.in_chans)
+        seen.clear()
+        m.measure_archs([arch])
+        m.measure([space_signatures(tiny)[0].key])
+        (_, b_model, s_model), (_, b_comp, s_comp) = seen
+        assert (b_model, b_comp) == (batch, batch)
+        assert s_model == pytest.approx(model_s) and s_comp == 0.05  # components unchanged
+        assert m.timing_record()["model_min_run_time"] == pytest.approx(model_s)
+
+
 def test_bf16_component_timing(tiny):
     m = Measurer(DeviceSpec.parse("cpu", dtype="bf16", threads=1).to_dict(),
                  {"min_run_time": 0.002, "warmup": 1}, num_classes=4, in_chans=3)
