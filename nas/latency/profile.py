@@ -274,7 +274,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             (see :func:`calibration_archs`; a cover of a space too large to enumerate
             picks its largest models). A table that already holds samples of another
             set keeps that set, with a warning (unless ``recalibrate``).
-        min_run_time: seconds of timed calls per measurement.
+        min_run_time: seconds of timed calls per measurement (whole models on CPU: at
+            least :data:`nas.latency.measure.MODEL_S_PER_SAMPLE` per batch sample).
         warmup: untimed calls before each measurement.
         stat: block statistic used as the latency, ``median`` or ``min`` (see
             :class:`nas.latency.measure.Timing`; both are recorded).
@@ -376,6 +377,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         # component rounds: whole models run few ~1 ms blocks per measurement, so their
         # min over 2 rounds sat ~4-5% above the min over 8 at batch 64, and a machine whose
         # speed drifts over minutes then biases the sum-to-model ratio the fit learns.
+        # Each of those measurements also lasts longer at large batches (the Measurer's
+        # model_timing: 0.2 s at batch 64), for the same reason.
         cal_rounds = CALIBRATION_ROUNDS * rounds
         table.set_rounds(rounds, calibration=cal_rounds)
         # the reference kernel before every round and between chunks: the machine's speed
