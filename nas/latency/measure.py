@@ -55,8 +55,8 @@ MAX_SPAN_S = 30.0  # speed-checked ground truth waits at most this long for the 
 # A whole model on CPU is timed for at least this many seconds per sample of the batch
 # (0.2 s at batch 64; batch <= 16 keeps the usual 0.05 s): a batch-64 model runs only a
 # few calls in 0.05 s, and the fastest of so few read 4.5% (median of 30 subnets) above
-# the fastest of 0.2 s measurements timed interleaved with them, so a table calibrated
-# at 0.05 s predicted 4.4% too slow against ground truth timed at 0.2 s.
+# the fastest of 0.2 s measurements timed interleaved with them (bench/LATENCY.md, seed
+# 14): calibration and ground truth must time a model alike.
 MODEL_S_PER_SAMPLE = 0.2 / 64
 
 
