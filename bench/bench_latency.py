@@ -4,17 +4,14 @@
    the tiny32 CPU table (fp32, fixed threads) with a calibration on the space's smallest
    and largest subnets and random ones (or other subnets, ``--calibration``), and records
    its cost (wall time, entries).
-2. Scales a copy of each table to the machine's speed just before the ground truth by
-   a few of its calibration subnets (``nas profile --rescale``; again just after, for
-   comparison).
-3. Times >= 100 held-out random tiny32 subnets (none used for calibration) end to end
+2. Times >= 100 held-out random tiny32 subnets (none used for calibration) end to end
    as standalone models, each built twice and both copies timed in one list (back to
    back in the first round, in shuffled order after); copy 2 against copy 1 is the noise
    floor of the same run.
-4. Refits the correction on the first k of the calibration set and of every other
+3. Refits the correction on the first k of the calibration set and of every other
    strategy's set (all timed again side by side): how many subnets, and which, the table
    needs, judged on all held-out subnets and on their fastest fifth.
-5. For imagenet224 (too large to enumerate) profiles only the signatures of the four
+4. For imagenet224 (too large to enumerate) profiles only the signatures of the four
    reference archs plus calibration subnets under a MAC budget, and compares the
    references' predicted and measured latency.
 
@@ -47,7 +44,6 @@ from nas.latency import LatencyTable, Measurer, profile_space  # noqa: E402
 from nas.latency import calibrate as calib  # noqa: E402
 from nas.latency.device import DeviceSpec, describe_device  # noqa: E402
 from nas.latency.profile import CALIBRATION_STRATEGIES, calibration_archs, retime_outliers  # noqa: E402
-from nas.latency.rescale import rescale_table  # noqa: E402
 from nas.latency.signatures import space_signatures  # noqa: E402
 from nas.search.report import reference_archs  # noqa: E402
 from nas.space import load_space  # noqa: E402
@@ -165,10 +161,6 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
         linear[stat] = LatencyTable(copy.deepcopy(t.to_dict()), source=str(out))
         linear[stat].calibrate(t.calibration["features"], residual=False)
     held = heldout_archs(space, args.heldout, set(table.calibration_archs()), args.seed + 1000)
-    # `nas profile --rescale`, as a user would run it before timing or searching: the table
-    # scaled to the machine's speed now by a few of its calibration subnets
-    rescaled = LatencyTable(copy.deepcopy(table.to_dict()), source=str(out))
-    before = rescale_table(rescaled, k=args.anchors) if args.anchors else None
     truth_mrt = args.truth_min_run_time * max(1.0, batch ** 0.5 / 4)
     timing = {"min_run_time": truth_mrt, "warmup": 10, "rounds": args.rounds}
     measurer = Measurer(spec.to_dict(), timing, num_classes=space.num_classes,
@@ -177,8 +169,6 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
     first, second = time_archs(measurer, held, f"batch {batch} ground truth",
                                truth_rounds(args, batch))
     probes += [measurer.probe() for _ in range(5)]
-    rescaled_after = LatencyTable(copy.deepcopy(table.to_dict()), source=str(out))
-    after = rescale_table(rescaled_after, k=args.anchors) if args.anchors else None
     red = np.array([any(s.keep_ratio < 1.0 for s in a.stages) for a in held])
     lines = [f"**batch {batch}** ({len(table)} entries built in {table.scope['seconds']:.0f} s, "
              f"{mrt:.3f} s per measurement; {len(held)} held-out subnets, {int(red.sum())} with "
@@ -215,14 +205,6 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
         if stat == table.stat:
             lines.append(row(f"the same table before its outlier re-timing ({stat})",
                              metrics(no_outliers.predict(held), first[stat])))
-        if before is not None and stat == table.stat:
-            rm = metrics(rescaled.predict(held), first[stat])
-            lines.append(row(f"**rescaled by {before['anchors']} calibration subnets timed "
-                             f"just before the ground truth** (`nas profile --rescale`, "
-                             f"{before['seconds']:.0f} s, x{before['ratio']:.4f})", rm))
-            lines.append(row(f"rescaled by the same subnets timed just after it "
-                             f"(x{after['ratio']:.4f}, not something a user could run first)",
-                             metrics(rescaled_after.predict(held), first[stat])))
         if rerun is not None and stat == table.stat:
             lines.append(row(f"after {rerun_note} ({stat})", metrics(rerun.predict(held),
                                                                     first[stat])))
@@ -238,11 +220,9 @@ def evaluate_batch(args, space, batch: int, rows: list) -> tuple[list[str], str]
                      f"{fit.get('loo_mape', float('nan')):.2f}% | | | "
                      f"{fit.get('loo_max_pct', float('nan')):.1f}% | | |")
         if stat == table.stat:
-            scaled = (f"{rm['mape']:.2f}% / {rm['w10']:.1f}% (x{before['ratio']:.3f})"
-                      if before is not None else "not run")
             summary = (f"| {batch} | {len(table)} | {table.scope['seconds']:.0f} | "
                        f"{m['mape']:.2f}% | {m['w10']:.1f}% | {m['max']:.1f}% | {m['tau']:.3f} | "
-                       f"{noise['mape']:.2f}% | {scaled} |")
+                       f"{noise['mape']:.2f}% |")
     lines += calibration_study(args, space, table, held, first[table.stat], measurer)
     fit = table.calibration
     coef = ", ".join(f"{f} {c:.4g}" for f, c in zip(fit["features"], fit["coef"], strict=True))
@@ -363,9 +343,6 @@ def main() -> None:
     ap.add_argument("--calibration", choices=CALIBRATION_STRATEGIES, default="extremes",
                     help="how the tables' calibration subnets are chosen (the other ways are "
                     "timed too, for comparison)")
-    ap.add_argument("--anchors", type=int, default=5,
-                    help="calibration subnets `nas profile --rescale` times before (and, for "
-                         "comparison, after) the ground truth (0: no rescale)")
     ap.add_argument("--heldout", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default=None,
@@ -429,8 +406,7 @@ def main() -> None:
         "- targets: >= 95% within 10%, MAPE <= 4%, noise floor <= 2% MAPE, build <= 600 s",
         "",
         "| batch | entries | build s | MAPE | within 10% | max error | Kendall tau | "
-        "noise floor MAPE | rescaled just before: MAPE / within 10% |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *summary, "",
+        "noise floor MAPE |", "|---:|---:|---:|---:|---:|---:|---:|---:|", *summary, "",
         *body, *ref_lines,
     ]) + "\n"
     buf = io.StringIO()

@@ -26,8 +26,6 @@ def profile(args: argparse.Namespace) -> int:
         archs = [a for path in args.archs for a in read_archs(path)]
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     c = ProfileConfig(**given_flags(args, args.settings))
-    if args.rescale is not None:
-        return _rescale(args, space, c)
     t0 = time.perf_counter()
     table = profile_space(
         space, out=args.out, device=c.device, batch_size=c.batch_size, dtype=c.dtype,
@@ -113,41 +111,6 @@ def latency(args: argparse.Namespace) -> int:
         for sig, t in table.breakdown(arch):
             print(f"  {t:9.4f} ms {100 * t / raw:5.1f}%  {sig.label}")
         print(f"  {ms - raw:+9.4f} ms         calibration (whole-model overhead)")
-    return 0
-
-
-def _rescale(args: argparse.Namespace, space, c: ProfileConfig) -> int:
-    """``nas profile --rescale K``: scale an existing table to the machine's speed now."""
-    from nas.latency import quiet
-    from nas.latency.rescale import rescale_table
-
-    if args.recalibrate or args.archs or args.max_entries is not None:
-        raise NasError("--rescale takes an existing table as it is: drop --recalibrate, "
-                       "--archs and --max-entries")
-    if args.rescale < 1:
-        raise NasError(f"--rescale needs K >= 1 anchor subnets, got {args.rescale}")
-    if not os.path.isfile(args.out):
-        raise NasError(f"no table at {args.out} to rescale; profile it first (without --rescale)")
-    spec = DeviceSpec.parse(c.device, dtype=c.dtype, batch_size=c.batch_size, threads=c.threads)
-    table = LatencyTable.load(args.out, space=space, force=args.force, device=spec)
-    if not table.complete:
-        raise NasError(f"{args.out} is incomplete; rerun nas profile to finish it first")
-    if not c.allow_busy and os.environ.get(quiet.ALLOW_BUSY_ENV, "") != "1":
-        reason = quiet.busy_reason(quiet.probe(1.0), spec.threads)
-        if reason:
-            raise NasError(f"the machine is busy: {reason}; a rescale timed now would scale "
-                           "the table too slow. Stop the other jobs, or pass --allow-busy")
-    before = (table.rescale or {}).get("ratio", 1.0)
-    info = rescale_table(table, k=args.rescale)
-    table.save(args.out)
-    speed = ("faster" if info["ratio"] < 1 else "slower")
-    print(f"table      {args.out}")
-    print(f"rescaled   whole models run {100 * abs(info['ratio'] - 1):.1f}% {speed} than when "
-          f"the calibration was timed ({info['anchors']} calibration subnets timed again in "
-          f"{info['rounds']} rounds, {info['seconds']:.0f} s; per subnet "
-          f"{', '.join(f'{r:.3f}' for r in info['ratios'])})")
-    print(f"predictions x{info['ratio']:.4f} (was x{before:.4f}); rescale again when the "
-          "machine's speed may have moved, or --recalibrate to refit")
     return 0
 
 

@@ -50,10 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="refuse spaces with more signatures (default 20000; use --archs)")
     p.add_argument("--recalibrate", action="store_true",
                    help="time the calibration subnets of an existing --out again and refit")
-    p.add_argument("--rescale", type=int, nargs="?", const=5, default=None, metavar="K",
-                   help="time K (default 5) of the calibration subnets of an existing --out "
-                        "again and scale its predictions to the machine's speed now (seconds; "
-                        "--recalibrate refits instead, minutes)")
     p.add_argument("--force", action="store_true",
                    help="overwrite an existing --out of another space or device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -294,7 +294,6 @@ class LatencyTable:
         else:
             extra = {"source": source} if source else {}
             c["samples"].append({**self._best(None, self._timed(stats)), **extra, "arch": raw})
-        c.pop("rescale", None)  # new timings: the speed it stood for is no longer the fit's
         self._data["calibration"] = c
         self._residual = False  # rebuilt from the samples as they are now, as a reload would
 
@@ -359,34 +358,10 @@ class LatencyTable:
         for r in records:
             r["ms"] = r[stat]
         data["timing"]["stat"] = stat
-        if data["calibration"]:
-            data["calibration"].pop("rescale", None)  # measured on the other statistic
         out = LatencyTable(data, source=f"{self.source} ({stat})")
         if out.calibration and out.calibration.get("features"):
             out.calibrate(out.calibration["features"])
         return out
-
-    @property
-    def rescale(self) -> dict[str, Any] | None:
-        """The speed rescale in force (:mod:`nas.latency.rescale`): ``ratio`` multiplies
-        every prediction; None: none."""
-        return (self._data["calibration"] or {}).get("rescale")
-
-    def set_rescale(self, info: dict[str, Any] | None) -> None:
-        """Scale every prediction by ``info["ratio"]`` (the machine's speed now against its
-        speed when the calibration was timed; None: no rescale). Cleared when calibration
-        timings are added or dropped."""
-        c = self._data["calibration"]
-        if info is None:
-            if c:
-                c.pop("rescale", None)
-            return
-        ratio = info.get("ratio")
-        if not c or not c.get("samples"):
-            raise ArtifactError(f"latency table {self.source} has no calibration to rescale")
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.2 <= ratio <= 5:
-            raise ArtifactError(f"rescale ratio must be a number in [0.2, 5], got {ratio!r}")
-        c["rescale"] = dict(info)
 
     def calibration_archs(self) -> list[Arch]:
         c = self._data["calibration"]
@@ -484,17 +459,15 @@ class LatencyTable:
 
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
         """Calibrated latency (ms) of every arch, as a float64 array: the linear calibration
-        times the local correction, when the table has one (:mod:`nas.latency.residual`),
-        times the speed rescale, when it has one (:attr:`rescale`)."""
+        times the local correction, when the table has one (:mod:`nas.latency.residual`)."""
         pred = self._sum.predict(archs)
         if not len(archs):
             return pred
-        scale = float((self.rescale or {}).get("ratio", 1.0))
         local = self._local()
         if local is None:
-            return pred * scale
+            return pred
         X = np.array([encode_arch(self.space, a) for a in archs], dtype=np.float64)
-        return pred * np.exp(local(X)) * scale
+        return pred * np.exp(local(X))
 
     def predict_one(self, arch: Arch) -> float:
         return float(self.predict([arch])[0])

@@ -13,9 +13,7 @@ atomically by :meth:`nas.latency.LatencyTable.save`)::
      "calibration": {"features": [...], "coef": [...], "samples": [{"ms", ..., "arch", "slow": true
                                                                 (as entries)}],
                      "fit": {"n", "fit_mape", "loo_mape", "raw_mape", ...}, "seed": 0,
-                     "residual": {"amplitude", "length_scale", "noise", "n"} or null,
-                     "rescale": {"ratio", "anchors", ...} (only after nas profile --rescale,
-                                see nas.latency.rescale)}}
+                     "residual": {"amplitude", "length_scale", "noise", "n"} or null}}
 
 :func:`validate_table` checks a loaded document field by field and names the first
 problem (an :class:`~nas.errors.ArtifactError`); :func:`dumps_table` writes one entry
@@ -153,10 +151,6 @@ def _check_calibration(c: Any, source: str) -> None:
                 and all(_check_number(x) for x in coef)):
             raise _bad(source, f"calibration features/coef malformed (features must come "
                                f"from {', '.join(cal.FEATURES)}, one coefficient each)")
-    rs = c.get("rescale")
-    if rs is not None and not (isinstance(rs, dict) and _check_number(rs.get("ratio"))
-                               and 0.2 <= rs["ratio"] <= 5):
-        raise _bad(source, "calibration rescale malformed (needs a ratio in [0.2, 5])")
     res = c.get("residual")
     if res is not None and not (isinstance(res, dict) and all(
             _check_number(res.get(k)) and res[k] > 0 for k in ("amplitude", "length_scale", "noise"))):
