@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from nas.latency import LatencyTable, Measurer, profile_space, space_signatures
+from nas.latency import Measurer, profile_space, space_signatures
 from nas.latency.measure import Timing
-from nas.latency.profile import CALIBRATION_ROUNDS
 from tests import test_latency as _lat
 from tests.test_latency import FAST, _archs
 
@@ -30,47 +29,16 @@ def test_each_round_visits_the_entries_in_its_own_order(tiny, tmp_path, monkeypa
     profile_space(tiny, out=tmp_path / "t.json", calibrate=4,
                   **{**FAST, "rounds": 2, "save_every": 10_000})
     keys = [g.key for g in space_signatures(tiny)]
-    visited = [k for keys_ in orders for k in keys_]  # a round comes in several chunks
-    first, second = visited[:len(keys)], visited[len(keys):]
+    first, second = orders
     assert sorted(first) == sorted(second) == sorted(keys)
     assert first != second and first != keys
-    calls = list(orders)
     orders.clear()
     profile_space(tiny, out=tmp_path / "u.json", calibrate=4,
                   **{**FAST, "rounds": 2, "save_every": 10_000})
-    assert orders == calls  # seeded: the same profile visits the same way
+    assert orders == [first, second]  # seeded: the same profile visits the same way
     from nas.latency.profile import round_order
     assert round_order(list(range(50)), 0, 1) != round_order(list(range(50)), 0, 2)
     assert sorted(round_order(list(range(50)), -3, 7)) == list(range(50))
-
-
-def test_calibration_rounds_are_spread_over_the_component_rounds(tiny, tmp_path,
-                                                               monkeypatch):
-    """Whole models are timed between stretches of components, not in one burst after
-    them: the host's speed moves in phases, and a burst samples few of them."""
-    events: list[str] = []
-    original = Measurer.measure
-
-    def components(self, keys):
-        events.append("c")
-        return original(self, keys)
-
-    def archs(self, dicts, rounds=1):
-        events.append("a")
-        return [{"min": 1.0, "median": 1.0, "iqr": 0.0} for _ in dicts]
-
-    monkeypatch.setattr(Measurer, "measure", components)
-    monkeypatch.setattr(Measurer, "measure_archs", archs)
-    profile_space(tiny, out=tmp_path / "t.json", calibrate=3,
-                  **{**FAST, "rounds": 2, "save_every": 4, "retime": 0, "outlier_passes": 0})
-    # per component round: CALIBRATION_ROUNDS stretches of components, each followed by
-    # one calibration round (3 subnets), so no two calibration rounds run back to back
-    runs = "".join(events).replace("c", " c ").split()
-    cal_runs = [len(r) for r in runs if set(r) == {"a"}]
-    assert cal_runs == [3] * (2 * CALIBRATION_ROUNDS)
-    assert runs[0][0] == "c"
-    samples = LatencyTable.load(tmp_path / "t.json").calibration["samples"]
-    assert {s["rounds"] for s in samples} == {2 * CALIBRATION_ROUNDS}
 
 
 def test_ground_truth_rounds_after_the_first_are_shuffled(tiny, monkeypatch):

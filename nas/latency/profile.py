@@ -284,8 +284,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             time), ``wall`` or ``thread``; see :class:`nas.latency.measure.Timing`.
         rounds: every signature is timed once per round, round after round, keeping its
             fastest round (robust to slowdowns of the machine that last seconds); every
-            calibration subnet :data:`CALIBRATION_ROUNDS` times per round, spread evenly
-            over the round's components; a resumed table gets the rounds it lacks.
+            calibration subnet :data:`CALIBRATION_ROUNDS` times per round, after the
+            round's components; a resumed table gets the rounds it lacks.
         address: Ray cluster address (``auto``, ``ray://host:10001``, ``local``...); the
             measurements then run in an actor on a node with the device.
         max_entries: stop after this many signature measurements (the table is saved
@@ -390,24 +390,11 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             todo = [g for g in sigs if table.rounds(g) <= r][:budget]
             budget -= len(todo)
             todo = round_order(todo, seed, r)
-            # one calibration round after each CALIBRATION_ROUNDS-th of the round's
-            # components, not all of them back to back after the round: on a shared VM the
-            # speed of whole models moves in phases of seconds to minutes, and 4 bursts of
-            # 4 back-to-back rounds sample few of them. Timed that way, four batch-64 tables
-            # predicted 3.6-6.7% too slow, where the same subnets timed again in rounds
-            # spread evenly over ~9 minutes refit within ~1% (bench/LATENCY.md, seeds 13-16)
-            parts = [todo] if stop_early else [
-                todo[j * len(todo) // CALIBRATION_ROUNDS:(j + 1) * len(todo) // CALIBRATION_ROUNDS]
-                for j in range(CALIBRATION_ROUNDS)]
-            for j, part in enumerate(parts):
-                if part:
-                    measure_signatures(measurer, table, part, out, save_every, progress,
-                                       desc=f"profile {r + 1}/{rounds}"
-                                       + (f" ({j + 1}/{len(parts)})" if len(parts) > 1 else ""),
-                                       phases=phases)
-                if stop_early:
-                    continue
-                c = r * CALIBRATION_ROUNDS + j
+            measure_signatures(measurer, table, todo, out, save_every, progress,
+                               desc=f"profile {r + 1}/{rounds}", phases=phases)
+            if stop_early:
+                continue
+            for c in range(r * CALIBRATION_ROUNDS, (r + 1) * CALIBRATION_ROUNDS):
                 phases.probe()
                 measure_calibration(measurer, table,
                                     round_order([a for a in cal_archs
