@@ -222,9 +222,9 @@ def test_recalibrate_times_only_the_calibration_subnets(tiny, table_path, tmp_pa
     for name in calls:
         original = getattr(Measurer, name)
 
-        def counting(self, items, _name=name, _original=original):
+        def counting(self, items, _name=name, _original=original, **kw):
             calls[_name] += len(items)
-            return _original(self, items)
+            return _original(self, items, **kw)
 
         monkeypatch.setattr(Measurer, name, counting)
     table = profile_space(tiny, out=out, calibrate=6, recalibrate=True, **FAST)

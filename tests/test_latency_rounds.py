@@ -24,7 +24,7 @@ def test_each_round_visits_the_entries_in_its_own_order(tiny, tmp_path, monkeypa
         return original(self, keys)
 
     monkeypatch.setattr(Measurer, "measure", recording)
-    monkeypatch.setattr(Measurer, "measure_archs", lambda self, archs, rounds=1: [
+    monkeypatch.setattr(Measurer, "measure_archs", lambda self, archs, rounds=1, keep=False: [
         {"min": 1.0, "median": 1.0, "iqr": 0.0} for _ in archs])
     profile_space(tiny, out=tmp_path / "t.json", calibrate=4,
                   **{**FAST, "rounds": 2, "save_every": 10_000})
@@ -86,3 +86,56 @@ def test_short_ground_truth_lists_get_rounds_until_they_span_the_minimum(tiny, m
     calls.clear()
     m.measure_archs(archs, rounds=1, min_span_s=60.0, max_rounds=5)
     assert len(calls) == 15  # capped
+
+
+def test_kept_models_are_built_once_and_timed_again(tiny, monkeypatch):
+    """``keep``: a later call times the very model an earlier call built (as the rounds of
+    one ground-truth call do); without it every call builds afresh."""
+    import nas.latency.measure as measure_mod
+
+    seen: list = []
+    monkeypatch.setattr(measure_mod, "time_module", lambda model, inputs, spec, timing: (
+        seen.append((model, inputs[0])) or {"min": 1.0, "median": 1.0}))
+    m = Measurer({"type": "cpu", "name": "x", "dtype": "fp32", "batch_size": 2, "threads": 1},
+                 asdict(Timing(min_run_time=0.002, warmup=1)), num_classes=tiny.num_classes,
+                 in_chans=tiny.in_chans)
+    a, b = (x.to_dict() for x in _archs(tiny, 2, seed=5))
+    m.measure_archs([a], keep=True)
+    m.measure_archs([b], keep=True)
+    m.measure_archs([dict(reversed(list(a.items())))], keep=True)  # same arch, keys reordered
+    m.measure_archs([a])
+    (ma, xa), (mb, _), (ma2, xa2), (fresh, _) = seen
+    assert ma2 is ma and xa2 is xa and mb is not ma
+    assert fresh is not ma and xa.shape[0] == 2
+
+
+def test_profile_builds_each_calibration_subnet_once(tiny, tmp_path, monkeypatch):
+    """Calibration subnets are timed like the ground truth: built once, the same model in
+    every round; above batch 16 twice the rounds."""
+    import nas.latency.measure as measure_mod
+    from nas.latency.profile import (
+        CALIBRATION_ROUNDS,
+        CALIBRATION_ROUNDS_LARGE,
+        calibration_rounds_per_round,
+    )
+
+    built: list = []
+    original = measure_mod.build_model
+    monkeypatch.setattr(measure_mod, "build_model",
+                        lambda *a, **kw: built.append(a[0]) or original(*a, **kw))
+    monkeypatch.setattr(Measurer, "measure", lambda self, keys: [
+        {"min": 1.0, "median": 1.0, "iqr": 0.0, "ops": 1} for _ in keys])
+    monkeypatch.setattr(measure_mod, "time_module", lambda model, inputs, spec, timing: {
+        "min": 1.0, "median": 1.0, "iqr": 0.0, "blocks": 1, "ops": 1})
+    table = profile_space(tiny, out=tmp_path / "t.json", calibrate=3,
+                          **{**FAST, "rounds": 2, "retime": 0})
+    assert len(built) == 3 and len(set(map(str, built))) == 3
+    assert {s["rounds"] for s in table.calibration["samples"]} == {2 * CALIBRATION_ROUNDS}
+    assert calibration_rounds_per_round(16) == CALIBRATION_ROUNDS
+    assert calibration_rounds_per_round(17) == CALIBRATION_ROUNDS_LARGE > CALIBRATION_ROUNDS
+    built.clear()
+    table = profile_space(tiny, out=tmp_path / "b32.json", calibrate=2, batch_size=32,
+                          **{**FAST, "rounds": 1, "retime": 0})
+    assert len(built) == 2
+    assert table.timing["calibration_rounds"] == CALIBRATION_ROUNDS_LARGE
+    assert {s["rounds"] for s in table.calibration["samples"]} == {CALIBRATION_ROUNDS_LARGE}

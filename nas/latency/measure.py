@@ -25,6 +25,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
 import timeit
@@ -251,6 +252,7 @@ class Measurer:
         self.num_classes, self.in_chans = num_classes, in_chans
         self._probe: Any = None
         self.last_speed: dict[str, Any] | None = None
+        self._kept: dict[str, tuple[nn.Module, torch.Tensor]] = {}
 
     def fingerprint(self) -> dict[str, Any]:
         return device_fingerprint(self.spec)
@@ -286,11 +288,32 @@ class Measurer:
         floor = MODEL_S_PER_SAMPLE * self.spec.batch_size
         return replace(self.timing, min_run_time=max(self.timing.min_run_time, floor))
 
+    def _model(self, raw: dict[str, Any], keep: bool) -> tuple[nn.Module, torch.Tensor]:
+        """The standalone model of ``raw`` and its input; with ``keep``, built once per
+        measurer and kept for its later calls."""
+        key = json.dumps(raw, sort_keys=True)
+        if keep and key in self._kept:
+            return self._kept[key]
+        arch = Arch.from_dict(raw)
+        model = build_model(arch, num_classes=self.num_classes, in_chans=self.in_chans)
+        x = torch.randn(self.spec.batch_size, self.in_chans, arch.resolution, arch.resolution)
+        if keep:
+            self._kept[key] = (model, x)
+        return model, x
+
     def measure_archs(self, archs: Sequence[dict[str, Any]], *, rounds: int = 1,
                       min_span_s: float = 0.0, max_rounds: int = 64, check_speed: bool = False,
-                      reference_ms: float | None = None, max_span_s: float = MAX_SPAN_S
-                      ) -> list[dict[str, float]]:
+                      reference_ms: float | None = None, max_span_s: float = MAX_SPAN_S,
+                      keep: bool = False) -> list[dict[str, float]]:
         """Timing statistics of the standalone model of every arch (given as dicts).
+
+        Each call builds its models afresh, unless ``keep``: then each arch's model is
+        built once per measurer and the same model is timed on every later call, as the
+        rounds of one call time it (a profile's calibration subnets, timed one call per
+        subnet and round, so each is judged by the reference kernel on its own). On the
+        AMD host a model built afresh before each measurement read 0.4-2.0% (median of
+        30 batch-64 subnets) above the same subnets built once and timed in rounds, which
+        is how the ground truth times them (``bench/LATENCY.md``).
 
         With ``rounds > 1`` the list is timed that many times over, round after round,
         each round after the first in its own random order (a burst of machine slowness
@@ -309,12 +332,7 @@ class Measurer:
         from nas.latency.speedprobe import SLOW
 
         timing = self.model_timing()
-        models = []
-        for raw in archs:
-            arch = Arch.from_dict(raw)
-            model = build_model(arch, num_classes=self.num_classes, in_chans=self.in_chans)
-            x = torch.randn(self.spec.batch_size, self.in_chans, arch.resolution, arch.resolution)
-            models.append((model, x))
+        models = [self._model(raw, keep) for raw in archs]
         per_round: list[tuple[list[dict[str, float]], float]] = []
         probes = [self.probe()] if check_speed else []
         t0, r = time.perf_counter(), 0

@@ -62,9 +62,20 @@ from nas.raysession import ray_session
 from nas.space import SearchSpace
 
 __all__ = ["profile_space", "retime_outliers", "calibration_archs", "round_order",
-           "CALIBRATION_STRATEGIES"]
+           "CALIBRATION_STRATEGIES", "calibration_rounds_per_round"]
 
 CALIBRATION_ROUNDS = 4  # calibration rounds per component round
+# ... above batch LARGE_BATCH: whole batch-64 models run few calls per measurement, so
+# their fastest keeps falling with more rounds (on the AMD host, 32 rounds of 0.05 s
+# read 1.3% below 16, median of 30 subnets; bench/LATENCY.md), and the bench's ground
+# truth there is the fastest of 32 rounds.
+CALIBRATION_ROUNDS_LARGE = 8
+LARGE_BATCH = 16
+
+
+def calibration_rounds_per_round(batch_size: int) -> int:
+    """Calibration rounds per component round at ``batch_size``."""
+    return CALIBRATION_ROUNDS_LARGE if batch_size > LARGE_BATCH else CALIBRATION_ROUNDS
 
 
 def round_order(items: Sequence[Any], seed: int, r: int) -> list[Any]:
@@ -180,9 +191,9 @@ class _RayMeasurer:
             spec.to_dict(), asdict(timing), num_classes=space.num_classes,
             in_chans=space.in_chans)
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _call(self, method: str, *args: Any, **kw: Any) -> Any:
         try:
-            return self._ray.get(getattr(self._actor, method).remote(*args))
+            return self._ray.get(getattr(self._actor, method).remote(*args, **kw))
         except self._error as e:
             cause = getattr(e, "cause", None)
             for _ in range(4):  # RayTaskError / RayActorError wrap the remote exception
@@ -200,8 +211,9 @@ class _RayMeasurer:
     def measure(self, keys: Sequence[str]) -> list[dict[str, float]]:
         return self._call("measure", list(keys))
 
-    def measure_archs(self, archs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
-        return self._call("measure_archs", list(archs))
+    def measure_archs(self, archs: Sequence[dict[str, Any]], *, keep: bool = False
+                      ) -> list[dict[str, float]]:
+        return self._call("measure_archs", list(archs), keep=keep)
 
     def probe(self) -> float:
         return self._call("probe")
@@ -284,8 +296,9 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             time), ``wall`` or ``thread``; see :class:`nas.latency.measure.Timing`.
         rounds: every signature is timed once per round, round after round, keeping its
             fastest round (robust to slowdowns of the machine that last seconds); every
-            calibration subnet :data:`CALIBRATION_ROUNDS` times per round, after the
-            round's components; a resumed table gets the rounds it lacks.
+            calibration subnet :data:`CALIBRATION_ROUNDS` times per round (twice that
+            above batch :data:`LARGE_BATCH`), after the round's components; a resumed
+            table gets the rounds it lacks.
         address: Ray cluster address (``auto``, ``ray://host:10001``, ``local``...); the
             measurements then run in an actor on a node with the device.
         max_entries: stop after this many signature measurements (the table is saved
@@ -379,7 +392,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         # speed drifts over minutes then biases the sum-to-model ratio the fit learns.
         # Each of those measurements also lasts longer at large batches (the Measurer's
         # model_timing: 0.2 s at batch 64), for the same reason.
-        cal_rounds = CALIBRATION_ROUNDS * rounds
+        per_round = calibration_rounds_per_round(spec.batch_size)
+        cal_rounds = per_round * rounds
         table.set_rounds(rounds, calibration=cal_rounds)
         # the reference kernel before every round and between chunks: the machine's speed
         phases = SlowPhases(measurer, reference=table_reference(table.scope, spec.batch_size,
@@ -394,7 +408,7 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                                desc=f"profile {r + 1}/{rounds}", phases=phases)
             if stop_early:
                 continue
-            for c in range(r * CALIBRATION_ROUNDS, (r + 1) * CALIBRATION_ROUNDS):
+            for c in range(r * per_round, (r + 1) * per_round):
                 phases.probe()
                 measure_calibration(measurer, table,
                                     round_order([a for a in cal_archs

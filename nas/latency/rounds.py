@@ -95,7 +95,10 @@ def measure_calibration(measurer: Any, table: LatencyTable, todo: Sequence[Arch]
                         phases: SlowPhases | None = None, deadline: float | None = None
                         ) -> None:
     """Time every subnet of ``todo`` end to end once more (until ``deadline``); the table
-    keeps each one's fastest round."""
+    keeps each one's fastest round. Each subnet's model is built once and kept by the
+    measurer for its later rounds, as the ground truth times a model (``keep`` of
+    :meth:`nas.latency.measure.Measurer.measure_archs`); one call per subnet, so the
+    reference kernel judges each on its own (:mod:`nas.latency.slowphase`)."""
     bar = show_progress(len(todo), desc, unit="arch", enabled=progress)
     save = Saver(table, out)
     try:
@@ -104,7 +107,7 @@ def measure_calibration(measurer: Any, table: LatencyTable, todo: Sequence[Arch]
                 break
             if phases is not None:
                 phases.before_chunk()
-            stats, = measurer.measure_archs([a.to_dict()])
+            stats, = measurer.measure_archs([a.to_dict()], keep=True)
             table.add_calibration_sample(a, stats, seed=seed)
             if phases is not None:
                 phases.after_chunk([calibration_key(a)])
