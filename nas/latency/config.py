@@ -51,8 +51,8 @@ class ProfileConfig:
                         choices=STAT_NAMES)
     rounds: int = setting(4, "time every item this many times, round after round, each round "
                           "in its own order, keeping its fastest round (robust to slowdowns "
-                          "lasting seconds); calibration subnets get 4x as many, spread over "
-                          "the component rounds",
+                          "lasting seconds); calibration subnets get 4x as many (8x above "
+                          "batch 16), spread over the component rounds",
                           check=lambda v: v >= 1, rule=">= 1")
     allow_busy: bool = setting(False, "time even when other processes keep the machine busy "
                                "(refused by default: such a table predicts too slow); the "

@@ -386,8 +386,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
             table.clear_calibration()
         if missing:
             table.set_scope(complete=False)
-        # Calibration subnets get CALIBRATION_ROUNDS times the rounds, spread over the
-        # component rounds: whole models run few ~1 ms blocks per measurement, so their
+        # Calibration subnets get CALIBRATION_ROUNDS (above LARGE_BATCH:
+        # CALIBRATION_ROUNDS_LARGE) times the rounds, spread over the component rounds: whole models run few ~1 ms blocks per measurement, so their
         # min over 2 rounds sat ~4-5% above the min over 8 at batch 64, and a machine whose
         # speed drifts over minutes then biases the sum-to-model ratio the fit learns.
         # Each of those measurements also lasts longer at large batches (the Measurer's
