@@ -139,3 +139,39 @@ def test_profile_builds_each_calibration_subnet_once(tiny, tmp_path, monkeypatch
     assert len(built) == 2
     assert table.timing["calibration_rounds"] == CALIBRATION_ROUNDS_LARGE
     assert {s["rounds"] for s in table.calibration["samples"]} == {CALIBRATION_ROUNDS_LARGE}
+
+
+def test_default_calibration_count_drops_above_batch_16(tiny, tmp_path, monkeypatch, caplog):
+    """30 calibration subnets by default, 20 (the same set's first 20) above batch 16; a
+    table holding more of the same set keeps them quietly, another set with a warning."""
+    import logging
+
+    import nas.latency.measure as measure_mod
+    from nas.latency.profile import (
+        CALIBRATION_SUBNETS,
+        CALIBRATION_SUBNETS_LARGE,
+        calibration_archs,
+        calibration_subnets,
+    )
+
+    assert calibration_subnets(16) == CALIBRATION_SUBNETS == 30
+    assert calibration_subnets(17) == CALIBRATION_SUBNETS_LARGE == 20
+    monkeypatch.setattr(Measurer, "measure", lambda self, keys: [
+        {"min": 1.0, "median": 1.0, "iqr": 0.0, "ops": 1} for _ in keys])
+    monkeypatch.setattr(measure_mod, "time_module", lambda model, inputs, spec, timing: {
+        "min": 1.0, "median": 1.0, "iqr": 0.0, "blocks": 1, "ops": 1})
+    kw = {**FAST, "rounds": 1, "retime": 0, "outlier_passes": 0}
+    big = profile_space(tiny, out=tmp_path / "b32.json", batch_size=32, **kw)
+    assert set(big.calibration_archs()) == set(calibration_archs(tiny, 20, 0))
+    small = profile_space(tiny, out=tmp_path / "b1.json", **kw)
+    assert set(small.calibration_archs()) == set(calibration_archs(tiny, 30, 0))
+    with caplog.at_level(logging.INFO, logger="nas.latency.profile"):
+        again = profile_space(tiny, out=tmp_path / "b1.json", calibrate=20, **kw)
+    assert len(again.calibration_archs()) == 30
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nas.latency.profile"):
+        other = profile_space(tiny, out=tmp_path / "b1.json", seed=5, **kw)
+    assert set(other.calibration_archs()) == set(small.calibration_archs())
+    assert any("another set of subnets" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING)

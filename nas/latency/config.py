@@ -31,8 +31,10 @@ class ProfileConfig:
     dtype: str = setting("fp32", "weights and inputs", choices=DTYPE_NAMES)
     threads: int = setting(1, "torch threads while timing (the setting the table is for)",
                            check=lambda v: v >= 1, rule=">= 1")
-    calibrate: int = setting(30, "subnets timed end to end to calibrate the sum",
-                             check=lambda v: v >= 0, rule=">= 0", metavar="N")
+    calibrate: int | None = setting(None, "subnets timed end to end to calibrate the sum "
+                                    "(default: 30; 20 above batch 16, where each is timed "
+                                    "longer and more often)",
+                                    check=lambda v: v >= 0, rule=">= 0", metavar="N")
     calibration: str = setting("extremes", "how the calibration subnets are chosen: extremes "
                                "(the space's smallest and largest subnets, then random ones), "
                                "random, or a cover of the space's size, depth and token "

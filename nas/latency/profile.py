@@ -62,7 +62,7 @@ from nas.raysession import ray_session
 from nas.space import SearchSpace
 
 __all__ = ["profile_space", "retime_outliers", "calibration_archs", "round_order",
-           "CALIBRATION_STRATEGIES", "calibration_rounds_per_round"]
+           "CALIBRATION_STRATEGIES", "calibration_rounds_per_round", "calibration_subnets"]
 
 CALIBRATION_ROUNDS = 4  # calibration rounds per component round
 # ... above batch LARGE_BATCH: whole batch-64 models run few calls per measurement, so
@@ -73,9 +73,23 @@ CALIBRATION_ROUNDS_LARGE = 8
 LARGE_BATCH = 16
 
 
+CALIBRATION_SUBNETS = 30  # whole subnets timed to fit the correction, by default
+# ... above batch LARGE_BATCH, where each is timed twice as often and a measurement lasts
+# 4x longer: 20, the first 20 of the same 30 (prefix-stable). Refitted on the same
+# re-timed sets in the seed-18 and -19 batch-64 benches, 20 extremes fitted as well as
+# 30 (held-out MAPE 2.74/3.71% vs 3.69/3.78%), and cost ~95 s less of a build that
+# took 613-618 s against a 10-minute target (bench/LATENCY.md).
+CALIBRATION_SUBNETS_LARGE = 20
+
+
 def calibration_rounds_per_round(batch_size: int) -> int:
     """Calibration rounds per component round at ``batch_size``."""
     return CALIBRATION_ROUNDS_LARGE if batch_size > LARGE_BATCH else CALIBRATION_ROUNDS
+
+
+def calibration_subnets(batch_size: int) -> int:
+    """How many calibration subnets a profile at ``batch_size`` times by default."""
+    return CALIBRATION_SUBNETS_LARGE if batch_size > LARGE_BATCH else CALIBRATION_SUBNETS
 
 
 def round_order(items: Sequence[Any], seed: int, r: int) -> list[Any]:
@@ -253,7 +267,8 @@ def _open_table(out: Path, space: SearchSpace, fp: dict[str, Any], timing: dict[
 
 def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                   batch_size: int = 1, dtype: str = "fp32", threads: int | None = None,
-                  calibrate: int = 30, archs: Sequence[Arch] | None = None, seed: int = 0,
+                  calibrate: int | None = None, archs: Sequence[Arch] | None = None,
+                  seed: int = 0,
                   calibrate_on: Sequence[Arch] | None = None,
                   min_run_time: float = 0.1, warmup: int = 10, stat: str = "min",
                   block_time: float = 1e-3, clock: str = "auto", rounds: int = 3,
@@ -274,7 +289,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
         batch_size: images per forward.
         dtype: ``fp32``, ``fp16`` or ``bf16`` (weights and inputs cast to it).
         threads: ``torch.set_num_threads`` while timing (default: the current value).
-        calibrate: whole subnets timed end to end to fit the correction (0: none).
+        calibrate: whole subnets timed end to end to fit the correction (0: none;
+            default :func:`calibration_subnets`: 30, 20 above batch :data:`LARGE_BATCH`).
         archs: profile only what these archs (and the calibration subnets) need, for
             spaces too large to enumerate. Each must be in ``space``.
         seed: seed of the calibration subnets.
@@ -332,6 +348,8 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
     spec = DeviceSpec.parse(device, dtype=dtype, batch_size=batch_size, threads=threads)
     timing = Timing(min_run_time=min_run_time, warmup=warmup, stat=stat, block_time=block_time,
                     clock=clock, rounds=rounds)
+    if calibrate is None:
+        calibrate = calibration_subnets(spec.batch_size)
     for name, v, lo in (("calibrate", calibrate, 0), ("max_entries", max_entries, 0),
                         ("save_every", save_every, 1), ("max_signatures", max_signatures, 1)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
@@ -370,9 +388,13 @@ def profile_space(space: SearchSpace, *, out: str | Path, device: str = "cpu",
                             force)
         kept = table.calibration_archs()
         if kept and not recalibrate and calibrate_on is None and not set(kept) <= set(cal_archs):
-            log.warning("%s was calibrated on another set of subnets (another seed, strategy or "
-                        "version): keeping its %d; pass --recalibrate to replace them", out,
-                        len(kept))
+            if set(cal_archs) <= set(kept):  # a larger set of the same (an older default)
+                log.info("%s holds %d calibration subnets, more than the %d asked; keeping them",
+                         out, len(kept), len(cal_archs))
+            else:
+                log.warning("%s was calibrated on another set of subnets (another seed, "
+                            "strategy or version): keeping its %d; pass --recalibrate to "
+                            "replace them", out, len(kept))
             cal_archs = kept
         # only entries first timed in this run, or flagged by an earlier one, may be
         # flagged now: an entry once timed at full speed keeps that measurement
