@@ -77,8 +77,8 @@ CALIBRATION_SUBNETS = 30  # whole subnets timed to fit the correction, by defaul
 # ... above batch LARGE_BATCH, where each is timed twice as often and a measurement lasts
 # 4x longer: 20, the first 20 of the same 30 (prefix-stable). Refitted on the same
 # re-timed sets in the seed-18 and -19 batch-64 benches, 20 extremes fitted as well as
-# 30 (held-out MAPE 2.74/3.71% vs 3.69/3.78%), and cost ~95 s less of a build that
-# took 613-618 s against a 10-minute target (bench/LATENCY.md).
+# 30 (held-out MAPE 2.74/3.71% vs 3.69/3.78%); seed 20 with 20 built in 484 s, against
+# 613-618 s with 30 and a 10-minute target, and met every target (bench/LATENCY.md).
 CALIBRATION_SUBNETS_LARGE = 20
 
 
