@@ -384,7 +384,7 @@ def main() -> None:
     t = LatencyTable.load(table_path(batches[0], args.tag), space=space)
     cal_counts = ", ".join(
         f"{len(LatencyTable.load(table_path(b, args.tag), space=space).calibration_archs())}"
-        f" at batch {b}" for b in batches)
+        f" subnets at batch {b}" for b in batches)
     text = header("Latency tables: predicted vs measured end-to-end latency (CPU)") + "\n".join([
         f"- setting: {describe_device(t.device)} (batch as below)",
         f"- timing: ~1 ms timed blocks on the {t.timing['clock']} clock, "
@@ -401,7 +401,7 @@ def main() -> None:
         f"- machine load average (1 min) at start {load0[0]:.1f}, at end {load1[0]:.1f} on "
         f"{os.cpu_count()} cores",
         f"- held-out: {args.heldout} random tiny32 subnets per batch size, none used for "
-        f"calibration ({cal_counts} subnets, {args.calibration} set), each built twice "
+        f"calibration ({cal_counts}, {args.calibration} set), each built twice "
         "and both copies timed in one list, back to back in the first round and shuffled "
         "after (copy 1 = ground truth, copy 2 vs copy 1 = noise floor: repeatability within "
         "this session)",
