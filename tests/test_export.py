@@ -494,6 +494,26 @@ def test_decide_rewrites_drops_a_set_slower_than_the_plain_model(monkeypatch, ch
     assert not any(d.flags.values()) and d.measured == d.measured_plain == 1.0
 
 
+def test_with_no_rewrite_kept_the_plain_model_is_timed_alone(monkeypatch):
+    """No rewrite kept: the export computes what the plain model does, so one timing
+    stands for both (two copies timed side by side read 5% apart in a slow phase)."""
+    import nas.export.timing as timing
+
+    none = {"fold_bn": False, "fuse_qkv": False, "onednn_linears": False}
+    monkeypatch.setattr(timing, "choose_rewrite_set", lambda *a, **kw: (
+        dict(none), {"none": 1.0}, {"fold_bn": 1.0}))
+    timed = []
+    monkeypatch.setattr(timing, "measure_side_by_side", lambda models, *a, **kw: (
+        timed.append(list(models)) or ([1.0 + 0.05 * i for i in range(len(models))], "s")))
+    d = decide_rewrites("plain", None, dict.fromkeys(none, True), in_chans=3)
+    assert timed == [["plain"]]
+    assert (d.flags, d.measured, d.measured_plain, d.dropped) == (none, 1.0, 1.0, None)
+    assert (d.timed, d.effects, d.setting) == ({"none": 1.0}, {"fold_bn": 1.0}, "s")
+    timed.clear()
+    d = decide_rewrites("plain", None, none, in_chans=3, choose=False)
+    assert timed == [["plain"]] and d.measured == d.measured_plain == 1.0
+
+
 def test_exported_and_plain_are_timed_side_by_side_over_the_span(monkeypatch):
     """Interleaved rounds until they span the minimum, each model keeping its fastest:
     one slow stretch (a burst of VM slowness) cannot land on one model only."""
