@@ -100,10 +100,14 @@ def test_verify_times_the_picks_refits_the_table_and_resumes(setup, tmp_path):
     # the pick was timed and fits the budget; every final candidate was timed
     assert res.best["measured_ms"] is not None and res.best["measured_ms"] <= budget
     assert all(r["measured_ms"] is not None for r in res.rows) and len(res.rows) == 5
-    timed = list(dict.fromkeys(a for call in machine.calls for a in call))
+    # every timing ran beside 3 of the profile's calibration subnets (anchors)
+    calib = set(table.calibration_archs())
+    assert all(len(set(call) & calib) == 3 for call in machine.calls)
+    picks = [[a for a in call if a not in calib] for call in machine.calls]
+    timed = list(dict.fromkeys(a for call in picks for a in call))
     assert len(timed) == res.measured > 5  # a second round found new picks
     # ... and timed the first round's picks again beside them
-    assert len(machine.calls) >= 2 and set(machine.calls[0]) <= set(machine.calls[1])
+    assert len(picks) >= 2 and set(picks[0]) <= set(picks[1])
     # the search's table is left as it is (its config holds its checksum); the copy in the
     # search dir learned the timed archs and predicts them near what they measured
     assert (tmp_path / "table.json").read_bytes() == original
@@ -126,6 +130,8 @@ def test_verify_times_the_picks_refits_the_table_and_resumes(setup, tmp_path):
     for r in log:
         arch = Arch.from_dict(json.loads(r["arch"]))
         assert r["measured_ms"] == pytest.approx(_true_ms(table, arch))
+        assert r["anchors_ratio"] == pytest.approx(1.0)  # the machine as profiled: once each
+    assert len(machine.calls) == len({r["round"] for r in log})
     # rerun: nothing new to time
     again = Machine(table)
     res2 = verify(out, top=5, rounds=4, echo=None, measure=again)
@@ -264,14 +270,70 @@ def test_verify_keeps_each_picks_fastest_timing(setup, tmp_path):
     space, table, out, budget = setup
     machine = Machine(table, slow_first=True)
     res = verify(out, top=5, rounds=4, echo=None, measure=machine)
-    again = set(machine.calls[0]) & set(machine.calls[1])
+    # (the anchors beside them read the slow phase too, so each round is timed again at
+    # once; without anchors, the picks re-timed in later rounds)
+    calib = set(table.calibration_archs())
+    picks = [[a for a in call if a not in calib] for call in machine.calls]
+    again = set(picks[0]) & set(picks[1])
     assert again
     samples = {Arch.from_dict(s["arch"]): s for s in
-               LatencyTable.load(out / VERIFIED_TABLE).calibration["samples"]}
+               LatencyTable.load(out / VERIFIED_TABLE).calibration["samples"]
+               if s.get("source") == "verify"}
     for a in again:
         assert samples[a]["ms"] == pytest.approx(_true_ms(table, a), rel=1e-5)
-        assert samples[a]["rounds"] >= 2
     assert res.best["measured_ms"] <= budget
+
+
+def test_verify_times_again_while_the_tables_own_subnets_read_another_phase(setup, tmp_path):
+    """A slow phase that the table's calibration subnets, timed beside the picks, also
+    read: timed again until it passes, the picks keep their fastest (true) timing; a
+    phase that lasts through every retry is kept, with a warning."""
+    space, table, out, budget = setup
+
+    class Phases(Machine):
+        def __init__(self, table, slow_calls, k=1.1):
+            super().__init__(table)
+            self.slow_calls, self.k = slow_calls, k
+
+        def __call__(self, archs):
+            k = self.k if len(self.calls) < self.slow_calls else 1.0
+            self.calls.append(list(archs))
+            return [k * _true_ms(self.table, a) for a in archs]
+
+    passing = Phases(table, slow_calls=2)  # the first two timings in a 10% slow phase
+    said = []
+    res = verify(out, top=5, rounds=1, echo=said.append, measure=passing)
+    assert len(passing.calls) == 3 and passing.calls[0] == passing.calls[2]
+    samples = [s for s in LatencyTable.load(out / VERIFIED_TABLE).calibration["samples"]
+               if s.get("source") == "verify"]
+    assert len(samples) == res.measured == 5
+    for smp in samples:
+        assert smp["ms"] == pytest.approx(_true_ms(table, Arch.from_dict(smp["arch"])))
+    assert not any("warning" in line for line in said)
+    log = [json.loads(line) for line in (out / VERIFY_LOG).read_text().splitlines()]
+    assert {r["anchors_ratio"] for r in log} == {1.0}
+
+    for f in (VERIFY_LOG, VERIFIED_TABLE, VERIFIED_CSV, BEST_VERIFIED):
+        (out / f).unlink()
+    lasting = Phases(table, slow_calls=99)
+    said.clear()
+    verify(out, top=5, rounds=1, echo=said.append, measure=lasting)
+    assert len(lasting.calls) == 3  # 1 + 2 retries, then kept
+    assert any("ran 10% slower than when it was profiled" in line for line in said)
+    log = [json.loads(line) for line in (out / VERIFY_LOG).read_text().splitlines()]
+    assert all(r["anchors_ratio"] == pytest.approx(1.1) for r in log)
+    for r in log:
+        arch = Arch.from_dict(json.loads(r["arch"]))
+        assert r["measured_ms"] == pytest.approx(1.1 * _true_ms(table, arch))
+
+    for f in (VERIFY_LOG, VERIFIED_TABLE, VERIFIED_CSV, BEST_VERIFIED):
+        (out / f).unlink()
+    faster = Phases(table, slow_calls=99, k=0.9)  # a fastest timing cannot get slower
+    said.clear()
+    verify(out, top=5, rounds=1, echo=said.append, measure=faster)
+    assert len(faster.calls) == 1 and not any("warning" in line for line in said)
+    log = [json.loads(line) for line in (out / VERIFY_LOG).read_text().splitlines()]
+    assert all(r["anchors_ratio"] == pytest.approx(0.9) for r in log)
 
 
 def test_verify_without_a_timed_fit_picks_the_predicted_one_and_says_so(setup, tmp_path):

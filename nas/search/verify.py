@@ -10,7 +10,11 @@ is cheap (a few seconds), so:
    budget (and whose timing, if any, did not break it), most accurate per the predictor
    first;
 2. time those not timed yet end to end, with the table's setting (rounds, speed check
-   against the table's reference kernel, as ``nas measure``), add them to a copy of the
+   against the table's reference kernel, as ``nas measure``), beside the 3 calibration
+   subnets of the profile nearest them in latency; while those read more than 3% slower
+   than at the profile the machine is in a slow phase the table never saw, and all are
+   timed again (twice at most, each keeping its fastest; a phase that lasts is kept and
+   warned about, ``anchors_ratio`` in the log); add them to a copy of the
    table as calibration samples (``source: verify``) and refit its local correction
    (:mod:`nas.latency.residual`), which moves predictions near a measured arch toward
    what it measured (the linear calibration stays fitted on the samples that stand for
@@ -59,6 +63,9 @@ VERIFIED_TABLE = "table.verified.json"  # the search's table, refitted on the ti
 VERIFY_LOG = "verify.jsonl"  # every timing: the prediction just before it, and the measurement
 BEST_VERIFIED = "best_verified.yaml"
 COLUMNS = ("rank", "trial", "acc", "search_ms", "predicted_ms", "measured_ms")
+ANCHORS = 3  # of the table's own calibration subnets, timed beside the picks
+SHIFT = 0.03  # anchors this much slower (median ratio) than their profile timing: a slow phase
+RETRIES = 2  # timings again, each arch keeping its fastest, while the anchors read shifted
 
 Measure = Callable[[Sequence[Arch]], list[float]]
 
@@ -98,6 +105,35 @@ def _candidates(archs: Sequence[Arch], pred: np.ndarray, timed: dict[Arch, float
     most accurate first), leaving out those whose timing broke it."""
     return [i for i, a in enumerate(archs)
             if pred[i] <= budget and timed.get(a, 0.0) <= budget][:top]
+
+
+def _anchors(table: Any, near_ms: float, k: int) -> list[tuple[Arch, float]]:
+    """The ``k`` calibration subnets the profile timed (not ``verify``'s) nearest
+    ``near_ms`` in latency, with their profile timing."""
+    samples = [(a, float(s["ms"])) for a, s in zip(table.calibration_archs(),
+                                                   table.calibration["samples"])
+               if s.get("source") != "verify" and float(s["ms"]) > 0]
+    return sorted(samples, key=lambda t: abs(np.log(t[1] / near_ms)))[:k]
+
+
+def _time_with_anchors(measure: Measure, archs: Sequence[Arch],
+                       anchors: Sequence[tuple[Arch, float]]) -> tuple[list[float], float]:
+    """``archs`` timed beside ``anchors``; while the anchors read more than :data:`SHIFT`
+    slower than their profile timing (median ratio: the machine is in a slower phase than
+    the table saw), everything is timed again, up to :data:`RETRIES` times, each arch
+    keeping its fastest timing. Returns the timings and the anchors' last ratio. (Faster
+    is not retried: a fastest timing cannot come out slower. On this project's VM the
+    anchors of a `nas run` read 3-4% faster than the profile had, as its picks did.)"""
+    best = np.full(len(archs) + len(anchors), np.inf)
+    shift = 1.0
+    for _ in range(1 + RETRIES):
+        best = np.minimum(best, measure(list(archs) + [a for a, _ in anchors]))
+        if not anchors:
+            break
+        shift = float(np.median([n / t for n, (_, t) in zip(best[len(archs):], anchors)]))
+        if shift <= 1.0 + SHIFT:
+            break
+    return [float(x) for x in best[:len(archs)]], shift
 
 
 def table_measurer(table: Any, space: Any, say: Callable[[str], None]) -> Measure:
@@ -178,7 +214,17 @@ def verify(search_dir: str | Path, *, table: str | Path | None = None,
         # the picks timed before are timed again beside the new ones (each keeps its
         # fastest round): one round of a few models can sit in a slow phase of the machine
         again = [index[a] for a in mine if a in index and index[a] not in todo]
-        ms = measure([archs[i] for i in todo + again])
+        # beside a few of the table's own calibration subnets: verify's timings become
+        # calibration samples, and a slow phase of the VM during them (a `nas run` verify
+        # read its picks 8% slower than the report timed them a minute later) would teach
+        # the table that phase; while the anchors read it, time again
+        anchors = _anchors(tbl, float(np.median(pred[todo])), ANCHORS)
+        ms, shift = _time_with_anchors(measure, [archs[i] for i in todo + again], anchors)
+        if shift > 1.0 + SHIFT:
+            say(f"verify: warning: the table's own calibration subnets ran "
+                f"{100 * (shift - 1):.0f}% slower than when it was profiled, through "
+                f"{1 + RETRIES} timings: the picks' timings carry that; if it lasts, rebuild "
+                "the table or nas profile --recalibrate it")
         for i, m in zip(todo + again, ms, strict=True):
             tbl.add_calibration_sample(archs[i], m, source="verify")
         n_measured += len(todo)
@@ -187,7 +233,8 @@ def verify(search_dir: str | Path, *, table: str | Path | None = None,
         for k, (i, m) in enumerate(zip(todo + again, ms, strict=True)):
             append_line(search_dir / VERIFY_LOG, {
                 "round": it + 1, "trial": pool[i][0]["trial"], "predicted_ms": float(pred[i]),
-                "measured_ms": float(m), "again": k >= len(todo), "arch": archs[i].to_json()})
+                "measured_ms": float(m), "again": k >= len(todo),
+                "anchors_ratio": round(shift, 4), "arch": archs[i].to_json()})
             if k < len(todo):
                 say(f"verify: round {it + 1}: trial {pool[i][0]['trial']} predicted "
                     f"{pred[i]:.4f} ms, measured {m:.4f} ms ({100 * (pred[i] - m) / m:+.1f}%)")
