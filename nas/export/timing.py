@@ -165,8 +165,9 @@ class RewriteDecision:
     ``flags``: the rewrites to apply; ``timed``: every subset's fastest round (ms) when
     they were chosen; ``effects``: each tried rewrite's median with / without ratio;
     ``measured`` / ``measured_plain``: the kept set and the plain model side by side
-    (ms; one timing of the plain model when no rewrite is kept); ``setting``: the timing setting in words; ``dropped``: the set that measured
-    slower than the plain model side by side and was dropped (None if none was).
+    (ms; one timing of the plain model when no rewrite is kept); ``setting``: the timing
+    setting in words; ``dropped``: the set that measured slower than the plain model side
+    by side and was dropped (None if none was).
     """
 
     flags: dict[str, bool]
