@@ -107,12 +107,12 @@ def _candidates(archs: Sequence[Arch], pred: np.ndarray, timed: dict[Arch, float
             if pred[i] <= budget and timed.get(a, 0.0) <= budget][:top]
 
 
-def _anchors(table: Any, near_ms: float, k: int) -> list[tuple[Arch, float]]:
-    """The ``k`` calibration subnets the profile timed (not ``verify``'s) nearest
-    ``near_ms`` in latency, with their profile timing."""
-    samples = [(a, float(s["ms"])) for a, s in zip(table.calibration_archs(),
-                                                   table.calibration["samples"])
-               if s.get("source") != "verify" and float(s["ms"]) > 0]
+def _anchors(timed: dict[Arch, float], mine: Sequence[Arch], near_ms: float,
+             k: int) -> list[tuple[Arch, float]]:
+    """The ``k`` calibration subnets the profile timed (not ``verify``'s: ``mine``) nearest
+    ``near_ms`` in latency, with their profile timing (``timed``: :func:`_timed`)."""
+    skip = set(mine)
+    samples = [(a, ms) for a, ms in timed.items() if a not in skip and ms > 0]
     return sorted(samples, key=lambda t: abs(np.log(t[1] / near_ms)))[:k]
 
 
@@ -218,7 +218,7 @@ def verify(search_dir: str | Path, *, table: str | Path | None = None,
         # calibration samples, and a slow phase of the VM during them (a `nas run` verify
         # read its picks 8% slower than the report timed them a minute later) would teach
         # the table that phase; while the anchors read it, time again
-        anchors = _anchors(tbl, float(np.median(pred[todo])), ANCHORS)
+        anchors = _anchors(timed, mine, float(np.median(pred[todo])), ANCHORS)
         ms, shift = _time_with_anchors(measure, [archs[i] for i in todo + again], anchors)
         if shift > 1.0 + SHIFT:
             say(f"verify: warning: the table's own calibration subnets ran "
