@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nas.arch import Arch, extreme_arch
 from nas.io import write_json, write_text
 from nas.mixer_registry import get_mixer
@@ -72,9 +74,7 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     from nas.complexity import count_params
     from nas.export import ModelConfig
     from nas.latency import LatencyTable
-    from nas.latency.measure import measure_archs_checked
-    from nas.latency.quiet import quiet_timing
-    from nas.latency.speedprobe import speed_verdict, table_reference
+    from nas.latency.speedprobe import speed_verdict
     from nas.predictors import load_predictor
     from nas.search.report import reference_archs
     from nas.training import evaluate, load_run, load_run_calib_data, load_val_data
@@ -85,7 +85,6 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     pred = load_predictor(run_dir / "predictor" / "model", space=space)
     x, y = load_val_data(run.config)
     calib = load_run_calib_data(run.config)
-    measure_kw = table.measure_kwargs()
 
     entries = _top_trials(run_dir / "search" / "trials.csv", top_k,
                           verified=bool(status["config"].get("search", {}).get("verify")))
@@ -109,11 +108,11 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
     # beside them measured the largest subnet 57% slow)
     say("report: timing the subnets end to end")
     archs = [Arch.from_dict(r["arch"]) for r in rows]
-    (times, speed), busy = quiet_timing(
-        lambda: measure_archs_checked(archs, space, reference_ms=table_reference(
-            table.scope, measure_kw["batch_size"]),
-                                      **measure_kw),
-        threads=measure_kw["threads"], attempts=2, max_wait_s=10.0)
+    timing = time_rows(archs, [r["predicted_ms"] for r in rows], table, space)
+    times, busy, speed = timing["ms"], timing["busy"], timing["speed"]
+    shifted = timing["shifted"]
+    if shifted:
+        say(f"report: warning: {shifted}")
     if busy:
         say(f"report: warning: the machine was busy while timing ({busy}); measured ms are "
             "upper bounds")
@@ -132,12 +131,46 @@ def evaluate_rows(run_dir: Path, status: dict[str, Any], top_k: int,
                     "inherited_acc": mc.metrics.get("inherited_acc"),
                     "predicted_ms": lat.get("predicted"), "measured_ms": lat.get("measured"),
                     "measured_plain_ms": lat.get("measured_plain"),
+                    "anchors_ratio": lat.get("anchors_ratio"),
                     "files": sorted(p.name for p in model_dir.iterdir()),
                     "skipped_formats": status["stages"].get("export", {}).get("skipped_formats")}
     return {"space": space.name, "fingerprint": space.fingerprint,
             "setting": table.describe() if hasattr(table, "describe") else "", "rows": rows,
             "exported": exported, "val_images": len(y), "timing_busy": busy,
-            "timing_speed": speed, "timing_slow": slow}
+            "timing_speed": speed, "timing_slow": slow,
+            "timing_anchors_ratio": timing["anchors_ratio"], "timing_shifted": shifted}
+
+
+def time_rows(archs: list[Arch], predicted_ms: list[float], table: Any, space: Any
+              ) -> dict[str, Any]:
+    """End-to-end ms of ``archs`` with ``table``'s setting and speed check (as ``nas
+    measure``), on a quiet machine, beside the table's calibration subnets nearest their
+    predicted ms, timed again while those read a slower phase than the profile's
+    (:mod:`nas.latency.anchors`). Returns ``ms``, ``busy`` (what the quiet wait saw, or
+    None), ``speed`` (the last timing's probes), ``anchors_ratio`` (None without anchors)
+    and ``shifted`` (the warning for a phase that lasted, or None)."""
+    from nas.latency.anchors import nearest_anchors, shift_warning, time_with_anchors
+    from nas.latency.measure import measure_archs_checked
+    from nas.latency.quiet import quiet_timing
+    from nas.latency.speedprobe import table_reference
+
+    kw = table.measure_kwargs()
+    seen: dict[str, Any] = {"busy": None, "speed": {}}
+
+    def measure(some: list[Arch]) -> list[float]:
+        (ms, seen["speed"]), busy = quiet_timing(
+            lambda: measure_archs_checked(some, space, reference_ms=table_reference(
+                table.scope, kw["batch_size"]), **kw),
+            threads=kw["threads"], attempts=2, max_wait_s=10.0)
+        seen["busy"] = seen["busy"] or busy
+        return list(ms)
+
+    anchors = nearest_anchors(table, float(np.median(predicted_ms)), exclude=archs)
+    ms, ratio = time_with_anchors(measure, archs, [a for a, _ in anchors],
+                                  [t for _, t in anchors])
+    return {"ms": ms, "busy": seen["busy"], "speed": seen["speed"],
+            "anchors_ratio": round(ratio, 4) if anchors else None,
+            "shifted": shift_warning(ratio, "the measured ms") if anchors else None}
 
 
 def _f(v: Any, digits: int = 3, pct: bool = False) -> str:
@@ -205,6 +238,11 @@ def render_html(summary: dict[str, Any], status: dict[str, Any]) -> str:
         busy_note += (f" The reference kernel ran {speed['slower']:.3f}x its speed when the "
                       f"table was profiled ({speed['clean_rounds']} of {speed['rounds']} rounds "
                       f"at full speed, over {speed['span_s']:.0f} s).")
+    if summary.get("timing_shifted"):
+        busy_note += f" <b>Slow phase: {e(summary['timing_shifted'])}.</b>"
+    elif summary.get("timing_anchors_ratio"):
+        busy_note += (f" The table's calibration subnets timed beside them read "
+                      f"{summary['timing_anchors_ratio']:.3f}x their profile timing.")
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>nas run: {e(summary['space'])}</title>
 <style>{_CSS}</style></head><body>

@@ -514,6 +514,96 @@ def test_with_no_rewrite_kept_the_plain_model_is_timed_alone(monkeypatch):
     assert timed == [["plain"]] and d.measured == d.measured_plain == 1.0
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_the_final_timing_runs_beside_anchors_and_again_in_a_slow_phase(monkeypatch, kept):
+    """The table's calibration subnets are timed in the same rounds as the export (each
+    with its own arch); while they read 10% over their profile timing, all is timed again,
+    each model keeping its fastest."""
+    import nas.export.timing as timing
+
+    flags = {"fold_bn": kept, "fuse_qkv": False, "onednn_linears": False}
+    monkeypatch.setattr(timing, "choose_rewrite_set", lambda *a, **kw: (dict(flags), {}, {}))
+    monkeypatch.setattr(timing, "optimize_for_inference", lambda model, **f: "fast")
+    true = {"fast": 0.9, "plain": 1.0, "m1": 2.0, "m2": 0.5, "m3": 1.2}
+    calls = []
+
+    def side_by_side(models, archs, **kw):
+        k = 1.1 if len(calls) < 2 else 1.0  # the first two timings in a slow phase
+        calls.append((list(models), list(archs)))
+        return [k * true[m] for m in models], "setting"
+
+    monkeypatch.setattr(timing, "measure_side_by_side", side_by_side)
+    anchors = [("m1", "a1", 2.0), ("m2", "a2", 0.5), ("m3", "a3", 1.2)]
+    d = decide_rewrites("plain", "arch", dict.fromkeys(flags, True), in_chans=3,
+                        anchors=anchors)
+    mine = ["fast", "plain"] if kept else ["plain"]
+    assert [c[0] for c in calls] == [mine + ["m1", "m2", "m3"]] * 3
+    assert calls[0][1] == ["arch"] * len(mine) + ["a1", "a2", "a3"]
+    assert (d.measured, d.measured_plain) == ((0.9, 1.0) if kept else (1.0, 1.0))
+    assert d.anchors_ratio == pytest.approx(1.0) and d.setting == "setting"
+    calls.clear()
+    true.update(m1=2.4, m2=0.6, m3=1.44)  # a phase that lasts: kept after 2 retries
+    d = decide_rewrites("plain", "arch", dict.fromkeys(flags, True), in_chans=3,
+                        anchors=anchors)
+    assert len(calls) == 3 and d.anchors_ratio == pytest.approx(1.2)
+    assert decide_rewrites("plain", "arch", flags, in_chans=3, choose=False).anchors_ratio is None
+
+
+def _micro_table(space, archs, path):
+    """A calibrated table of ``space`` with made-up entries and 12 calibration subnets."""
+    from nas.latency import LatencyTable
+    from nas.latency.device import DeviceSpec, device_fingerprint
+    from nas.latency.measure import Timing
+    from nas.latency.signatures import arch_signatures
+
+    spec = DeviceSpec.parse("cpu", threads=1).resolve()
+    table = LatencyTable.new(space, device_fingerprint(spec), Timing().to_dict())
+    rng = np.random.default_rng(5)
+    calib = list(dict.fromkeys(sample_arch(space, rng) for _ in range(12)))
+    for a in list(archs) + calib:
+        for g in arch_signatures(a, num_classes=space.num_classes, in_chans=space.in_chans):
+            table.add(g, 0.01 + len(g.key) / 1e4)
+    for a in calib:
+        table.add_calibration_sample(a, 1.1 * table.raw_sum(a))
+    table.set_scope(complete=True)
+    table.calibrate(("raw_ms", "const"), residual=False)
+    table.save(path)
+    return LatencyTable.load(path, space=space)
+
+
+def test_export_with_a_table_times_its_nearest_calibration_subnets_beside(run_dir, tmp_path,
+                                                                          monkeypatch):
+    """``nas export --table``: the table's 3 calibration subnets nearest the arch's
+    prediction are built and timed beside the exported model; their ratio is recorded,
+    and a lasting slow phase is warned about."""
+    import nas.export.timing as timing
+
+    space = load_space(run_dir / "micro.yaml")
+    arch = extreme_arch(space, "min")
+    table = _micro_table(space, [arch], tmp_path / "table.json")
+    samples = dict(zip(table.calibration_archs(),
+                       (s["ms"] for s in table.calibration["samples"])))
+    seen = []
+
+    def side_by_side(models, archs, **kw):
+        seen.append(list(archs))
+        return [2.0] + [1.25 * samples[a] for a in archs[1:]], "setting"
+
+    monkeypatch.setattr(timing, "choose_rewrite_set", lambda model, arch, allowed, **kw: (
+        dict.fromkeys(allowed, False), {"none": 2.0}, {}))
+    monkeypatch.setattr(timing, "measure_side_by_side", side_by_side)
+    logged = []
+    monkeypatch.setattr("nas.export.export._log", lambda verbose, msg: logged.append(msg))
+    export_subnet(run_dir / "train", arch, tmp_path / "m", table=tmp_path / "table.json",
+                  evaluate=False, formats="safetensors")
+    near = sorted(samples, key=lambda a: abs(np.log(samples[a] / table.predict([arch])[0])))
+    assert all(s == [arch] + [a for a in near if a != arch][:3] for s in seen)
+    assert len(seen) == 3  # 1 + 2 retries, the anchors 25% slow all along
+    lat = ModelConfig.load(tmp_path / "m").metrics["latency_ms"]
+    assert lat["anchors_ratio"] == pytest.approx(1.25) and lat["measured"] == 2.0
+    assert any("ran 25% slower than when it was profiled" in m for m in logged)
+
+
 def test_exported_and_plain_are_timed_side_by_side_over_the_span(monkeypatch):
     """Interleaved rounds until they span the minimum, each model keeping its fastest:
     one slow stretch (a burst of VM slowness) cannot land on one model only."""

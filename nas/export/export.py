@@ -27,6 +27,7 @@ from nas.export.formats import parse_formats
 from nas.export.inference import optimize_for_inference
 from nas.export.model_dir import check_output_dir, write_model_dir
 from nas.export.timing import decide_rewrites
+from nas.latency.anchors import nearest_anchors, shift_warning
 
 __all__ = ["ExportResult", "export_subnet"]
 
@@ -164,8 +165,14 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
         _log(verbose, "timing the rewrites on this machine" if choose_rewrites else
              "timing on this machine")
         d = decide_rewrites(model, arch, choice, in_chans=space.in_chans, device=device,
-                            timing=timing, choose=choose_rewrites)
+                            timing=timing, choose=choose_rewrites,
+                            anchors=_anchor_models(lat_table, arch, space))
         choice = d.flags
+        if d.anchors_ratio is not None:
+            latency["anchors_ratio"] = d.anchors_ratio
+            warn = shift_warning(d.anchors_ratio, "the measured ms")
+            if warn:
+                _log(verbose, f"warning: {warn}")
         if d.timed:
             latency["rewrites"] = d.timed
         latency.update(measured=d.measured, measured_plain=d.measured_plain, setting=d.setting)
@@ -199,6 +206,18 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
     checks = write_model_dir(fast, config, out, formats=formats, overwrite=overwrite,
                              card=model_card, keep=(run_dir,))
     return ExportResult(out=out, config=config, checks=checks)
+
+
+def _anchor_models(table: Any, arch: Arch, space: Any) -> list[tuple[torch.nn.Module, Arch, float]]:
+    """The table's calibration subnets nearest ``arch``'s predicted latency, built, to be
+    timed beside it (:mod:`nas.latency.anchors`); none for a table without them."""
+    from nas.model import build_model
+
+    if table is None or not (table.calibration or {}).get("samples"):
+        return []
+    near = float(table.predict([arch])[0])
+    return [(build_model(a, num_classes=space.num_classes, in_chans=space.in_chans).eval(), a, ms)
+            for a, ms in nearest_anchors(table, near, exclude=(arch,))]
 
 
 def _subnet_model(run: Any, arch: Arch) -> tuple[torch.nn.Module, Any]:

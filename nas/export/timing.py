@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,8 @@ def measure_latency(model: torch.nn.Module, arch: Arch, *, in_chans: int,
     from nas.latency.measure import Timing, time_module
 
     d, t = device or {}, {"stat": "median", "min_run_time": 0.3, **(timing or {})}
+    if "model_min_run_time" in t:  # the table's measurement length for whole models
+        t["min_run_time"] = t["model_min_run_time"]
     spec = DeviceSpec.parse("cpu", dtype=d.get("dtype", "fp32"),
                             batch_size=int(d.get("batch_size", 1)), threads=d.get("threads"))
     names = [f.name for f in dataclasses.fields(Timing)]
@@ -124,36 +127,40 @@ def _pairs(combos: list[dict[str, bool]], key: str) -> list[tuple[int, int]]:
             for i, c in enumerate(combos) if c[key]]
 
 
-def measure_side_by_side(models: list[torch.nn.Module], arch: Arch, *, in_chans: int,
-                         device: dict[str, Any] | None = None,
+def measure_side_by_side(models: list[torch.nn.Module], arch: Arch | Sequence[Arch], *,
+                         in_chans: int, device: dict[str, Any] | None = None,
                          timing: dict[str, Any] | None = None, rounds: int = 3,
                          min_span_s: float | None = None) -> tuple[list[float], str]:
     """Each model's fastest of interleaved rounds of :func:`measure_latency`, rounds added
     until they span ``min_span_s`` (default: the ground truth's): measured once each, an
     exported and a plain model both fell inside one burst of a shared VM's slowness and
-    measured 37% over the table's prediction."""
+    measured 37% over the table's prediction. ``arch``: of every model, or one per model
+    (a list)."""
     table, setting = time_rounds(models, arch, in_chans=in_chans, device=device, timing=timing,
                                  rounds=rounds, min_span_s=min_span_s)
     return [min(col) for col in zip(*table)], setting
 
 
-def time_rounds(models: list[torch.nn.Module], arch: Arch, *, in_chans: int,
-                device: dict[str, Any] | None = None, timing: dict[str, Any] | None = None,
-                rounds: int = 3, min_span_s: float | None = None
-                ) -> tuple[list[list[float]], str]:
+def time_rounds(models: list[torch.nn.Module], arch: Arch | Sequence[Arch], *,
+                in_chans: int, device: dict[str, Any] | None = None,
+                timing: dict[str, Any] | None = None, rounds: int = 3,
+                min_span_s: float | None = None) -> tuple[list[list[float]], str]:
     """Every round's ms of every model (``[round][model]``), the models timed in turn in
     an order rotated from round to round, and the setting in words; see
     :func:`measure_side_by_side`."""
     from nas.latency.measure import GROUND_TRUTH_SPAN_S
 
+    archs = list(arch) if isinstance(arch, (list, tuple)) else [arch] * len(models)
+    if len(archs) != len(models):
+        raise ValueError(f"{len(models)} models but {len(archs)} archs")
     span = GROUND_TRUTH_SPAN_S if min_span_s is None else min_span_s
     table: list[list[float]] = []
     setting, t0 = "", time.perf_counter()
     while len(table) < rounds or time.perf_counter() - t0 < span:
         row = [0.0] * len(models)
         for i in [(j + len(table)) % len(models) for j in range(len(models))]:
-            row[i], setting = measure_latency(models[i], arch, in_chans=in_chans, device=device,
-                                              timing=timing)
+            row[i], setting = measure_latency(models[i], archs[i], in_chans=in_chans,
+                                              device=device, timing=timing)
         table.append(row)
     return table, setting
 
@@ -167,7 +174,8 @@ class RewriteDecision:
     ``measured`` / ``measured_plain``: the kept set and the plain model side by side
     (ms; one timing of the plain model when no rewrite is kept); ``setting``: the timing
     setting in words; ``dropped``: the set that measured slower than the plain model side
-    by side and was dropped (None if none was).
+    by side and was dropped (None if none was); ``anchors_ratio``: the anchors' median
+    ratio to their profile timing in the last timing (None without anchors).
     """
 
     flags: dict[str, bool]
@@ -177,12 +185,16 @@ class RewriteDecision:
     timed: dict[str, float] = field(default_factory=dict)
     effects: dict[str, float] = field(default_factory=dict)
     dropped: str | None = None
+    anchors_ratio: float | None = None
+
+
+Anchor = tuple[torch.nn.Module, Arch, float]  # a calibration subnet's model, arch, profile ms
 
 
 def decide_rewrites(model: torch.nn.Module, arch: Arch, allowed: dict[str, bool], *,
                     in_chans: int, device: dict[str, Any] | None = None,
-                    timing: dict[str, Any] | None = None, choose: bool = True
-                    ) -> RewriteDecision:
+                    timing: dict[str, Any] | None = None, choose: bool = True,
+                    anchors: Sequence[Anchor] = ()) -> RewriteDecision:
     """The rewrites ``nas export`` applies to ``model`` on this machine: with ``choose``,
     those :func:`choose_rewrite_set` keeps of ``allowed`` (else all of ``allowed``); then
     that set and the plain model are timed side by side (:func:`measure_side_by_side`),
@@ -191,20 +203,33 @@ def decide_rewrites(model: torch.nn.Module, arch: Arch, allowed: dict[str, bool]
     model computes what the plain one does, so the plain model is timed alone and both
     figures are that one timing: two copies of one model timed side by side inside a
     slow phase of the VM read 5% apart (a `nas run` export, 1.071 vs 1.016 ms), and
-    reporting that gap would call noise a slowdown."""
+    reporting that gap would call noise a slowdown.
+
+    ``anchors``: a latency table's calibration subnets (:mod:`nas.latency.anchors`),
+    timed in the same rounds as that last timing; while they read a slower phase than
+    the profile's, it is timed again (:func:`~nas.latency.anchors.time_with_anchors`): a
+    `nas run` export on a noisy host read its model 13% over the table's prediction."""
+    from nas.latency.anchors import time_with_anchors
+
     flags, timed, effects = (choose_rewrite_set(model, arch, allowed, in_chans=in_chans,
                                                 device=device, timing=timing)
                              if choose else (dict(allowed), {}, {}))
-    if not any(flags.values()):
-        (plain,), setting = measure_side_by_side([model], arch, in_chans=in_chans,
-                                                 device=device, timing=timing)
-        return RewriteDecision(flags=flags, measured=plain, measured_plain=plain,
-                               setting=setting, timed=timed, effects=effects)
-    (fast, plain), setting = measure_side_by_side(
-        [optimize_for_inference(model, **flags), model], arch, in_chans=in_chans,
-        device=device, timing=timing)
+    kept = any(flags.values())
+    items = [(optimize_for_inference(model, **flags), arch), (model, arch)] if kept else \
+        [(model, arch)]
+    said = [""]
+
+    def measure(pairs: list[tuple[torch.nn.Module, Arch]]) -> list[float]:
+        times, said[0] = measure_side_by_side([m for m, _ in pairs], [a for _, a in pairs],
+                                              in_chans=in_chans, device=device, timing=timing)
+        return times
+
+    times, ratio = time_with_anchors(measure, items, [(m, a) for m, a, _ in anchors],
+                                     [ms for _, _, ms in anchors])
+    fast, plain = (times[0], times[1]) if kept else (times[0], times[0])
     dropped = None
-    if any(flags.values()) and fast > plain:
+    if kept and fast > plain:
         dropped, flags, fast = rewrite_name(flags), {k: False for k in flags}, plain
-    return RewriteDecision(flags=flags, measured=fast, measured_plain=plain, setting=setting,
-                           timed=timed, effects=effects, dropped=dropped)
+    return RewriteDecision(flags=flags, measured=fast, measured_plain=plain, setting=said[0],
+                           timed=timed, effects=effects, dropped=dropped,
+                           anchors_ratio=round(ratio, 4) if anchors else None)

@@ -53,6 +53,7 @@ import numpy as np
 from nas.arch import Arch, space_contains
 from nas.errors import ArtifactError, NasError
 from nas.io import write_text, write_yaml
+from nas.latency.anchors import nearest_anchors, shift_warning, time_with_anchors
 from nas.search.rundir import append_line, read_search
 
 __all__ = ["verify", "VerifyResult", "VERIFIED_CSV", "VERIFIED_TABLE", "VERIFY_LOG",
@@ -63,9 +64,6 @@ VERIFIED_TABLE = "table.verified.json"  # the search's table, refitted on the ti
 VERIFY_LOG = "verify.jsonl"  # every timing: the prediction just before it, and the measurement
 BEST_VERIFIED = "best_verified.yaml"
 COLUMNS = ("rank", "trial", "acc", "search_ms", "predicted_ms", "measured_ms")
-ANCHORS = 3  # of the table's own calibration subnets, timed beside the picks
-SHIFT = 0.03  # anchors this much slower (median ratio) than their profile timing: a slow phase
-RETRIES = 2  # timings again, each arch keeping its fastest, while the anchors read shifted
 
 Measure = Callable[[Sequence[Arch]], list[float]]
 
@@ -105,35 +103,6 @@ def _candidates(archs: Sequence[Arch], pred: np.ndarray, timed: dict[Arch, float
     most accurate first), leaving out those whose timing broke it."""
     return [i for i, a in enumerate(archs)
             if pred[i] <= budget and timed.get(a, 0.0) <= budget][:top]
-
-
-def _anchors(timed: dict[Arch, float], mine: Sequence[Arch], near_ms: float,
-             k: int) -> list[tuple[Arch, float]]:
-    """The ``k`` calibration subnets the profile timed (not ``verify``'s: ``mine``) nearest
-    ``near_ms`` in latency, with their profile timing (``timed``: :func:`_timed`)."""
-    skip = set(mine)
-    samples = [(a, ms) for a, ms in timed.items() if a not in skip and ms > 0]
-    return sorted(samples, key=lambda t: abs(np.log(t[1] / near_ms)))[:k]
-
-
-def _time_with_anchors(measure: Measure, archs: Sequence[Arch],
-                       anchors: Sequence[tuple[Arch, float]]) -> tuple[list[float], float]:
-    """``archs`` timed beside ``anchors``; while the anchors read more than :data:`SHIFT`
-    slower than their profile timing (median ratio: the machine is in a slower phase than
-    the table saw), everything is timed again, up to :data:`RETRIES` times, each arch
-    keeping its fastest timing. Returns the timings and the anchors' last ratio. (Faster
-    is not retried: a fastest timing cannot come out slower. On this project's VM the
-    anchors of a `nas run` read 3-4% faster than the profile had, as its picks did.)"""
-    best = np.full(len(archs) + len(anchors), np.inf)
-    shift = 1.0
-    for _ in range(1 + RETRIES):
-        best = np.minimum(best, measure(list(archs) + [a for a, _ in anchors]))
-        if not anchors:
-            break
-        shift = float(np.median([n / t for n, (_, t) in zip(best[len(archs):], anchors)]))
-        if shift <= 1.0 + SHIFT:
-            break
-    return [float(x) for x in best[:len(archs)]], shift
 
 
 def table_measurer(table: Any, space: Any, say: Callable[[str], None]) -> Measure:
@@ -218,13 +187,12 @@ def verify(search_dir: str | Path, *, table: str | Path | None = None,
         # calibration samples, and a slow phase of the VM during them (a `nas run` verify
         # read its picks 8% slower than the report timed them a minute later) would teach
         # the table that phase; while the anchors read it, time again
-        anchors = _anchors(timed, mine, float(np.median(pred[todo])), ANCHORS)
-        ms, shift = _time_with_anchors(measure, [archs[i] for i in todo + again], anchors)
-        if shift > 1.0 + SHIFT:
-            say(f"verify: warning: the table's own calibration subnets ran "
-                f"{100 * (shift - 1):.0f}% slower than when it was profiled, through "
-                f"{1 + RETRIES} timings: the picks' timings carry that; if it lasts, rebuild "
-                "the table or nas profile --recalibrate it")
+        anchors = nearest_anchors(tbl, float(np.median(pred[todo])))
+        ms, shift = time_with_anchors(measure, [archs[i] for i in todo + again],
+                                      [a for a, _ in anchors], [t for _, t in anchors])
+        warn = shift_warning(shift, "the picks' timings")
+        if warn:
+            say(f"verify: warning: {warn}")
         for i, m in zip(todo + again, ms, strict=True):
             tbl.add_calibration_sample(archs[i], m, source="verify")
         n_measured += len(todo)
