@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "safetensors,onnx; safetensors is always written)")
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                    help="epochs of distillation from the largest subnet (default 0)")
-    p.add_argument("--table", default=None, help="latency table, for the predicted latency")
+    p.add_argument("--table", default=None,
+                   help="latency table: the predicted latency, the timing setting, and 3 of "
+                   "its calibration subnets timed beside the model to spot a slow phase")
     p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
                    help="keep BatchNorm layers (default: fold them into linears/convs)")
     p.add_argument("--no-fuse", dest="fuse_qkv", action="store_false",
