@@ -602,6 +602,19 @@ def test_export_with_a_table_times_its_nearest_calibration_subnets_beside(run_di
     lat = ModelConfig.load(tmp_path / "m").metrics["latency_ms"]
     assert lat["anchors_ratio"] == pytest.approx(1.25) and lat["measured"] == 2.0
     assert any("ran 25% slower than when it was profiled" in m for m in logged)
+    # a table profiled on another machine: its timings do not compare, no anchors
+    from nas.io import read_json, write_json
+
+    raw = read_json(tmp_path / "table.json")
+    raw["device"]["name"] = "Another CPU"
+    write_json(tmp_path / "other.json", raw)
+    seen.clear()
+    logged.clear()
+    export_subnet(run_dir / "train", arch, tmp_path / "m2", table=tmp_path / "other.json",
+                  evaluate=False, formats="safetensors")
+    assert seen == [[arch]]
+    assert "anchors_ratio" not in ModelConfig.load(tmp_path / "m2").metrics["latency_ms"]
+    assert any("profiled on another machine" in m and "'Another CPU'" in m for m in logged)
 
 
 def test_exported_and_plain_are_timed_side_by_side_over_the_span(monkeypatch):

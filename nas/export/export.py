@@ -166,7 +166,7 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
              "timing on this machine")
         d = decide_rewrites(model, arch, choice, in_chans=space.in_chans, device=device,
                             timing=timing, choose=choose_rewrites,
-                            anchors=_anchor_models(lat_table, arch, space))
+                            anchors=_anchor_models(lat_table, arch, space, verbose))
         choice = d.flags
         if d.anchors_ratio is not None:
             latency["anchors_ratio"] = d.anchors_ratio
@@ -208,12 +208,24 @@ def export_subnet(run: Any, arch: Arch | str | Path | None, out: str | Path, *,
     return ExportResult(out=out, config=config, checks=checks)
 
 
-def _anchor_models(table: Any, arch: Arch, space: Any) -> list[tuple[torch.nn.Module, Arch, float]]:
+def _anchor_models(table: Any, arch: Arch, space: Any, verbose: bool
+                   ) -> list[tuple[torch.nn.Module, Arch, float]]:
     """The table's calibration subnets nearest ``arch``'s predicted latency, built, to be
-    timed beside it (:mod:`nas.latency.anchors`); none for a table without them."""
+    timed beside it (:mod:`nas.latency.anchors`); none for a table without them or one
+    profiled on another machine or software (its timings would not compare)."""
+    from nas.latency.device import DeviceSpec, device_fingerprint, fingerprint_diff
     from nas.model import build_model
 
     if table is None or not (table.calibration or {}).get("samples"):
+        return []
+    dev = table.device
+    here = DeviceSpec.parse("cpu", dtype=dev.get("dtype", "fp32"),
+                            batch_size=int(dev.get("batch_size", 1)), threads=dev.get("threads"))
+    diff = fingerprint_diff(dev, device_fingerprint(here.resolve()))
+    if diff:
+        _log(verbose, f"the table was profiled on another machine or software "
+                      f"({'; '.join(diff)}; table vs here): timed without its calibration "
+                      "subnets beside")
         return []
     near = float(table.predict([arch])[0])
     return [(build_model(a, num_classes=space.num_classes, in_chans=space.in_chans).eval(), a, ms)
