@@ -213,15 +213,13 @@ def _anchor_models(table: Any, arch: Arch, space: Any, verbose: bool
     """The table's calibration subnets nearest ``arch``'s predicted latency, built, to be
     timed beside it (:mod:`nas.latency.anchors`); none for a table without them or one
     profiled on another machine or software (its timings would not compare)."""
-    from nas.latency.device import DeviceSpec, device_fingerprint, fingerprint_diff
     from nas.model import build_model
 
     if table is None or not (table.calibration or {}).get("samples"):
         return []
-    dev = table.device
-    here = DeviceSpec.parse("cpu", dtype=dev.get("dtype", "fp32"),
-                            batch_size=int(dev.get("batch_size", 1)), threads=dev.get("threads"))
-    diff = fingerprint_diff(dev, device_fingerprint(here.resolve()))
+    # the export times on CPU: a GPU table's timings never compare
+    diff = (["type: " + repr(table.device.get("type")) + " vs 'cpu'"]
+            if table.device.get("type") != "cpu" else table.diff_from_here())
     if diff:
         _log(verbose, f"the table was profiled on another machine or software "
                       f"({'; '.join(diff)}; table vs here): timed without its calibration "

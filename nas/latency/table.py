@@ -153,6 +153,18 @@ class LatencyTable:
         return (f"{self._data['space']['name']} ({self.space_fingerprint}), {len(self)} entries, "
                 f"{describe_device(self._data['device'])}")
 
+    def diff_from_here(self) -> list[str]:
+        """``["name: 'X' vs 'Y'", ...]``: where this machine, in the table's setting,
+        differs from the one the table was profiled on (empty: the same; its timings
+        compare with timings here). Raises :class:`DeviceError` for a GPU this machine
+        lacks."""
+        dev = self._data["device"]
+        device = dev["type"] if dev.get("index") is None else f"{dev['type']}:{dev['index']}"
+        here = DeviceSpec.parse(device, dtype=dev.get("dtype", "fp32"),
+                                batch_size=int(dev.get("batch_size", 1)),
+                                threads=dev.get("threads"))
+        return fingerprint_diff(dev, device_fingerprint(here.resolve()))
+
     def measure_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`nas.latency.measure.measure_archs` (and its checked
         twin) that time ground truth in this table's setting: batch, dtype, threads,

@@ -109,16 +109,11 @@ def table_measurer(table: Any, space: Any, say: Callable[[str], None]) -> Measur
     """Ground truth with ``table``'s setting and speed check (what ``nas measure`` does);
     refuses a table profiled on another device or software stack than this machine's (its
     timings would mix two machines)."""
-    from nas.latency.device import DeviceSpec, device_fingerprint, fingerprint_diff
     from nas.latency.measure import measure_archs_checked
     from nas.latency.quiet import quiet_timing
     from nas.latency.speedprobe import speed_verdict, table_reference
 
-    dev = table.device
-    device = dev["type"] if dev.get("index") is None else f"{dev['type']}:{dev['index']}"
-    here = DeviceSpec.parse(device, dtype=dev.get("dtype", "fp32"),
-                            batch_size=int(dev.get("batch_size", 1)), threads=dev.get("threads"))
-    diff = fingerprint_diff(dev, device_fingerprint(here.resolve()))
+    diff = table.diff_from_here()
     if diff:
         raise ArtifactError(f"latency table {table.source} was profiled on another machine or "
                             f"software ({'; '.join(diff)}; table vs here); run nas verify where "
