@@ -31,6 +31,7 @@ from nas.encoding import encode_arch
 from nas.errors import ArtifactError
 from nas.io import read_json, write_text
 from nas.latency.device import DeviceSpec, describe_device, device_fingerprint, fingerprint_diff
+from nas.latency.measure import round_statistic
 from nas.latency.prediction import ComponentSum
 from nas.latency.residual import Residual
 from nas.latency.signatures import Signature, arch_signatures
@@ -291,23 +292,54 @@ class LatencyTable:
 
     def add_calibration_sample(self, arch: Arch, stats: dict[str, float] | float, *,
                                seed: int | None = None, source: str | None = None) -> None:
-        """Record an end-to-end timing of ``arch`` for the calibration (another round of
-        an arch already there merges into its sample, as :meth:`add` with ``merge``).
+        """Record an end-to-end timing of ``arch`` for the calibration: another round of
+        an arch already there merges into its sample, which keeps every round's figures
+        (``by_round``) and their k-th fastest (:func:`nas.latency.measure.round_statistic`,
+        as the ground truth keeps; a sample from a table written before keeps its fastest).
+        ``stats``: the figures of :meth:`~nas.latency.measure.Measurer.measure_archs` (its
+        rounds count one by one) or one figure (one round).
         ``source="verify"``: a search's pick (:mod:`nas.search.verify`), which only the
         local correction learns from."""
         c = self._data["calibration"] or {"features": None, "coef": None, "samples": [],
                                           "fit": None, "seed": seed}
         raw = arch.to_dict()
+        new = self._timed(stats)
+        by_round = self._by_round(stats)
         for i, sample in enumerate(c["samples"]):
             if sample["arch"] == raw:
                 old = {k: v for k, v in sample.items() if k != "arch"}
-                c["samples"][i] = {**self._best(old, self._timed(stats)), "arch": raw}
+                merged = self._best(old, new)
+                if "by_round" in old:  # a sample written before by_round keeps the fastest
+                    merged["by_round"] = {k: old["by_round"].get(k, []) + v
+                                          for k, v in by_round.items()}
+                    merged.update(self._from_rounds(merged["by_round"]))
+                c["samples"][i] = {**merged, "arch": raw}
                 break
         else:
             extra = {"source": source} if source else {}
-            c["samples"].append({**self._best(None, self._timed(stats)), **extra, "arch": raw})
+            first = {**self._best(None, new), "by_round": by_round}
+            first.update(self._from_rounds(by_round))
+            c["samples"].append({**first, **extra, "arch": raw})
         self._data["calibration"] = c
         self._residual = False  # rebuilt from the samples as they are now, as a reload would
+
+    def _by_round(self, stats: dict[str, float] | float) -> dict[str, list[float]]:
+        """The per-round figures of a timing (``rounds_min``/``rounds_median`` of
+        :meth:`nas.latency.measure.Measurer.measure_archs`, else the figure itself as one
+        round), per statistic."""
+        if not isinstance(stats, dict):
+            return {self.stat: [round(float(stats), 6)]}
+        return {k: [round(float(x), 6) for x in stats.get(f"rounds_{k}", [stats[k]])]
+                for k in ("median", "min") if k in stats}
+
+    def _from_rounds(self, by_round: dict[str, list[float]]) -> dict[str, Any]:
+        """A calibration sample's figures from its rounds: each statistic's k-th fastest
+        round (:func:`nas.latency.measure.round_statistic`), as the ground truth keeps."""
+        out: dict[str, Any] = {k: round_statistic(v) for k, v in by_round.items() if v}
+        if self.stat in out:
+            out["ms"] = out[self.stat]
+        out["rounds"] = max(len(v) for v in by_round.values())
+        return out
 
     def calibration_rounds(self, arch: Arch) -> int:
         """Measurement rounds of ``arch``'s calibration sample (0: none)."""

@@ -11,7 +11,8 @@ atomically by :meth:`nas.latency.LatencyTable.save`)::
                   "ops": 31, "params": {...}, "slow": true (only if never timed at
                   full speed, see nas.latency.slowphase)}, ...],
      "calibration": {"features": [...], "coef": [...], "samples": [{"ms", ..., "arch", "slow": true
-                                                                (as entries)}],
+                                                                (as entries), "by_round":
+                                                                {"min": [ms per round], ...}}],
                      "fit": {"n", "fit_mape", "loo_mape", "raw_mape", ...}, "seed": 0,
                      "residual": {"amplitude", "length_scale", "noise", "n"} or null}}
 
@@ -144,6 +145,12 @@ def _check_calibration(c: Any, source: str) -> None:
         if isinstance(sample, dict) and not isinstance(sample.get("slow", False), bool):
             raise _bad(source, f"calibration.samples[{i}].slow must be true or false, got "
                                f"{str(sample.get('slow'))[:40]}")
+        rounds = sample.get("by_round", {}) if isinstance(sample, dict) else {}
+        if not (isinstance(rounds, dict) and all(
+                k in ("median", "min") and isinstance(v, list) and v
+                and all(_check_number(x) for x in v) for k, v in rounds.items())):
+            raise _bad(source, f"calibration.samples[{i}].by_round must map median/min to "
+                               f"non-empty lists of numbers")
     feats, coef = c.get("features"), c.get("coef")
     if feats is not None:
         if not (isinstance(feats, list) and set(feats) <= set(cal.FEATURES)
